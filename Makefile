@@ -1,0 +1,61 @@
+# dra-harness: `make e2e` (the main job) and `make test` (the project's own tests) work on a
+# fresh machine; everything they need is installed by the targets they depend on.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+K8S_VERSION ?=
+BACKEND ?= local
+# Debian packages the tests use as independent consumers of fake trees, and openssl for PKI.
+APT_PACKAGES := pciutils hwloc umockdev libumockdev0 openssl
+DEB_STAMP := $(VENV)/.debs
+
+.PHONY: help install debs bins test test-fast bench e2e clean protos
+
+help:
+	@echo "make e2e [BACKEND=local|kind|existing] [K8S_VERSION=1.36]  boot a cluster, run e2e/, tear down"
+	@echo "make test                                                the project's own test suite"
+	@echo "make bench                                               benchmarks (render, discovery, cluster)"
+	@echo "make bins [K8S_VERSION=1.35]                             build control-plane binaries into the cache"
+	@echo "make install                                             virtualenv + Debian packages"
+
+install: $(STAMP) $(DEB_STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m refdriver.protos.build
+	touch $@
+
+$(DEB_STAMP): | $(STAMP)
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else echo "make: missing Debian packages:$$missing (run as root or install them; tests needing them will skip)"; fi; \
+	fi
+	touch $@
+
+debs: $(DEB_STAMP)
+
+protos: $(STAMP)
+	$(PY) -m refdriver.protos.build
+
+bins:
+	clusters/local/build-bins.sh $(K8S_VERSION)
+
+test: install bins
+	$(PY) -m pytest tests -q -p no:cacheprovider $(PYTEST_ARGS)
+
+test-fast: install
+	$(PY) -m pytest tests -q -m "not slow" $(PYTEST_ARGS)
+
+bench: install bins
+	$(PY) -m harness.bench $(BENCH_ARGS)
+
+e2e: install $(if $(filter local,$(BACKEND)),bins)
+	$(PY) -m harness.cli e2e --backend $(BACKEND) $(if $(K8S_VERSION),--k8s-version $(K8S_VERSION)) $(E2E_ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache refdriver/_gen

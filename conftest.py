@@ -1,0 +1,1 @@
+"""Repository-wide pytest configuration: tests import the packages from this checkout."""

@@ -1,0 +1,263 @@
+"""Change a rendered tree at runtime: hotplug, unbind, NUMA loss, dropped or corrupted
+attributes, duplicate routing ids, another instance type.
+
+Every mutation edits the saved state (or, for hotplug of a new device, the model), renders the
+plan again, and applies only the difference *in place*: a process that bind-mounted the tree
+(`fakedev run`) keeps the same directories and sees the change. A device directory appears or
+disappears with a single rename, so a reader never sees half a device.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import spec as specmod
+from . import tree as treemod
+from .layout import Layout, device_id
+from .model import EfaDevice, EnaDevice, NeuronDevice, Topology
+from .render import Group, Plan, TreeWriter, build_plan
+from .state import TreeState
+
+
+class MutationError(Exception):
+    """A mutation that cannot apply; str() is the user-facing line."""
+
+
+@dataclass
+class Flat:
+    files: dict[str, tuple[bytes, int]]
+    links: dict[str, str]
+    nodes: dict[str, tuple[int, int]]
+    dirs: set[str]
+
+
+def _flatten(plan: Plan) -> Flat:
+    f = Flat({}, {}, {}, set())
+    for g in plan.groups.values():
+        f.files.update(g.files)
+        f.links.update(g.links)
+        f.nodes.update(g.nodes)
+        f.dirs |= g.dirs
+    return f
+
+
+def _under(path: str, d: str) -> bool:
+    return path.startswith(d + "/")
+
+
+def apply_diff(root: Path, old: Plan, new: Plan, devnodes: str) -> None:
+    """Turn the tree rendered from `old` into the tree of `new`, touching only what differs."""
+    a, b = _flatten(old), _flatten(new)
+    gone_dirs = _topmost(a.dirs - b.dirs)
+    new_dirs = _topmost(b.dirs - a.dirs)
+    # 1. Links that go away or change target first, so nothing points into a vanishing device.
+    for path, target in a.links.items():
+        if b.links.get(path) != target and not any(_under(path, d) for d in gone_dirs):
+            _unlink(root / path)
+    for path in a.nodes.keys() - b.nodes.keys():
+        _unlink(root / path)
+    # 2. Whole device directories disappear with one rename, then are deleted.
+    trash = root / ".fakedev-trash"
+    for d in gone_dirs:
+        if (root / d).exists():
+            trash.mkdir(exist_ok=True)
+            os.rename(root / d, trash / uuid.uuid4().hex)
+    shutil.rmtree(trash, ignore_errors=True)
+    for path in a.files.keys() - b.files.keys():
+        if not any(_under(path, d) for d in gone_dirs):
+            _unlink(root / path)
+    # 3. New directories are filled aside and renamed into place.
+    staging = root / ".fakedev-staging"
+    writer = TreeWriter(str(root), devnodes)
+    for d in new_dirs:
+        stage = staging / uuid.uuid4().hex
+        sub = TreeWriter(str(stage), devnodes)
+        g = Group(
+            files={p[len(d) + 1:]: v for p, v in b.files.items() if _under(p, d)},
+            links={p[len(d) + 1:]: v for p, v in b.links.items() if _under(p, d)},
+            dirs={x[len(d) + 1:] for x in b.dirs if _under(x, d)},
+        )
+        stage.mkdir(parents=True)
+        sub.write(g)
+        (root / d).parent.mkdir(parents=True, exist_ok=True)
+        os.rename(stage, root / d)
+    shutil.rmtree(staging, ignore_errors=True)
+    # 4. Changed or added files and links elsewhere: write aside, rename over (atomic per file).
+    in_new = lambda p: any(_under(p, d) for d in new_dirs)  # noqa: E731
+    for path, (data, mode) in b.files.items():
+        if a.files.get(path) != (data, mode) and not in_new(path):
+            _atomic_file(root / path, data, mode)
+    for path, target in b.links.items():
+        if a.links.get(path) != target and not in_new(path):
+            full = root / path
+            full.parent.mkdir(parents=True, exist_ok=True)
+            tmp = full.with_name(f".{full.name}.fakedev-tmp")
+            _unlink(tmp)
+            os.symlink(target, tmp)
+            os.replace(tmp, full)
+    nodes = {p: v for p, v in b.nodes.items() if a.nodes.get(p) != v}
+    writer.write(Group(nodes=nodes))
+
+
+def _topmost(dirs: set[str]) -> list[str]:
+    out: list[str] = []
+    for d in sorted(dirs):
+        if not any(_under(d, o) for o in out):
+            out.append(d)
+    return out
+
+
+def _unlink(p: Path) -> None:
+    try:
+        os.unlink(p)
+    except FileNotFoundError:
+        pass
+
+
+def _atomic_file(path: Path, data: bytes, mode: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.fakedev-tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# The mutations. Each takes the tree root and returns a one-line description of what changed.
+
+
+class Tree:
+    """A handle on a rendered tree for a sequence of mutations (the Python API)."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+        self.topo, self.state = treemod.load(self.root)
+
+    # -- device lookup --------------------------------------------------------------------------
+    def resolve(self, name: str) -> NeuronDevice | EfaDevice | EnaDevice:
+        """neuronN, a PCI address, or an rdma device name (rdmap16s26)."""
+        for dev in self.topo.functions():
+            if name in (device_id(dev), dev.bdf) or (isinstance(dev, EfaDevice) and name == dev.rdma):
+                return dev
+        known = ", ".join(device_id(d) for d in self.topo.functions())
+        raise MutationError(f"no device {name!r} in this tree (devices: {known})")
+
+    def _commit(self, new_topo: Topology, new_state: TreeState, what: str) -> str:
+        old_plan = build_plan(self.topo, self.state)
+        new_plan = build_plan(new_topo, new_state)
+        new_state.history.append(what)
+        apply_diff(self.root, old_plan, new_plan, treemod.devnode_kind_of(self.root))
+        treemod.save_meta(self.root, new_topo, new_state)
+        self.topo, self.state = new_topo, new_state
+        return what
+
+    def _state(self) -> TreeState:
+        return TreeState.from_json(self.state.to_json())
+
+    # -- hotplug ---------------------------------------------------------------------------------
+    def remove(self, name: str) -> str:
+        dev = self.resolve(name)
+        st = self._state()
+        if device_id(dev) in st.removed:
+            raise MutationError(f"{device_id(dev)} is already removed")
+        st.removed.append(device_id(dev))
+        return self._commit(self.topo, st, f"remove {device_id(dev)}")
+
+    def add(self, name: str) -> str:
+        """Plug a previously removed device back in."""
+        dev = self.resolve(name)
+        st = self._state()
+        if device_id(dev) not in st.removed:
+            raise MutationError(f"{device_id(dev)} is present; `add` re-plugs a removed device "
+                                "(use add_new / --neuron/--efa to add a device the model lacks)")
+        st.removed.remove(device_id(dev))
+        return self._commit(self.topo, st, f"add {device_id(dev)}")
+
+    def add_new(self, kind: str, entry: dict) -> str:
+        """Hotplug a device the model does not have yet (validated like a spec entry)."""
+        section = {"neuron": "neuron_devices", "efa": "efa_devices", "ena": "ena_devices"}.get(kind)
+        if not section:
+            raise MutationError(f"cannot add a device of kind {kind!r} (neuron, efa or ena)")
+        data = specmod.dump(self.topo)
+        data.setdefault(section, []).append(entry)
+        try:
+            topo = specmod.load_data(data, f"new {kind} device")
+        except specmod.SpecError as e:
+            raise MutationError(str(e)) from None
+        added = [d for d in topo.functions() if device_id(d) not in {device_id(x) for x in self.topo.functions()}]
+        return self._commit(topo, self._state(), f"add new {kind} {device_id(added[0])}")
+
+    # -- faults ------------------------------------------------------------------------------------
+    def set_numa_none(self, name: str) -> str:
+        dev = self.resolve(name)
+        st = self._state()
+        if device_id(dev) not in st.numa_none:
+            st.numa_none.append(device_id(dev))
+        return self._commit(self.topo, st, f"numa_node=-1 {device_id(dev)}")
+
+    def unbind(self, name: str) -> str:
+        dev = self.resolve(name)
+        st = self._state()
+        if not st.bound(device_id(dev)):
+            raise MutationError(f"{device_id(dev)} is not bound to a driver")
+        st.unbound.append(device_id(dev))
+        return self._commit(self.topo, st, f"unbind {device_id(dev)}")
+
+    def bind(self, name: str) -> str:
+        dev = self.resolve(name)
+        st = self._state()
+        if device_id(dev) not in st.unbound:
+            raise MutationError(f"{device_id(dev)} was not unbound")
+        st.unbound.remove(device_id(dev))
+        return self._commit(self.topo, st, f"bind {device_id(dev)}")
+
+    def duplicate_routing_id(self, name: str) -> str:
+        """neuron.ko refuses a device whose routing id repeats: its PCI function stays, unbound,
+        with no neuronN class device and no /dev node (NE §1.3)."""
+        dev = self.resolve(name)
+        if not isinstance(dev, NeuronDevice):
+            raise MutationError("only Neuron devices have routing ids")
+        st = self._state()
+        if device_id(dev) not in st.dup_routing:
+            st.dup_routing.append(device_id(dev))
+        return self._commit(self.topo, st, f"duplicate routing id {device_id(dev)}")
+
+    def attr(self, name: str, attr: str, action: str, value: str = "") -> str:
+        """Drop or corrupt one attribute file. `attr` is relative to the device's class
+        directory (Neuron: neuronN/..., EFA: the ib device), or to its PCI function with `pci/`."""
+        dev = self.resolve(name)
+        lay = Layout(self.topo)
+        if attr.startswith("pci/"):
+            base, rest = lay.pci_paths[dev.bdf], attr[4:]
+        elif isinstance(dev, NeuronDevice):
+            base, rest = lay.neuron_class_dir(dev), attr
+        elif isinstance(dev, EfaDevice):
+            base, rest = lay.ib_dir(dev), attr
+        else:
+            base, rest = lay.pci_paths[dev.bdf], attr
+        path = f"{base}/{rest}"
+        plan = build_plan(self.topo, self.state)
+        if path not in plan.groups.get(device_id(dev), plan.groups["node"]).files:
+            raise MutationError(f"{device_id(dev)} has no attribute file {attr!r} ({path})")
+        st = self._state()
+        st.attrs = [f for f in st.attrs if f["path"] != path]
+        st.attrs.append({"device": device_id(dev), "attr": attr, "path": path, "action": action, "value": value})
+        return self._commit(self.topo, st, f"{action} {device_id(dev)}:{attr}")
+
+    def set_instance_type(self, product: str) -> str:
+        st = self._state()
+        st.product_name = product
+        return self._commit(self.topo, st, f"instance type {product}")
+
+    def reset(self) -> str:
+        """Undo every mutation of the state (hotplugged new devices stay in the model)."""
+        return self._commit(self.topo, TreeState(), "reset")
+

@@ -1,0 +1,596 @@
+"""Load and validate topology specs (YAML) into the model.
+
+A spec is either a full topology or `preset: NAME` plus overrides. Unknown keys are errors, and
+every error is a SpecError naming the field path, so the CLI can print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from . import presets
+from .model import (
+    GENERATIONS,
+    EfaDevice,
+    EnaDevice,
+    NeuronDevice,
+    NumaNode,
+    Root,
+    Switch,
+    Topology,
+    UltraServer,
+    default_torus,
+    driver_connected_devices,
+    parse_bdf,
+    parse_cpulist,
+    parse_root,
+    stable_hex,
+)
+
+
+class SpecError(ValueError):
+    """A spec problem at a field path; str() is the one line users see."""
+
+    def __init__(self, path: str, problem: str, source: str = "spec") -> None:
+        self.path, self.problem, self.source = path or "<top>", problem, source
+        super().__init__(_one_line(f"{source}: {self.path}: {problem}"))
+
+
+def _one_line(text: str) -> str:
+    """Errors quote user input; control characters in it must not break the one-line promise."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+# Lists merged by key when a spec overrides a preset: key field per list.
+LIST_KEYS = {
+    "numa_nodes": "id",
+    "pci_roots": "name",
+    "pcie_switches": "name",
+    "neuron_devices": "index",
+    "efa_devices": "bdf",
+    "ena_devices": "bdf",
+}
+TOP_KEYS = {
+    "preset", "instance_type", "neuron_generation", "neuron_driver_version", "seed", "cpu",
+    "memory_gib", "numa_nodes", "pci_roots", "pcie_switches", "neuron_devices", "efa_devices",
+    "ena_devices", "ultraserver", "devfs",
+}
+GUID_RE = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{4}:[0-9a-f]{4}:[0-9a-f]{4}$")
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+VERSION_RE = re.compile(r"^[0-9A-Za-z.+_-]{1,64}$")
+
+
+# ---------------------------------------------------------------------------------------------
+# Typed field readers: each raises SpecError with the exact path.
+
+
+def _map(obj: Any, path: str, allowed: set[str], required: set[str] = frozenset()) -> dict:
+    if not isinstance(obj, dict):
+        raise SpecError(path, f"expected a mapping, got {type(obj).__name__}")
+    for k in obj:
+        if not isinstance(k, str):
+            raise SpecError(path, f"keys must be strings, got {k!r}")
+        if k not in allowed:
+            raise SpecError(_join(path, k), f"unknown key (allowed: {', '.join(sorted(allowed))})")
+    for k in sorted(required):
+        if k not in obj:
+            raise SpecError(_join(path, k), "required key is missing")
+    return obj
+
+
+def _join(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else key
+
+
+def _list(obj: Any, path: str) -> list:
+    if not isinstance(obj, list):
+        raise SpecError(path, f"expected a list, got {type(obj).__name__}")
+    return obj
+
+
+def _int(obj: Any, path: str, lo: int, hi: int) -> int:
+    if isinstance(obj, bool) or not isinstance(obj, int):
+        raise SpecError(path, f"expected an integer, got {obj!r}")
+    if not lo <= obj <= hi:
+        raise SpecError(path, f"{obj} is out of range {lo}..{hi}")
+    return obj
+
+
+def _str(obj: Any, path: str, pattern: re.Pattern | None = None, what: str = "") -> str:
+    if not isinstance(obj, str):
+        raise SpecError(path, f"expected a string, got {obj!r}")
+    if pattern is not None and not pattern.match(obj):
+        raise SpecError(path, f"{obj!r} is not {what or 'valid'}")
+    return obj
+
+
+def _hex16(obj: Any, path: str) -> int:
+    """A 16-bit PCI id given as 0xefa1 (YAML int) or 'efa1'/'0xefa1' (string)."""
+    if isinstance(obj, str):
+        try:
+            obj = int(obj, 16)
+        except ValueError:
+            raise SpecError(path, f"{obj!r} is not a hex PCI id") from None
+    return _int(obj, path, 0, 0xFFFF)
+
+
+def _bus(obj: Any, path: str) -> int:
+    if isinstance(obj, str):
+        try:
+            obj = int(obj, 16)
+        except ValueError:
+            raise SpecError(path, f"{obj!r} is not a hex bus number") from None
+    return _int(obj, path, 0, 0xFF)
+
+
+def _bdf(obj: Any, path: str) -> str:
+    s = _str(obj, path)
+    try:
+        parse_bdf(s)
+    except ValueError as e:
+        raise SpecError(path, str(e)) from None
+    return s
+
+
+def _root_name(obj: Any, path: str) -> str:
+    s = _str(obj, path)
+    try:
+        parse_root(s)
+    except ValueError as e:
+        raise SpecError(path, str(e)) from None
+    return s
+
+
+def _opt(d: dict, key: str, path: str, read: Callable[[Any, str], Any], default: Any = None) -> Any:
+    return read(d[key], _join(path, key)) if key in d and d[key] is not None else default
+
+
+# ---------------------------------------------------------------------------------------------
+# Merge a spec onto a preset.
+
+
+def merge(base: dict, over: dict, path: str = "") -> dict:
+    """Overlay `over` on `base`: mappings merge, keyed lists merge by key (`remove: true`
+    deletes an entry), anything else replaces."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        p = _join(path, k)
+        if k in LIST_KEYS and isinstance(v, list) and isinstance(out.get(k), list):
+            out[k] = _merge_list(out[k], v, LIST_KEYS[k], p)
+        elif isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v, p)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _merge_list(base: list, over: list, key: str, path: str) -> list:
+    out = [copy.deepcopy(b) for b in base]
+    for i, item in enumerate(over):
+        p = _join(path, i)
+        if not isinstance(item, dict) or key not in item:
+            raise SpecError(p, f"an override entry must be a mapping with '{key}'")
+        match = [j for j, b in enumerate(out) if isinstance(b, dict) and b.get(key) == item[key]]
+        remove = item.get("remove", False)
+        if not isinstance(remove, bool):
+            raise SpecError(_join(p, "remove"), f"expected true or false, got {remove!r}")
+        if remove:
+            if not match:
+                raise SpecError(p, f"cannot remove {key}={item[key]!r}: no such entry in the preset")
+            del out[match[0]]
+        elif match:
+            out[match[0]] = {**out[match[0]], **{k: v for k, v in item.items() if k != "remove"}}
+        else:
+            out.append({k: v for k, v in item.items() if k != "remove"})
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Public entry points.
+
+
+def load_file(path: str | Path) -> Topology:
+    """Load a spec file; the error source is the file name."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise SpecError("<file>", f"cannot read: {e.strerror}", str(p)) from None
+    return load_text(text, source=str(p))
+
+
+def load_text(text: str, source: str = "spec") -> Topology:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "<yaml>"
+        raise SpecError(where, f"invalid YAML: {getattr(e, 'problem', None) or e}", source) from None
+    except (ValueError, TypeError, RecursionError) as e:  # e.g. absurd timestamps, deep nesting
+        raise SpecError("<yaml>", f"invalid YAML: {e}", source) from None
+    return load_data(data, source)
+
+
+def load_preset(name: str) -> Topology:
+    return load_data({"preset": name}, f"preset {name}")
+
+
+def load_data(data: Any, source: str = "spec") -> Topology:
+    """Validate already-parsed YAML data (a mapping) and build the topology."""
+    try:
+        data = _map(data, "", TOP_KEYS)
+        if "preset" in data:
+            name = _str(data["preset"], "preset")
+            if name not in presets.names():
+                raise SpecError("preset", f"unknown preset {name!r} (known: {', '.join(presets.names())})")
+            over = {k: v for k, v in data.items() if k != "preset"}
+            data = merge(presets.raw(name), over)
+        return _build(data)
+    except SpecError as e:
+        raise SpecError(e.path, e.problem, source) from None
+    except RecursionError:
+        raise SpecError("<top>", "structure nested too deeply", source) from None
+
+
+def _build(d: dict) -> Topology:
+    _map(d, "", TOP_KEYS - {"preset"}, {"instance_type", "cpu", "pci_roots"})
+    instance = _str(d["instance_type"], "instance_type", re.compile(r"^[a-z0-9][a-z0-9.-]{0,63}$"),
+                    "an EC2 instance type like trn2.48xlarge")
+    generation = _opt(d, "neuron_generation", "neuron_generation", _str)
+    if generation is not None and generation not in GENERATIONS:
+        raise SpecError("neuron_generation", f"unknown generation {generation!r} (known: {', '.join(GENERATIONS)})")
+    version = _opt(d, "neuron_driver_version", "neuron_driver_version",
+                   lambda o, p: _str(o, p, VERSION_RE, "a version string"), "2.24.7.0")
+    seed = _opt(d, "seed", "seed", _str, instance)
+
+    cpu = _map(d["cpu"], "cpu", {"sockets", "cores_per_socket", "threads_per_core"}, {"sockets", "cores_per_socket"})
+    sockets = _int(cpu["sockets"], "cpu.sockets", 1, 16)
+    cores = _int(cpu["cores_per_socket"], "cpu.cores_per_socket", 1, 512)
+    threads = _opt(cpu, "threads_per_core", "cpu", lambda o, p: _int(o, "cpu.threads_per_core", 1, 8), 2)
+    nr_cpus = sockets * cores * threads
+    if nr_cpus > 4096:
+        raise SpecError("cpu", f"{nr_cpus} CPUs is more than the 4096 supported")
+    memory = _opt(d, "memory_gib", "memory_gib", lambda o, p: _int(o, p, 1, 1 << 20), 64)
+
+    numa = _numa_nodes(d, sockets, cores, threads, memory)
+    numa_ids = {n.id for n in numa}
+    roots = _roots(d, numa_ids)
+    switches = _switches(d, roots)
+    neuron = _neuron(d, generation, seed, numa_ids)
+    efa = _efa(d, seed, numa_ids)
+    ena = [_ena(e, _join("ena_devices", i), numa_ids) for i, e in enumerate(_list(d.get("ena_devices") or [], "ena_devices"))]
+    ultra = _ultraserver(d, seed)
+    devfs = _map(d.get("devfs") or {}, "devfs", {"neuron_major", "uverbs_major"})
+    majors = {
+        "neuron": _opt(devfs, "neuron_major", "devfs", lambda o, p: _int(o, p, 1, 511), 240),
+        "uverbs": _opt(devfs, "uverbs_major", "devfs", lambda o, p: _int(o, p, 1, 511), 231),
+    }
+    topo = Topology(instance, generation, version, sockets, cores, threads, numa, roots, switches,
+                    neuron, efa, ena, ultra, majors)
+    _check_topology(topo)
+    return topo
+
+
+def _numa_nodes(d: dict, sockets: int, cores: int, threads: int, memory: int) -> list[NumaNode]:
+    nr = sockets * cores * threads
+    raw = d.get("numa_nodes")
+    if raw is None:  # one NUMA node per socket, every thread of the socket's cores
+        per_thread = sockets * cores
+        nodes = []
+        for s in range(sockets):
+            cpus = [t * per_thread + s * cores + c for t in range(threads) for c in range(cores)]
+            dist = [10 if o == s else 20 for o in range(sockets)]
+            nodes.append(NumaNode(s, sorted(cpus), dist, max(1, memory // sockets)))
+        return nodes
+    nodes = []
+    items = _list(raw, "numa_nodes")
+    if not items:
+        raise SpecError("numa_nodes", "at least one NUMA node is required")
+    for i, n in enumerate(items):
+        p = _join("numa_nodes", i)
+        _map(n, p, {"id", "cpus", "distances", "memory_gib"}, {"id", "cpus"})
+        nid = _int(n["id"], _join(p, "id"), 0, 63)
+        try:
+            cpus = parse_cpulist(_str(n["cpus"], _join(p, "cpus")) if not isinstance(n["cpus"], int) else str(n["cpus"]))
+        except ValueError as e:
+            raise SpecError(_join(p, "cpus"), f"not a cpulist like 0-31,64-95: {e}") from None
+        for c in cpus:
+            if c >= nr:
+                raise SpecError(_join(p, "cpus"), f"CPU {c} does not exist ({nr} CPUs from the cpu section)")
+        dist = _opt(n, "distances", p, lambda o, q: [_int(x, _join(q, j), 10, 255) for j, x in enumerate(_list(o, q))])
+        mem = _opt(n, "memory_gib", p, lambda o, q: _int(o, q, 0, 1 << 20), max(1, memory // len(items)))
+        nodes.append(NumaNode(nid, cpus, dist or [], mem))
+    ids = [n.id for n in nodes]
+    if len(set(ids)) != len(ids):
+        raise SpecError("numa_nodes", f"duplicate NUMA node ids {sorted(ids)}")
+    seen: dict[int, int] = {}
+    for i, n in enumerate(nodes):
+        for c in n.cpus:
+            if c in seen:
+                raise SpecError(_join(_join("numa_nodes", i), "cpus"), f"CPU {c} is already in NUMA node {seen[c]}")
+            seen[c] = n.id
+        if not n.distances:
+            n.distances = [10 if o.id == n.id else 20 for o in nodes]
+        if len(n.distances) != len(nodes):
+            raise SpecError(_join(_join("numa_nodes", i), "distances"), f"needs {len(nodes)} entries, one per NUMA node")
+        if n.distances[ids.index(n.id)] != 10:
+            raise SpecError(_join(_join("numa_nodes", i), "distances"), "the distance to itself must be 10")
+    return nodes
+
+
+def _numa_ref(obj: Any, path: str, numa_ids: set[int]) -> int:
+    v = _int(obj, path, -1, 63)
+    if v != -1 and v not in numa_ids:
+        raise SpecError(path, f"NUMA node {v} does not exist (nodes: {sorted(numa_ids)})")
+    return v
+
+
+def _roots(d: dict, numa_ids: set[int]) -> list[Root]:
+    roots = []
+    items = _list(d["pci_roots"], "pci_roots")
+    for i, r in enumerate(items):
+        p = _join("pci_roots", i)
+        _map(r, p, {"name", "numa_node"}, {"name", "numa_node"})
+        roots.append(Root(_root_name(r["name"], _join(p, "name")), _numa_ref(r["numa_node"], _join(p, "numa_node"), numa_ids)))
+    names = [r.name for r in roots]
+    for i, n in enumerate(names):
+        if names.index(n) != i:
+            raise SpecError(_join(_join("pci_roots", i), "name"), f"duplicate root complex {n}")
+    return roots
+
+
+def _switches(d: dict, roots: list[Root]) -> list[Switch]:
+    out = []
+    root_names = {r.name for r in roots}
+    for i, s in enumerate(_list(d.get("pcie_switches") or [], "pcie_switches")):
+        p = _join("pcie_switches", i)
+        _map(s, p, {"name", "root", "upstream_bus", "downstream_bus"}, {"name", "root"})
+        name = _str(s["name"], _join(p, "name"), NAME_RE, "a switch name like sw0")
+        if name in root_names or name in {o.name for o in out}:
+            raise SpecError(_join(p, "name"), f"duplicate name {name}")
+        root = _root_name(s["root"], _join(p, "root"))
+        if root not in root_names:
+            raise SpecError(_join(p, "root"), f"root complex {root} is not in pci_roots")
+        up = _opt(s, "upstream_bus", p, lambda o, q: _bus(o, _join(p, "upstream_bus")), -1)
+        down = _opt(s, "downstream_bus", p, lambda o, q: _bus(o, _join(p, "downstream_bus")), -1)
+        out.append(Switch(name, root, up, down))
+    return out
+
+
+def _neuron(d: dict, generation: str | None, seed: str, numa_ids: set[int]) -> list[NeuronDevice]:
+    items = _list(d.get("neuron_devices") or [], "neuron_devices")
+    if items and generation is None:
+        raise SpecError("neuron_generation", f"required when neuron_devices are given (one of {', '.join(GENERATIONS)})")
+    allowed = {"index", "bdf", "parent", "torus", "connected", "efa", "serial", "numa_node"}
+    raw = []
+    for i, n in enumerate(items):
+        p = _join("neuron_devices", i)
+        _map(n, p, allowed, {"index", "bdf", "parent"})
+        raw.append((p, n, _int(n["index"], _join(p, "index"), 0, 63)))
+    total = len(raw)
+    out = []
+    for p, n, idx in raw:
+        torus = _opt(n, "torus", p, lambda o, q: _torus(o, _join(p, "torus")), "default")
+        connected = _opt(n, "connected", p, lambda o, q: [_int(x, _join(_join(p, "connected"), j), 0, 63)
+                                                          for j, x in enumerate(_list(o, _join(p, "connected")))])
+        out.append(NeuronDevice(
+            index=idx,
+            bdf=_bdf(n["bdf"], _join(p, "bdf")),
+            parent=_str(n["parent"], _join(p, "parent")),
+            torus=default_torus(generation, idx, total) if torus == "default" else torus,
+            connected=driver_connected_devices(generation, idx, total) if connected is None else connected,
+            efa=_opt(n, "efa", p, lambda o, q: _bdf(o, _join(p, "efa"))),
+            serial=_opt(n, "serial", p, lambda o, q: _str(o, _join(p, "serial"), re.compile(r"^[0-9a-f]{16}$"), "16 hex digits"),
+                        stable_hex(seed, "neuron-serial", idx)),
+            numa_node=_opt(n, "numa_node", p, lambda o, q: _numa_ref(o, _join(p, "numa_node"), numa_ids)),
+        ))
+    return out
+
+
+def _torus(o: Any, p: str) -> tuple[int, int] | None:
+    xy = _list(o, p)
+    if not xy:
+        return None  # explicitly not on a torus
+    if len(xy) != 2:
+        raise SpecError(p, "expected [x, y], or [] for no torus position")
+    return (_int(xy[0], _join(p, 0), 0, 63), _int(xy[1], _join(p, 1), 0, 63))
+
+
+def _efa(d: dict, seed: str, numa_ids: set[int]) -> list[EfaDevice]:
+    items = _list(d.get("efa_devices") or [], "efa_devices")
+    allowed = {"bdf", "parent", "pci_device", "uverbs", "node_guid", "rate", "numa_node"}
+    parsed = []
+    for i, e in enumerate(items):
+        p = _join("efa_devices", i)
+        _map(e, p, allowed, {"bdf", "parent"})
+        parsed.append((p, e, _bdf(e["bdf"], _join(p, "bdf"))))
+    # uverbs numbers in probe (BDF) order, skipping numbers given explicitly
+    taken = {e["uverbs"] for _, e, _ in parsed if isinstance(e.get("uverbs"), int) and not isinstance(e["uverbs"], bool)}
+    free = (k for k in range(1 << 16) if k not in taken)
+    order = {bdf: next(free) for bdf in sorted(b for _, e, b in parsed if e.get("uverbs") is None)}
+    out = []
+    for p, e, bdf in parsed:
+        guid = stable_hex(seed, "efa-guid", bdf)
+        out.append(EfaDevice(
+            bdf=bdf,
+            parent=_str(e["parent"], _join(p, "parent")),
+            pci_device=_opt(e, "pci_device", p, lambda o, q: _hex16(o, _join(p, "pci_device")), 0xEFA1),
+            uverbs=_opt(e, "uverbs", p, lambda o, q: _int(o, _join(p, "uverbs"), 0, 255), order.get(bdf, 0)),
+            node_guid=_opt(e, "node_guid", p, lambda o, q: _str(o, _join(p, "node_guid"), GUID_RE, "a GUID like 0e1f:2a3b:4c5d:6e7f"),
+                           ":".join(guid[i:i + 4] for i in range(0, 16, 4))),
+            rate=_opt(e, "rate", p, lambda o, q: _str(o, _join(p, "rate"), re.compile(r"^[ -~]{1,64}$"), "printable"),
+                      "100 Gb/sec (4X EDR)"),
+            numa_node=_opt(e, "numa_node", p, lambda o, q: _numa_ref(o, _join(p, "numa_node"), numa_ids)),
+        ))
+    return out
+
+
+def _ena(e: Any, p: str, numa_ids: set[int]) -> EnaDevice:
+    _map(e, p, {"bdf", "parent", "numa_node"}, {"bdf", "parent"})
+    return EnaDevice(_bdf(e["bdf"], _join(p, "bdf")), _str(e["parent"], _join(p, "parent")),
+                     _opt(e, "numa_node", p, lambda o, q: _numa_ref(o, _join(p, "numa_node"), numa_ids)))
+
+
+def _ultraserver(d: dict, seed: str) -> UltraServer | None:
+    u = d.get("ultraserver")
+    if u is None:
+        return None
+    _map(u, "ultraserver", {"node_id_4", "server_id", "modes"})
+    return UltraServer(
+        node_id_4=_opt(u, "node_id_4", "ultraserver", lambda o, p: _int(o, "ultraserver.node_id_4", -1, 3), 0),
+        server_id=_opt(u, "server_id", "ultraserver",
+                       lambda o, p: _str(o, "ultraserver.server_id", re.compile(r"^[0-9a-f]{16}$"), "16 hex digits"),
+                       stable_hex(seed, "ultraserver")),
+        modes=_opt(u, "modes", "ultraserver",
+                   lambda o, p: _str(o, "ultraserver.modes", re.compile(r"^[1-4](,[1-4])*$"), "a list like 1,2,3,4"), "1,2,3,4"),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Cross-field consistency.
+
+
+def _check_topology(t: Topology) -> None:
+    parents = set(t.roots_by_name) | set(t.switches_by_name)
+    seen_bdf: dict[str, str] = {}
+    sections = [("neuron_devices", t.neuron), ("efa_devices", t.efa), ("ena_devices", t.ena)]
+    for section, devs in sections:
+        for i, f in enumerate(devs):
+            p = _join(section, i)
+            if f.bdf in seen_bdf:
+                raise SpecError(_join(p, "bdf"), f"PCI address {f.bdf} is already used by {seen_bdf[f.bdf]}")
+            seen_bdf[f.bdf] = p
+            if f.parent not in parents:
+                raise SpecError(_join(p, "parent"), f"{f.parent!r} is neither a root in pci_roots nor a switch in pcie_switches")
+            domain, bus, _, _ = parse_bdf(f.bdf)
+            root = t.root_of(f.parent)
+            if domain != root.domain:
+                raise SpecError(_join(p, "bdf"), f"domain {domain:04x} differs from its root {root.name}")
+            if f.parent in t.roots_by_name and bus != root.bus:
+                raise SpecError(_join(p, "bdf"), f"bus {bus:02x} is not the root bus of {root.name} (put it behind a switch)")
+            if f.parent in t.switches_by_name and bus == root.bus:
+                raise SpecError(_join(p, "bdf"), f"a device behind switch {f.parent} cannot sit on the root bus {bus:02x}")
+    _check_switch_buses(t, seen_bdf)
+    idx = [n.index for n in t.neuron]
+    by_index = {n.index: n for n in t.neuron}
+    efa_bdfs = {e.bdf for e in t.efa}
+    coords: dict[tuple[int, int], int] = {}
+    for i, n in enumerate(t.neuron):
+        p = _join("neuron_devices", i)
+        if idx.count(n.index) > 1:
+            raise SpecError(_join(p, "index"), f"duplicate Neuron device index {n.index}")
+        if n.efa is not None and n.efa not in efa_bdfs:
+            raise SpecError(_join(p, "efa"), f"EFA {n.efa} is not in efa_devices")
+        if n.torus is not None:
+            if n.torus in coords:
+                raise SpecError(_join(p, "torus"), f"coordinates {list(n.torus)} are already taken by device {coords[n.torus]}")
+            coords[n.torus] = n.index
+    dims = (max((c[0] for c in coords), default=0) + 1, max((c[1] for c in coords), default=0) + 1)
+    for i, n in enumerate(t.neuron):
+        p = _join(_join("neuron_devices", i), "connected")
+        for m in n.connected:
+            if m == n.index:
+                raise SpecError(p, f"device {n.index} cannot be connected to itself")
+            if m not in by_index:
+                raise SpecError(p, f"neighbour {m} is not a Neuron device index")
+            if n.index not in by_index[m].connected:
+                raise SpecError(p, f"link {n.index}->{m} is one-way: device {m} does not list {n.index}")
+            a, b = n.torus, by_index[m].torus
+            if a is not None and b is not None and not _torus_adjacent(a, b, dims):
+                raise SpecError(p, f"neighbour {m} at {list(b)} is not adjacent to {list(a)} on a {dims[0]}x{dims[1]} torus")
+        if len(n.connected) != len(set(n.connected)):
+            raise SpecError(p, "a neighbour is listed twice")
+        if len(", ".join(map(str, n.connected))) + 1 > 20:
+            raise SpecError(p, "more neighbours than the driver's 20-character connected_devices buffer holds")
+    uverbs = [e.uverbs for e in t.efa]
+    for i, e in enumerate(t.efa):
+        if uverbs.count(e.uverbs) > 1:
+            raise SpecError(_join(_join("efa_devices", i), "uverbs"), f"duplicate uverbs index {e.uverbs}")
+
+
+def _torus_adjacent(a: tuple[int, int], b: tuple[int, int], dims: tuple[int, int]) -> bool:
+    dx = min((a[0] - b[0]) % dims[0], (b[0] - a[0]) % dims[0])
+    dy = min((a[1] - b[1]) % dims[1], (b[1] - a[1]) % dims[1])
+    return dx + dy == 1
+
+
+def _check_switch_buses(t: Topology, seen_bdf: dict[str, str]) -> None:
+    used = {r.bus for r in t.roots} | {parse_bdf(b)[1] for b in seen_bdf}
+    bridge_buses: set[tuple[int, int]] = set()
+    for i, s in enumerate(t.switches):
+        p = _join("pcie_switches", i)
+        ends = t.switch_endpoints(s.name)
+        if not ends:
+            raise SpecError(p, f"switch {s.name} has no devices behind it")
+        low = min(parse_bdf(b)[1] for b in ends)
+        if s.upstream_bus < 0:
+            s.upstream_bus = low - 2
+        if s.downstream_bus < 0:
+            s.downstream_bus = low - 1
+        root = t.roots_by_name[s.root]
+        for key, bus in (("upstream_bus", s.upstream_bus), ("downstream_bus", s.downstream_bus)):
+            if bus <= root.bus:
+                raise SpecError(_join(p, key), f"bridge bus {bus:#04x} must be above the root bus {root.bus:02x} "
+                                "(leave room below the lowest device bus, or set it explicitly)")
+            if bus in used or (root.domain, bus) in bridge_buses:
+                raise SpecError(_join(p, key), f"bus {bus:02x} is already used")
+            bridge_buses.add((root.domain, bus))
+        if s.upstream_bus == s.downstream_bus:
+            raise SpecError(p, "upstream_bus and downstream_bus must differ")
+        buses = [parse_bdf(b)[1:3] for b in ends]
+        slots_per_bus: dict[int, set[int]] = {}
+        for bus, slot in buses:
+            slots_per_bus.setdefault(bus, set()).add(slot)
+            if bus <= s.downstream_bus:
+                raise SpecError(p, f"device bus {bus:02x} must be above the switch's downstream bus {s.downstream_bus:02x}")
+        for bus, slots in slots_per_bus.items():
+            if len(slots) > 1:
+                raise SpecError(p, f"bus {bus:02x} behind a switch port holds one device (slot 00), found slots {sorted(slots)}")
+        if len(slots_per_bus) > 32:
+            raise SpecError(p, "a switch has at most 32 downstream ports")
+
+
+def dump(t: Topology) -> dict:
+    """The topology as a fully explicit spec (no preset, no defaults left to derive), so it
+    reloads to the same model; used to save a tree's model and by `record`."""
+    def opt(d: dict, key: str, value: Any) -> dict:
+        if value is not None:
+            d[key] = value
+        return d
+
+    out: dict[str, Any] = {"instance_type": t.instance_type}
+    opt(out, "neuron_generation", t.generation)
+    out["neuron_driver_version"] = t.neuron_driver_version
+    out["cpu"] = {"sockets": t.sockets, "cores_per_socket": t.cores_per_socket, "threads_per_core": t.threads_per_core}
+    out["memory_gib"] = sum(n.memory_gib for n in t.numa_nodes) or 1
+    from .model import format_cpulist
+
+    out["numa_nodes"] = [{"id": n.id, "cpus": format_cpulist(n.cpus), "distances": list(n.distances),
+                          "memory_gib": n.memory_gib} for n in t.numa_nodes]
+    out["pci_roots"] = [{"name": r.name, "numa_node": r.numa_node} for r in t.roots]
+    if t.switches:
+        out["pcie_switches"] = [{"name": s.name, "root": s.root, "upstream_bus": f"{s.upstream_bus:02x}",
+                                 "downstream_bus": f"{s.downstream_bus:02x}"} for s in t.switches]
+    if t.neuron:
+        out["neuron_devices"] = [opt(opt({"index": n.index, "bdf": n.bdf, "parent": n.parent,
+                                          "torus": list(n.torus) if n.torus else [], "connected": list(n.connected),
+                                          "serial": n.serial}, "efa", n.efa), "numa_node", n.numa_node)
+                                 for n in t.neuron]
+    if t.efa:
+        out["efa_devices"] = [opt({"bdf": e.bdf, "parent": e.parent, "pci_device": f"{e.pci_device:04x}",
+                                   "uverbs": e.uverbs, "node_guid": e.node_guid, "rate": e.rate}, "numa_node", e.numa_node)
+                              for e in t.efa]
+    if t.ena:
+        out["ena_devices"] = [opt({"bdf": e.bdf, "parent": e.parent}, "numa_node", e.numa_node) for e in t.ena]
+    if t.ultraserver:
+        u = t.ultraserver
+        out["ultraserver"] = {"node_id_4": u.node_id_4, "server_id": u.server_id, "modes": u.modes}
+    out["devfs"] = {"neuron_major": t.devfs_majors["neuron"], "uverbs_major": t.devfs_majors["uverbs"]}
+    return out

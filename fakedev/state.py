@@ -1,0 +1,42 @@
+"""Mutation state of a rendered tree: what was unplugged, unbound or corrupted since rendering.
+
+The topology stays the truth of the hardware; the state says how the tree deviates from it.
+Both are saved beside the tree (fakedev/), so truth, show and later mutations see the same thing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+from .model import EfaDevice, EnaDevice, NeuronDevice, Topology
+
+
+@dataclass
+class TreeState:
+    removed: list[str] = field(default_factory=list)  # hot-removed devices
+    unbound: list[str] = field(default_factory=list)  # unbound from their driver
+    dup_routing: list[str] = field(default_factory=list)  # probe failed on a duplicate routing id
+    numa_none: list[str] = field(default_factory=list)  # firmware reports numa_node = -1
+    attrs: list[dict] = field(default_factory=list)  # {device, attr, path, action: drop|corrupt, value}
+    product_name: str | None = None  # DMI product_name override
+    history: list[str] = field(default_factory=list)
+
+    def bound(self, dev_id: str) -> bool:
+        return dev_id not in self.unbound and dev_id not in self.dup_routing
+
+    def numa(self, t: Topology, dev: NeuronDevice | EfaDevice | EnaDevice) -> int | None:
+        """NUMA node as sysfs shows it; None renders as -1."""
+        from .layout import device_id
+
+        if device_id(dev) in self.numa_none:
+            return None
+        n = t.numa_of(dev)
+        return n if n >= 0 else None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> "TreeState":
+        return cls(**json.loads(text))

@@ -1,0 +1,50 @@
+"""Fixtures shared by the project's own tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import fakedev
+
+ROOT = Path(__file__).resolve().parent.parent
+
+from fakedev import presets as _presets  # noqa: E402
+
+PRESETS = _presets.names()
+is_root = os.geteuid() == 0
+needs_root = pytest.mark.skipif(not is_root, reason="needs root (mount namespaces, mknod)")
+
+
+def needs_tool(name: str):
+    return pytest.mark.skipif(shutil.which(name) is None, reason=f"{name} is not installed (make debs)")
+
+
+@pytest.fixture(scope="session")
+def trees(tmp_path_factory) -> dict[str, Path]:
+    """One rendered tree per preset, shared read-only by the session."""
+    base = tmp_path_factory.mktemp("trees")
+    out = {}
+    for name in PRESETS:
+        fakedev.generate(fakedev.load_preset(name), base / name)
+        out[name] = base / name
+    return out
+
+
+@pytest.fixture
+def tree(tmp_path) -> Path:
+    """A private trn1.32xlarge tree a test may mutate."""
+    fakedev.generate(fakedev.load_preset("trn1.32xlarge"), tmp_path / "node")
+    return tmp_path / "node"
+
+
+def cli(*args: str, check: bool = False, **kw) -> subprocess.CompletedProcess:
+    """Run a console entry point of this checkout as a user would."""
+    exe = {"fakedev": "fakedev.cli", "refdriver": "refdriver.cli", "dra-harness": "harness.cli"}[args[0]]
+    return subprocess.run([sys.executable, "-m", exe, *args[1:]], capture_output=True, text=True, check=check,
+                          cwd=ROOT, **kw)
