@@ -1,0 +1,173 @@
+"""Kubernetes helpers on the official client: apply/delete plain dicts, and watch-based waits
+with a deadline whose failures say what was awaited and what was last seen."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+from kubernetes import client, config, watch
+from kubernetes.client.rest import ApiException
+from kubernetes.dynamic import DynamicClient
+
+
+class WaitTimeout(AssertionError):
+    """A wait that ran out of time; an AssertionError so pytest shows the message plainly."""
+
+
+@dataclass(frozen=True)
+class Kind:
+    list_fn: str  # method on the API class
+    api: str  # "core" | "res"
+    namespaced: bool
+
+
+KINDS = {
+    "Pod": Kind("list_namespaced_pod", "core", True),
+    "PodAll": Kind("list_pod_for_all_namespaces", "core", False),
+    "Node": Kind("list_node", "core", False),
+    "Event": Kind("list_namespaced_event", "core", True),
+    "ResourceSlice": Kind("list_resource_slice", "res", False),
+    "ResourceClaim": Kind("list_namespaced_resource_claim", "res", True),
+    "DeviceClass": Kind("list_device_class", "res", False),
+}
+
+
+class Kube:
+    def __init__(self, kubeconfig: str) -> None:
+        self.kubeconfig = kubeconfig
+        self.api = config.new_client_from_config(config_file=str(kubeconfig))
+        self.core = client.CoreV1Api(self.api)
+        self.res = client.ResourceV1Api(self.api)
+        self._dyn: DynamicClient | None = None
+
+    @property
+    def dyn(self) -> DynamicClient:
+        if self._dyn is None:
+            self._dyn = DynamicClient(self.api)
+        return self._dyn
+
+    # -- objects as dicts ------------------------------------------------------------------------
+    def apply(self, obj: dict) -> dict:
+        """Create, or replace when it exists (last writer wins: these are the harness's objects)."""
+        r = self.dyn.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
+        ns = obj["metadata"].get("namespace")
+        try:
+            return r.create(body=obj, namespace=ns).to_dict()
+        except ApiException as e:
+            if e.status != 409:
+                raise
+            cur = r.get(name=obj["metadata"]["name"], namespace=ns)
+            obj = {**obj, "metadata": {**obj["metadata"], "resourceVersion": cur.metadata.resourceVersion}}
+            return r.replace(body=obj, namespace=ns).to_dict()
+
+    def delete(self, obj: dict, wait: bool = False, timeout: float = 60) -> None:
+        r = self.dyn.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
+        ns, name = obj["metadata"].get("namespace"), obj["metadata"]["name"]
+        try:
+            r.delete(name=name, namespace=ns)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+            return
+        if wait:
+            self.wait(obj["kind"], lambda o: o is None, namespace=ns, name=name, timeout=timeout,
+                      what=f"{obj['kind']} {ns + '/' if ns else ''}{name} to be deleted")
+
+    def get(self, kind: str, name: str, namespace: str | None = None) -> dict | None:
+        items, _ = self.list(kind, namespace=namespace, field_selector=f"metadata.name={name}")
+        return items[0] if items else None
+
+    def list(self, kind: str, namespace: str | None = None, **kw) -> tuple[list[dict], str]:
+        k = KINDS[kind]
+        fn = getattr(self.core if k.api == "core" else self.res, k.list_fn)
+        args = (namespace,) if k.namespaced else ()
+        data = json.loads(fn(*args, _preload_content=False, **kw).data)
+        return data["items"], data["metadata"]["resourceVersion"]
+
+    def stream(self, kind: str, namespace: str | None, rv: str, timeout: float, **kw) -> Iterator[tuple[str, dict]]:
+        k = KINDS[kind]
+        fn = getattr(self.core if k.api == "core" else self.res, k.list_fn)
+        args = (namespace,) if k.namespaced else ()
+        w = watch.Watch()
+        try:
+            for ev in w.stream(fn, *args, resource_version=rv, timeout_seconds=max(1, int(timeout + 0.999)),
+                               allow_watch_bookmarks=False, **kw):
+                yield ev["type"], ev["raw_object"]
+        finally:
+            w.stop()
+
+    # -- waits -----------------------------------------------------------------------------------
+    def wait(self, kind: str, predicate: Callable[[dict | None], bool], *, what: str, timeout: float,
+             namespace: str | None = None, name: str | None = None, label_selector: str | None = None,
+             describe: Callable[[dict | None], str] | None = None) -> dict | None:
+        """Wait until `predicate(obj)` holds for the named object (None = absent), or, without
+        a name, for the list of matching objects passed as {"items": [...]}. Watch-based."""
+        describe = describe or _describe
+        deadline = time.monotonic() + timeout
+        kw = {}
+        if name:
+            kw["field_selector"] = f"metadata.name={name}"
+        if label_selector:
+            kw["label_selector"] = label_selector
+        items, rv = self.list(kind, namespace=namespace, **kw)
+        state = {i["metadata"]["name"] + "/" + (i["metadata"].get("namespace") or ""): i for i in items}
+
+        def current():
+            if name:
+                return next(iter(state.values()), None)
+            return {"items": list(state.values())}
+
+        if predicate(current()):
+            return current()
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise WaitTimeout(f"timed out after {timeout:.0f}s waiting for {what}; last seen: {describe(current())}")
+            try:
+                for typ, obj in self.stream(kind, namespace, rv, left, **kw):
+                    if typ == "ERROR":  # e.g. 410 Gone: relist
+                        raise _Relist()
+                    key = obj["metadata"]["name"] + "/" + (obj["metadata"].get("namespace") or "")
+                    rv = obj["metadata"].get("resourceVersion", rv)
+                    if typ == "DELETED":
+                        state.pop(key, None)
+                    else:
+                        state[key] = obj
+                    if predicate(current()):
+                        return current()
+                    if time.monotonic() >= deadline:
+                        break
+            except _Relist:
+                items, rv = self.list(kind, namespace=namespace, **kw)
+                state = {i["metadata"]["name"] + "/" + (i["metadata"].get("namespace") or ""): i for i in items}
+                if predicate(current()):
+                    return current()
+
+    def stays(self, kind: str, predicate: Callable[[dict | None], bool], *, what: str, seconds: float,
+              namespace: str | None = None, name: str | None = None, describe=None) -> dict | None:
+        """Assert `predicate` holds for `seconds` (e.g. a claim stays pending): watch until the
+        deadline and fail at the first event that breaks it."""
+        describe = describe or _describe
+        try:
+            obj = self.wait(kind, lambda o: not predicate(o), what="(holding)", timeout=seconds,
+                            namespace=namespace, name=name)
+        except WaitTimeout:
+            items, _ = self.list(kind, namespace=namespace, field_selector=f"metadata.name={name}" if name else None)
+            return items[0] if (name and items) else None
+        raise WaitTimeout(f"expected {what} for {seconds:.0f}s, but it changed: {describe(obj)}")
+
+
+class _Relist(Exception):
+    pass
+
+
+def _describe(obj: dict | None) -> str:
+    if obj is None:
+        return "absent"
+    if "items" in obj and "metadata" not in obj:
+        return f"{len(obj['items'])} object(s): " + ", ".join(i["metadata"]["name"] for i in obj["items"][:10])
+    status = obj.get("status") or {}
+    return json.dumps({"name": obj["metadata"]["name"], "status": status}, default=str)[:1500]

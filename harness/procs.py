@@ -1,0 +1,105 @@
+"""Processes the harness starts: logged to files, tied to their parent's life, stopped by PID.
+
+A process is identified by (pid, start time) so a PID the kernel reused is never signalled.
+Children get PR_SET_PDEATHSIG=SIGKILL: if the process that owns them dies, however it dies,
+they die too; nothing outlives its owner.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+@dataclass
+class Proc:
+    name: str
+    pid: int
+    start_time: int  # clock ticks since boot (/proc/PID/stat field 22)
+    log: str
+    argv: list[str]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def start_time(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def alive(p: Proc) -> bool:
+    st = start_time(p.pid)
+    if st is None or st != p.start_time:
+        return False
+    try:  # a zombie is dead for our purposes
+        return Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _die_with_parent() -> None:
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    os.setpgid(0, 0)  # own process group: a terminal's Ctrl-C goes to the owner, which stops us in order
+
+
+def spawn(name: str, argv: list[str], log: Path, env: dict | None = None, cwd: str | None = None,
+          tie_to_parent: bool = True, pass_fds: tuple[int, ...] = ()) -> tuple[Proc, subprocess.Popen]:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    out = open(log, "ab", buffering=0)
+    try:
+        popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                 cwd=cwd, preexec_fn=_die_with_parent if tie_to_parent else None,
+                                 start_new_session=not tie_to_parent, pass_fds=pass_fds)
+    finally:
+        out.close()
+    st = start_time(popen.pid) or 0
+    return Proc(name, popen.pid, st, str(log), list(argv)), popen
+
+
+def stop(p: Proc, timeout: float = 10.0, popen: subprocess.Popen | None = None) -> None:
+    """SIGTERM, then SIGKILL after `timeout`; reaps the child when we own it."""
+    if not alive(p):
+        if popen:
+            popen.poll()
+        return
+    try:
+        os.kill(p.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if popen is not None:
+            try:
+                popen.wait(timeout=0.05)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+        if not alive(p):
+            return
+        time.sleep(0.05)
+    try:
+        os.kill(p.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    if popen is not None:
+        popen.wait(timeout=5)
+
+
+def tail(path: str | Path, lines: int = 20) -> str:
+    try:
+        data = Path(path).read_bytes()[-8192:].decode(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(data.splitlines()[-lines:])

@@ -1,0 +1,136 @@
+"""`refdriver`: reference DRA drivers for AWS Neuron (neuron.aws.com) and EFA (dra.net)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from importlib import resources
+from pathlib import Path
+
+from . import bugs as bugmod
+
+EPILOG = """\
+The drivers publish ResourceSlices shaped like AWS's: `neuron` as the Neuron DRA driver
+(driver neuron.aws.com, devices neuron-device-N, devicegroup ids from the Neuron->EFA map),
+`efa` as DRANET, AWS's EFA driver (driver dra.net, devices pci-DDDD-BB-SS-F).
+
+How a driver sees hardware: it always reads /sys and /dev. Point it at a fake tree with
+  fakedev run --tree DIR -- refdriver neuron ...      (mount namespace; any driver)
+  refdriver neuron --sysfs-root DIR ...               (re-runs itself under umockdev)
+
+examples:
+  refdriver neuron --sysfs-root /tmp/node1 --node-name node1 --dry-run
+  refdriver efa --node-name node1 --kubeconfig kubeconfig --registry-dir R --plugins-dir P --cdi-root C
+  refdriver neuron ... --inject-bug efa-shift        (see `refdriver bugs`)
+  refdriver deviceclasses | kubectl apply -f -
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="refdriver", description=__doc__, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    for kind, help_ in (("neuron", "Neuron DRA driver (neuron.aws.com)"), ("efa", "EFA DRA driver (dra.net)")):
+        s = sub.add_parser(kind, help=help_)
+        s.add_argument("--node-name", default=os.environ.get("NODE_NAME"), help="this node (env NODE_NAME); pool name")
+        s.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"), help="kubeconfig (default: in-cluster)")
+        s.add_argument("--dry-run", action="store_true", help="print the ResourceSlices as a JSON list and exit")
+        s.add_argument("--sysfs-root", default="/", help="directory holding sys/ and dev/ (a fakedev tree); "
+                       "the driver re-runs itself under umockdev's preload pointed there")
+        if kind == "neuron":
+            s.add_argument("--extended-attributes", action="store_true",
+                           help="also publish resource.kubernetes.io/pcieRoot and numaNode (AWS's driver does "
+                           "not: on EKS, Neuron/EFA alignment is only through the devicegroup ids)")
+        s.add_argument("--inject-bug", action="append", default=[], metavar="NAME",
+                       help=f"make the driver wrong in one way: {', '.join(bugmod.BUGS)} (repeatable)")
+        s.add_argument("--registry-dir", default="/var/lib/kubelet/plugins_registry", type=Path)
+        s.add_argument("--plugins-dir", default="/var/lib/kubelet/plugins", type=Path)
+        s.add_argument("--cdi-root", default=os.environ.get("CDI_ROOT", "/var/run/cdi"), type=Path)
+        s.add_argument("--no-kubelet-plugin", action="store_true", help="only publish slices")
+        s.add_argument("--health-port", type=int, default=int(os.environ.get("HEALTHCHECK_PORT", "0")),
+                       help="serve /healthz on 127.0.0.1:PORT (0: off)")
+        s.add_argument("--rescan-interval", type=float, default=10.0,
+                       help="seconds between rescans when no change is noticed (changes are seen via inotify)")
+        s.add_argument("--log-level", default="info")
+    sub.add_parser("bugs", help="list the injectable bugs")
+    sub.add_parser("deviceclasses", help="print the DeviceClass manifests (as AWS ships them)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.cmd == "bugs":
+        for name, what in bugmod.BUGS.items():
+            print(f"{name:22} {what}")
+        return 0
+    if args.cmd == "deviceclasses":
+        sys.stdout.write(resources.files("refdriver").joinpath("manifests").joinpath("deviceclasses.yaml").read_text())
+        return 0
+    try:
+        bugmod.check(args.inject_bug)
+    except ValueError as e:
+        return _fail(str(e))
+    root = Path(args.sysfs_root).resolve()
+    if root != Path("/"):
+        if not (root / "sys").is_dir():
+            return _fail(f"--sysfs-root {root} has no sys/ directory")
+        if os.environ.get("UMOCKDEV_DIR") != str(root):
+            return _reexec_under_umockdev(root)
+    vendor_root = root
+    if not args.dry_run and not args.node_name:
+        return _fail("--node-name (or NODE_NAME) is required to publish slices")
+    from . import logs
+    from .driver import Driver, Options
+
+    logs.setup(args.log_level, driver=args.cmd, node=args.node_name or "")
+    opts = Options(kind=args.cmd, node_name=args.node_name or "dry-run", vendor_root=vendor_root,
+                   extended=getattr(args, "extended_attributes", False), bugs=args.inject_bug,
+                   registry_dir=args.registry_dir, plugins_dir=args.plugins_dir, cdi_root=args.cdi_root,
+                   rescan_interval=args.rescan_interval, kubelet_plugin=not args.no_kubelet_plugin,
+                   health_port=args.health_port)
+    if args.dry_run:
+        from .slices import build
+
+        d = Driver(opts)
+        try:
+            json.dump(build(opts.node_name, opts.driver, d.scan(), 1), sys.stdout, indent=2)
+            print()
+        except BrokenPipeError:
+            pass
+        return 0
+    from kubernetes import client, config
+
+    try:
+        if args.kubeconfig:
+            api = config.new_client_from_config(config_file=args.kubeconfig)
+        else:
+            config.load_incluster_config()
+            api = client.ApiClient()
+    except Exception as e:  # no kubeconfig and not in a pod
+        return _fail(f"cannot configure the Kubernetes client: {e}")
+    Driver(opts, api).run()
+    return 0
+
+
+def _reexec_under_umockdev(root: Path) -> int:
+    from fakedev.nsrun import umockdev_preload
+
+    lib = umockdev_preload()
+    if lib is None:
+        return _fail("--sysfs-root needs umockdev's preload library (apt install umockdev), "
+                     "or run the driver under `fakedev run --tree DIR --`")
+    env = {**os.environ, "UMOCKDEV_DIR": str(root),
+           "LD_PRELOAD": " ".join(filter(None, [lib, os.environ.get("LD_PRELOAD")]))}
+    os.execve(sys.executable, [sys.executable, "-m", "refdriver.cli", *sys.argv[1:]], env)
+    return 127
+
+
+def _fail(msg: str) -> int:
+    print(f"refdriver: {msg}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,225 @@
+"""One reference driver process: discover, publish slices, serve the kubelet plugin, rescan on
+change. The two kinds differ only in their device schema and in how they prepare devices."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyudev
+
+from . import attributes, cdi
+from .discovery import Node, discover
+from .plugin import Checkpoint, ClaimError, DraService, KubeletPlugin, PluginPaths
+from .watch import Watcher
+
+log = logging.getLogger("refdriver")
+
+KINDS = {"neuron": attributes.NEURON_DRIVER, "efa": attributes.EFA_DRIVER}
+CDI_KINDS = {"neuron": "k8s.neuron.aws.com/neuron", "efa": "k8s.dra.net/efa"}
+# Default logical NeuronCore size per generation (Trn2 defaults to LNC=2, NE §3.1).
+DEFAULT_LNC = {8: 2}
+
+
+@dataclass
+class Options:
+    kind: str
+    node_name: str
+    vendor_root: Path = Path("/")
+    extended: bool = False
+    bugs: list[str] = field(default_factory=list)
+    registry_dir: Path = Path("/var/lib/kubelet/plugins_registry")
+    plugins_dir: Path = Path("/var/lib/kubelet/plugins")
+    cdi_root: Path = Path("/var/run/cdi")
+    rescan_interval: float = 10.0
+    kubelet_plugin: bool = True
+    health_port: int = 0
+
+    @property
+    def driver(self) -> str:
+        return KINDS[self.kind]
+
+
+def devices_of(node: Node, opts: Options) -> list[dict]:
+    if opts.kind == "neuron":
+        return attributes.neuron_devices(node, opts.extended, opts.bugs)
+    return attributes.efa_devices(node, opts.bugs)
+
+
+class Driver:
+    def __init__(self, opts: Options, api_client=None) -> None:
+        self.opts = opts
+        self.api_client = api_client
+        self.ctx = pyudev.Context()
+        self.node: Node | None = None
+        self.stop_event = threading.Event()
+        self.last_publish_error = ""
+        self.published_at = 0.0
+        self.plugin: KubeletPlugin | None = None
+
+    # -- discovery and slices ------------------------------------------------------------------------
+    def scan(self) -> list[dict]:
+        self.node = discover(self.ctx, self.opts.vendor_root)
+        for p in self.node.problems:
+            log.warning("discovery problem", extra={"fields": {"problem": p}})
+        return devices_of(self.node, self.opts)
+
+    def run(self) -> None:
+        from kubernetes import client
+
+        from .slices import Publisher
+
+        pub = Publisher(self.api_client, self.opts.node_name, self.opts.driver)
+        if self.opts.kubelet_plugin:
+            self.plugin = self._make_plugin(client)
+            self.plugin.start()
+        health = None
+        if self.opts.health_port:
+            from . import health as healthmod
+
+            health = healthmod.serve(self.opts.health_port, self.health)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stop_event.set())
+        watcher = Watcher()
+        published_once = False
+        try:
+            while not self.stop_event.is_set():
+                if not (published_once and "stale-after-hotplug" in self.opts.bugs):
+                    devices = self.scan()
+                    try:
+                        pub.publish(devices)
+                        self.last_publish_error, self.published_at = "", time.time()
+                        published_once = True
+                    except Exception as e:  # API server unreachable: keep serving, retry soon
+                        self.last_publish_error = str(e)
+                        log.error("publishing slices failed", extra={"fields": {"error": str(e)[:500]}})
+                        self.stop_event.wait(1.0)
+                        continue
+                    watcher.rearm(self._watch_paths())
+                watcher.wait(self.opts.rescan_interval)
+        finally:
+            watcher.close()
+            if self.plugin:
+                self.plugin.stop()
+            if health:
+                health.shutdown()
+            log.info("stopped")
+
+    def _watch_paths(self) -> list[str]:
+        paths = ["/sys/bus/pci/devices", "/sys/class/neuron_device", "/sys/class/infiniband",
+                 "/sys/devices/virtual/dmi/id", "/sys/module/neuron"]
+        if self.node:
+            paths += [n.pci.sys_path for n in self.node.neuron if n.pci]
+            paths += [e.pci.sys_path for e in self.node.efa]
+            paths += [f"/sys/class/neuron_device/neuron{n.index}/" for n in self.node.neuron]
+        return paths
+
+    def health(self) -> tuple[bool, dict]:
+        serving = self.plugin.serving if self.plugin else True
+        ok = serving and not self.last_publish_error and self.published_at > 0
+        return ok, {"driver": self.opts.driver, "node": self.opts.node_name, "serving": serving,
+                    "registered": bool(self.plugin and self.plugin.registration.registered.is_set()),
+                    "devices": len(self.node.neuron if self.opts.kind == "neuron" else self.node.efa) if self.node else 0,
+                    "last_publish": self.published_at, "error": self.last_publish_error}
+
+    # -- kubelet plugin ------------------------------------------------------------------------------
+    def _make_plugin(self, client) -> KubeletPlugin:
+        paths = PluginPaths(self.opts.registry_dir, self.opts.plugins_dir, self.opts.driver)
+        res = client.ResourceV1Api(self.api_client)
+
+        def get_claim(ns: str, name: str) -> dict:
+            from kubernetes.client.rest import ApiException
+
+            try:
+                return json.loads(res.read_namespaced_resource_claim(name, ns, _preload_content=False).data)
+            except ApiException as e:
+                raise ClaimError(f"cannot read claim {ns}/{name}: {e.status} {e.reason}") from None
+
+        svc = DraService(self.opts.driver, self.opts.node_name, get_claim, self.prepare, self.unprepare,
+                         Checkpoint(paths.checkpoint))
+        return KubeletPlugin(paths, svc)
+
+    def prepare(self, claim: dict, results: list[dict]) -> tuple[list[dict], str]:
+        """Check the devices still exist, write the claim's CDI spec, return the kubelet's answer."""
+        node = discover(self.ctx, self.opts.vendor_root)  # fresh: the tree may have changed
+        ns, name, uid = claim["metadata"]["namespace"], claim["metadata"]["name"], claim["metadata"]["uid"]
+        configs = self._configs(claim)
+        env: list[str] = []
+        common: list[dict] = []
+        nodes_by_device: dict[str, list[dict]] = {}
+        if self.opts.kind == "neuron":
+            present = {f"neuron-device-{n.index}": n for n in node.neuron}
+            lnc = None
+            for cfg in configs:
+                lnc = self._neuron_config(cfg, ns, name)
+            cores: list[int] = []
+            for r in results:
+                n = present.get(r["device"])
+                if n is None:
+                    raise ClaimError(f"claim {ns}/{name}: device {r['device']} is not present on node "
+                                     f"{self.opts.node_name} (removed since allocation?)")
+                nodes_by_device[r["device"]] = [cdi.device_node(f"/dev/neuron{n.index}", n.dev)]
+                size = lnc or DEFAULT_LNC.get(n.core_count, 1)
+                per = max(1, n.core_count // size)
+                cores += range(n.index * per, n.index * per + per)
+            env.append(f"NEURON_RT_VISIBLE_CORES={_cpulist(cores)}")
+            env.append("NEURON_DRA_DEVICES=" + ",".join(r["device"].rsplit("-", 1)[1] for r in results))
+            if lnc:
+                env.append(f"NEURON_LOGICAL_NC_CONFIG={lnc}")
+        else:
+            present = {"pci-" + e.pci.bdf.replace(":", "-").replace(".", "-"): e for e in node.efa}
+            rdma = []
+            for r in results:
+                e = present.get(r["device"])
+                if e is None or e.uverbs is None:
+                    raise ClaimError(f"claim {ns}/{name}: EFA {r['device']} is not present (or has no uverbs "
+                                     f"device) on node {self.opts.node_name}")
+                nodes_by_device[r["device"]] = [cdi.device_node(f"/dev/infiniband/uverbs{e.uverbs}", e.uverbs_dev)]
+                rdma.append(e.rdma or "")
+            common = [cdi.device_node("/dev/infiniband/rdma_cm")]
+            env += ["FI_PROVIDER=efa", "EFA_DRA_RDMA_DEVICES=" + ",".join(rdma)]
+        path, ids = cdi.write_spec(self.opts.cdi_root, CDI_KINDS[self.opts.kind], uid, nodes_by_device, env, common)
+        devices = [{"request_names": [r["request"].split("/", 1)[0]], "pool_name": r["pool"],
+                    "device_name": r["device"], "cdi_device_ids": [ids[r["device"]]]} for r in results]
+        return devices, str(path)
+
+    def unprepare(self, entry: dict) -> None:
+        if entry.get("cdi_spec"):
+            Path(entry["cdi_spec"]).unlink(missing_ok=True)
+
+    def _configs(self, claim: dict) -> list[dict]:
+        alloc = claim["status"]["allocation"]
+        return [c["opaque"]["parameters"] for c in alloc.get("devices", {}).get("config", []) or []
+                if (c.get("opaque") or {}).get("driver") == self.opts.driver]
+
+    @staticmethod
+    def _neuron_config(params: dict, ns: str, name: str) -> int:
+        """The opaque NeuronConfig of AWS's driver: {apiVersion: neuron.aws.com/v1, kind:
+        NeuronConfig, logicalNeuronCore: 1|2} (NE §4.1)."""
+        if params.get("apiVersion") != "neuron.aws.com/v1" or params.get("kind") != "NeuronConfig":
+            raise ClaimError(f"claim {ns}/{name}: opaque config for neuron.aws.com must be apiVersion "
+                             f"neuron.aws.com/v1, kind NeuronConfig; got {params.get('apiVersion')}/{params.get('kind')}")
+        unknown = set(params) - {"apiVersion", "kind", "logicalNeuronCore"}
+        if unknown:
+            raise ClaimError(f"claim {ns}/{name}: unknown NeuronConfig field(s) {sorted(unknown)}")
+        lnc = params.get("logicalNeuronCore", 1)
+        if lnc not in (1, 2):
+            raise ClaimError(f"claim {ns}/{name}: logicalNeuronCore must be 1 or 2, got {lnc!r}")
+        return lnc
+
+
+def _cpulist(cores: list[int]) -> str:
+    out, s = [], sorted(set(cores))
+    i = 0
+    while i < len(s):
+        j = i
+        while j + 1 < len(s) and s[j + 1] == s[j] + 1:
+            j += 1
+        out.append(str(s[i]) if i == j else f"{s[i]}-{s[j]}")
+        i = j + 1
+    return ",".join(out)

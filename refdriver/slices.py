@@ -1,0 +1,106 @@
+"""ResourceSlices of one driver on one node: build them, and publish them with the official
+kubernetes client (pool = node name, generation bumped on every change, at most 128 devices per
+slice, stale slices removed). dra-api.md §1.6."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+MAX_DEVICES = 128  # ResourceSliceMaxDevices
+log = logging.getLogger("refdriver.slices")
+
+
+def slice_name(node: str, driver: str, i: int) -> str:
+    base = re.sub(r"[^a-z0-9.-]", "-", f"{node}-{driver}".lower())
+    return f"{base[:240]}-{i}"
+
+
+def build(node: str, driver: str, devices: list[dict], generation: int, owner: dict | None = None) -> list[dict]:
+    chunks = [devices[i:i + MAX_DEVICES] for i in range(0, len(devices), MAX_DEVICES)] or [[]]
+    out = []
+    for i, chunk in enumerate(chunks):
+        meta: dict = {"name": slice_name(node, driver, i)}
+        if owner:
+            meta["ownerReferences"] = [{"apiVersion": "v1", "kind": "Node", "name": owner["name"],
+                                        "uid": owner["uid"], "controller": True}]
+        out.append({
+            "apiVersion": "resource.k8s.io/v1", "kind": "ResourceSlice", "metadata": meta,
+            "spec": {"driver": driver, "nodeName": node,
+                     "pool": {"name": node, "generation": generation, "resourceSliceCount": len(chunks)},
+                     "devices": chunk},
+        })
+    return out
+
+
+class Publisher:
+    """Keeps the API server's slices of (driver, node) equal to the discovered devices."""
+
+    def __init__(self, api: client.ApiClient, node: str, driver: str) -> None:
+        self.api = api
+        self.res = client.ResourceV1Api(api)
+        self.core = client.CoreV1Api(api)
+        self.node, self.driver = node, driver
+        self.published: list[dict] | None = None
+        self.generation = 0
+        self._owner: dict | None = None
+
+    def _existing(self) -> list[dict]:
+        resp = self.res.list_resource_slice(field_selector=f"spec.driver={self.driver},spec.nodeName={self.node}",
+                                            _preload_content=False)
+        return json.loads(resp.data)["items"]
+
+    def _owner_ref(self) -> dict | None:
+        if self._owner is None:
+            try:
+                n = json.loads(self.core.read_node(self.node, _preload_content=False).data)
+                self._owner = {"name": self.node, "uid": n["metadata"]["uid"]}
+            except ApiException as e:
+                if e.status != 404:
+                    raise
+                log.warning("node %s does not exist; slices get no owner reference", self.node)
+        return self._owner
+
+    def publish(self, devices: list[dict]) -> bool:
+        """Create/update/delete slices so the pool holds `devices`; returns True if anything changed."""
+        existing = {s["metadata"]["name"]: s for s in self._existing()}
+        if self.published is None:  # first publish after (re)start: continue the pool's generation
+            self.generation = max((s["spec"]["pool"]["generation"] for s in existing.values()), default=0)
+            current = [d for s in sorted(existing.values(), key=lambda s: s["metadata"]["name"]) for d in s["spec"]["devices"]]
+            if current == devices and existing:
+                self.published = devices
+                return False
+        elif devices == self.published and len(existing) == max(1, -(-len(devices) // MAX_DEVICES)):
+            return False
+        self.generation += 1
+        wanted = build(self.node, self.driver, devices, self.generation, self._owner_ref())
+        for s in wanted:
+            name = s["metadata"]["name"]
+            if name in existing:
+                s["metadata"]["resourceVersion"] = existing[name]["metadata"]["resourceVersion"]
+                self.res.replace_resource_slice(name, s)
+            else:
+                self.res.create_resource_slice(s)
+        for name in existing.keys() - {s["metadata"]["name"] for s in wanted}:
+            try:
+                self.res.delete_resource_slice(name)
+            except ApiException as e:
+                if e.status != 404:
+                    raise
+        self.published = devices
+        log.info("published", extra={"fields": {"slices": len(wanted), "devices": len(devices),
+                                                  "generation": self.generation}})
+        return True
+
+    def withdraw(self) -> None:
+        """Delete this driver's slices on this node (driver shutdown with --cleanup)."""
+        for s in self._existing():
+            try:
+                self.res.delete_resource_slice(s["metadata"]["name"])
+            except ApiException as e:
+                if e.status != 404:
+                    raise
