@@ -45,11 +45,16 @@ protos: $(STAMP)
 bins:
 	clusters/local/build-bins.sh $(K8S_VERSION)
 
+# Test trees live on a tmpfs when there is one (tens of thousands of small files each).
+TEST_TMP := $(shell [ -w /dev/shm ] && echo /dev/shm || echo /tmp)/dra-harness-tests-$(shell id -u)
+
 test: install bins
-	$(PY) -m pytest tests -q -p no:cacheprovider $(PYTEST_ARGS)
+	rm -rf $(TEST_TMP); $(PY) -m pytest tests -q -p no:cacheprovider --basetemp=$(TEST_TMP) $(PYTEST_ARGS); \
+	  rc=$$?; rm -rf $(TEST_TMP); exit $$rc
 
 test-fast: install
-	$(PY) -m pytest tests -q -m "not slow" $(PYTEST_ARGS)
+	rm -rf $(TEST_TMP); $(PY) -m pytest tests -q -m "not slow" --basetemp=$(TEST_TMP) $(PYTEST_ARGS); \
+	  rc=$$?; rm -rf $(TEST_TMP); exit $$rc
 
 bench: install bins
 	$(PY) -m harness.bench $(BENCH_ARGS)

@@ -45,7 +45,8 @@ def check_target(out: Path) -> Path:
     for bad in FORBIDDEN:
         if real == bad or out == bad:
             raise TreeError(f"refusing to render into {out}: it is a system directory")
-    if real.is_relative_to("/sys") or real.is_relative_to("/proc") or real.is_relative_to("/dev"):
+    in_dev = real.is_relative_to("/dev") and not real.is_relative_to("/dev/shm")  # /dev/shm is a plain tmpfs
+    if real.is_relative_to("/sys") or real.is_relative_to("/proc") or in_dev:
         raise TreeError(f"refusing to render into {out}: it is inside a kernel filesystem")
     if out.exists() and not out.is_dir():
         raise TreeError(f"refusing to render into {out}: it exists and is not a directory")

@@ -13,6 +13,14 @@ from kubernetes.client.rest import ApiException
 from kubernetes.dynamic import DynamicClient
 
 
+class RawWatch(watch.Watch):
+    """Watch events as plain dicts. The client looks up a model class per list function and
+    misses V1ResourceClaim (its model is ResourceV1ResourceClaim); we use raw objects anyway."""
+
+    def get_return_type(self, func):  # noqa: D102
+        return None
+
+
 class WaitTimeout(AssertionError):
     """A wait that ran out of time; an AssertionError so pytest shows the message plainly."""
 
@@ -29,6 +37,7 @@ KINDS = {
     "PodAll": Kind("list_pod_for_all_namespaces", "core", False),
     "Node": Kind("list_node", "core", False),
     "Event": Kind("list_namespaced_event", "core", True),
+    "ServiceAccount": Kind("list_namespaced_service_account", "core", True),
     "ResourceSlice": Kind("list_resource_slice", "res", False),
     "ResourceClaim": Kind("list_namespaced_resource_claim", "res", True),
     "DeviceClass": Kind("list_device_class", "res", False),
@@ -76,6 +85,12 @@ class Kube:
             self.wait(obj["kind"], lambda o: o is None, namespace=ns, name=name, timeout=timeout,
                       what=f"{obj['kind']} {ns + '/' if ns else ''}{name} to be deleted")
 
+    def create_namespace(self, name: str, labels: dict | None = None, timeout: float = 30) -> None:
+        """Create a namespace and wait until pods can be created in it (its default ServiceAccount)."""
+        self.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels or {}}})
+        self.wait("ServiceAccount", lambda o: o is not None, namespace=name, name="default", timeout=timeout,
+                  what=f"the default ServiceAccount of namespace {name}")
+
     def get(self, kind: str, name: str, namespace: str | None = None) -> dict | None:
         items, _ = self.list(kind, namespace=namespace, field_selector=f"metadata.name={name}")
         return items[0] if items else None
@@ -91,7 +106,7 @@ class Kube:
         k = KINDS[kind]
         fn = getattr(self.core if k.api == "core" else self.res, k.list_fn)
         args = (namespace,) if k.namespaced else ()
-        w = watch.Watch()
+        w = RawWatch()
         try:
             for ev in w.stream(fn, *args, resource_version=rv, timeout_seconds=max(1, int(timeout + 0.999)),
                                allow_watch_bookmarks=False, **kw):

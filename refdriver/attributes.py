@@ -31,16 +31,17 @@ def group_hash(efa_bdfs: list[str]) -> str:
     return hashlib.sha256(",".join(sorted(set(efa_bdfs))).encode()).hexdigest()[:16]
 
 
-def device_groups(index: int, device_map: dict[int, str], bugs: list[str]) -> dict[str, str]:
-    """resource.aws.com/devicegroup{1,4,8,16}_id of Neuron device `index` (NE §4.1)."""
+def device_groups(index: int, device_map: dict[int, str], bugs: list[str],
+                  probe_order: list[int] | None = None) -> dict[str, str]:
+    """resource.aws.com/devicegroup{1,4,8,16}_id of Neuron device `index` (NE §4.1).
+    `probe_order` (Neuron indices by PCI address) is used only by the group-by-probe-order bug."""
     if "efa-shift" in bugs and device_map:
         keys = sorted(device_map)
         device_map = {k: device_map[keys[(i + 1) % len(keys)]] for i, k in enumerate(keys)}
     if index not in device_map:
         return {}
     out = {f"{GROUP}/devicegroup1_id": device_map[index]}
-    order = sorted(device_map) if "group-by-probe-order" not in bugs else \
-        [k for k, _ in sorted(device_map.items(), key=lambda kv: (kv[1], kv[0]))]
+    order = [i for i in (probe_order or sorted(device_map)) if i in device_map]
     for k in (4, 8, 16):
         if "group-by-probe-order" in bugs:
             pos = order.index(index)
@@ -75,7 +76,7 @@ def neuron_devices(node: Node, extended: bool = False, bugs: list[str] = ()) -> 
             attrs["topology_y"] = _i(n.index % 4)
         if total >= 8:
             attrs["topology8_id"] = _i(n.index // 8)
-        attrs.update({k: _s(v) for k, v in device_groups(n.index, node.device_map, list(bugs)).items()})
+        attrs.update({k: _s(v) for k, v in device_groups(n.index, node.device_map, list(bugs), _probe_order(node)).items()})
         if extended and n.pci:
             root = roots.get(n.pci.bdf, n.pci.pcie_root)
             if root:
@@ -115,12 +116,17 @@ def efa_devices(node: Node, bugs: list[str] = ()) -> list[dict]:
         if root:
             attrs[f"{STD}/pcieRoot"] = _s(root)
         if p.bdf in reverse:
-            groups = device_groups(reverse[p.bdf], node.device_map, list(bugs))
+            groups = device_groups(reverse[p.bdf], node.device_map, list(bugs), _probe_order(node))
             groups[f"{GROUP}/devicegroup1_id"] = p.bdf
             attrs.update({k: _s(v) for k, v in groups.items()})
         name = "pci-" + p.bdf.replace(":", "-").replace(".", "-")
         out.append({"name": name, "attributes": attrs})
     return out
+
+
+def _probe_order(node: Node) -> list[int]:
+    """Neuron indices in PCI address order (probe order), where neuron-ls told the addresses."""
+    return [n.index for n in sorted(node.neuron, key=lambda n: (n.pci.bdf if n.pci else "~", n.index))]
 
 
 def _shifted_roots(pcis: list, bugs) -> dict[str, str]:

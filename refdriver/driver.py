@@ -83,9 +83,14 @@ class Driver:
             from . import health as healthmod
 
             health = healthmod.serve(self.opts.health_port, self.health)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: self.stop_event.set())
         watcher = Watcher()
+
+        def on_signal(*_):
+            self.stop_event.set()
+            watcher.wake()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, on_signal)
         published_once = False
         try:
             while not self.stop_event.is_set():

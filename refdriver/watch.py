@@ -20,6 +20,14 @@ _libc = ctypes.CDLL(None, use_errno=True)
 class Watcher:
     def __init__(self) -> None:
         self.fd = -1
+        # A self-pipe: wake() interrupts wait() at once (select() resumes after signals, PEP 475).
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def wake(self) -> None:
+        try:
+            os.write(self.wake_w, b"x")
+        except BlockingIOError:
+            pass
 
     def rearm(self, paths: list[str]) -> int:
         """Replace all watches (directories of removed devices are gone); returns how many took."""
@@ -31,10 +39,10 @@ class Watcher:
 
     def wait(self, timeout: float, debounce: float = 0.05) -> bool:
         """True when something changed within `timeout` seconds (events drained after a short debounce)."""
-        if self.fd < 0:
-            select.select([], [], [], timeout)
-            return False
-        ready, _, _ = select.select([self.fd], [], [], timeout)
+        fds = [self.wake_r] + ([self.fd] if self.fd >= 0 else [])
+        ready, _, _ = select.select(fds, [], [], timeout)
+        if self.wake_r in ready:
+            return True
         if not ready:
             return False
         while True:

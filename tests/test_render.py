@@ -103,7 +103,7 @@ def test_device_nodes_kind(trees):
         assert node.is_file()
 
 
-@pytest.mark.parametrize("bad", ["/", "/sys", "/sys/bus", "/dev", "/proc/1"])
+@pytest.mark.parametrize("bad", ["/", "/sys", "/sys/bus", "/dev", "/dev/pts/x", "/proc/1"])
 def test_refuses_system_directories(bad):
     with pytest.raises(TreeError, match="refusing"):
         fakedev.generate(fakedev.load_preset("inf2.xlarge"), bad)

@@ -64,6 +64,7 @@ class Supervisor:
         deadline = time.monotonic() + self.timeout
         t0 = time.monotonic()
         self.cp.start(deadline)
+        log.info("control plane healthy after %.2fs", time.monotonic() - t0)
         kube = Kube(str(self.cp.admin_kubeconfig))
         for obj in DRIVER_RBAC:
             kube.apply(obj)
@@ -72,14 +73,17 @@ class Supervisor:
 
         for obj in yaml.safe_load_all(resources.files("refdriver").joinpath("manifests").joinpath("deviceclasses.yaml").read_text()):
             kube.apply(obj)
+        log.info("RBAC and DeviceClasses applied after %.2fs", time.monotonic() - t0)
         for n in self.spec.nodes:
             topo = n.load_topology()
             fakedev.generate(topo, self.lay.tree(n.name))
             self._create_node(kube, n.name, n.labels, topo)
+        log.info("trees rendered and nodes created after %.2fs", time.monotonic() - t0)
         for n in self.spec.nodes:
             for prof_name in n.drivers:
                 self._start_driver(n.name, prof_name, n.driver_args)
         self._wait_slices(kube, deadline)
+        log.info("all slices published after %.2fs", time.monotonic() - t0)
         self.standin = KubeletStandIn(kube, {n.name: self.lay.registry_dir(n.name) for n in self.spec.nodes})
         threading.Thread(target=self.standin.run, name="kubelet-standin", daemon=True).start()
         log.info("cluster up in %.2fs", time.monotonic() - t0)
@@ -149,8 +153,16 @@ class Supervisor:
         tmp.write_text(json.dumps(self.state(), indent=2))
         os.replace(tmp, self.lay.state_file)
 
-    def serve(self) -> None:
+    def open_control(self) -> None:
+        """Bind the control socket before reporting ready, so clients never race its creation."""
+        path = str(self.lay.control_socket)
+        self.srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.srv.bind(path)
+        os.chmod(path, 0o600)
+        self.srv.listen(8)
         threading.Thread(target=self._control_socket, name="control", daemon=True).start()
+
+    def serve(self) -> None:
         while True:
             try:
                 req, reply = self.requests.get(timeout=1.0)
@@ -198,13 +210,8 @@ class Supervisor:
                 self._write_state()
 
     def _control_socket(self) -> None:
-        path = str(self.lay.control_socket)
-        srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        srv.bind(path)
-        os.chmod(path, 0o600)
-        srv.listen(8)
         while True:
-            conn, _ = srv.accept()
+            conn, _ = self.srv.accept()
             with conn:
                 try:
                     req = json.loads(conn.makefile().readline())
@@ -252,6 +259,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, on_signal)
     try:
         sup.up()
+        sup.open_control()
         if stopping.is_set():
             raise KeyboardInterrupt("stopped during start-up")
         ready.write("ready\n")
