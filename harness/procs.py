@@ -97,6 +97,33 @@ def stop(p: Proc, timeout: float = 10.0, popen: subprocess.Popen | None = None) 
         popen.wait(timeout=5)
 
 
+def stop_all(items: list[tuple[Proc, subprocess.Popen | None]], timeout: float = 5.0) -> None:
+    """SIGTERM every process at once, then SIGKILL whatever is left after `timeout`."""
+    live = [(p, po) for p, po in items if alive(p)]
+    for p, _ in live:
+        try:
+            os.kill(p.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout
+    for p, po in live:
+        while alive(p) and time.monotonic() < deadline:
+            if po is not None:
+                try:
+                    po.wait(timeout=0.05)
+                except subprocess.TimeoutExpired:
+                    pass
+            else:
+                time.sleep(0.05)
+        if alive(p):
+            try:
+                os.kill(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if po is not None:
+            po.wait(timeout=10)
+
+
 def tail(path: str | Path, lines: int = 20) -> str:
     try:
         data = Path(path).read_bytes()[-8192:].decode(errors="replace")

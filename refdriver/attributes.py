@@ -110,8 +110,9 @@ def efa_devices(node: Node, bugs: list[str] = ()) -> list[dict]:
         }
         if e.rdma:
             attrs["dra.net/rdmaDevice"] = _s(e.rdma)
-        if p.numa_node >= 0:  # omitted when sysfs says -1 (NE §4.2)
-            attrs["dra.net/numaNode"] = _i(_numa(p.numa_node, list(bugs)))
+        if p.numa_node >= 0:  # omitted when sysfs says -1 (NE §4.2); the standard name lets
+            attrs["dra.net/numaNode"] = _i(_numa(p.numa_node, list(bugs)))  # claims align across drivers
+            attrs[f"{STD}/numaNode"] = _i(_numa(p.numa_node, list(bugs)))
         root = roots.get(p.bdf, p.pcie_root)
         if root:
             attrs[f"{STD}/pcieRoot"] = _s(root)

@@ -61,7 +61,7 @@ def test_efa_slices_match_truth(trees, name):
         assert a["dra.net/pciAddress"] == d["bdf"] and a["dra.net/rdmaDevice"] == d["rdma"] and a["dra.net/rdma"] is True
         assert a["dra.net/pciVendor"] == "Amazon.com, Inc."
         assert a["dra.net/pciDevice"] == "Elastic Fabric Adapter (EFA)"
-        assert a["dra.net/numaNode"] == d["numa_node"]
+        assert a["dra.net/numaNode"] == a["resource.kubernetes.io/numaNode"] == d["numa_node"]
         assert a["resource.kubernetes.io/pcieRoot"] == d["root"]
         for k, v in d["aws_ids"].items():
             assert a[f"resource.aws.com/{k}"] == v
@@ -87,7 +87,7 @@ def test_devicegroups_follow_the_tree_not_a_table(tmp_path):
 def test_numa_minus_one_omits_the_attribute(tree):
     fakedev.Tree(tree).set_numa_none("0000:10:1a.0")
     a = dry_run(tree, "efa")["pci-0000-10-1a-0"]
-    assert "dra.net/numaNode" not in a
+    assert "dra.net/numaNode" not in a and "resource.kubernetes.io/numaNode" not in a
     n = dry_run(tree, "neuron", "--extended-attributes")
     assert all("resource.kubernetes.io/numaNode" in v for v in n.values())
 

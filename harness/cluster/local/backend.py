@@ -32,11 +32,11 @@ def load_state(name: str) -> dict | None:
 
 
 def up(spec: ClusterSpec, artifacts: Path, attached: bool = False, timeout: float = 180,
-       build: bool = True) -> Cluster:
+       build: bool = True, watch_pid: int | None = None) -> Cluster:
     """Start the cluster; returns when every node's drivers have published their slices.
 
-    attached: the supervisor dies with the calling thread's process (pytest); otherwise it runs
-    in its own session until `down` (the CLI)."""
+    attached: the supervisor dies with the calling thread's process; otherwise it runs in its own
+    session until `down` (the CLI), or, with `watch_pid`, until that process exits (a test run)."""
     root = state_dir(spec.name)
     if root.exists():
         st = load_state(spec.name)
@@ -54,7 +54,7 @@ def up(spec: ClusterSpec, artifacts: Path, attached: bool = False, timeout: floa
     r, w = os.pipe()
     argv = [sys.executable, "-m", "harness.cluster.local.supervisor", "--spec", str(root / "spec.json"),
             "--state-dir", str(root), "--artifacts", str(artifacts), "--bin-dir", str(bin_dir),
-            "--ready-fd", str(w), "--timeout", str(timeout)]
+            "--ready-fd", str(w), "--timeout", str(timeout)] + (["--watch-pid", str(watch_pid)] if watch_pid else [])
     # Record the supervisor before it writes anything, so `down` finds it even if bring-up hangs.
     p, popen = procs.spawn("supervisor", argv, lay.log_dir / "supervisor.out", tie_to_parent=attached,
                            env={**os.environ, "PYTHONPATH": str(bins.ROOT)}, pass_fds=(w,))

@@ -127,5 +127,9 @@ class ControlPlane:
         raise StartError(f"{p.name} not healthy at {url} in time (last: {last}); log: {p.log}\n{procs.tail(p.log)}")
 
     def stop(self) -> None:
-        for p in reversed(self.procs):  # scheduler, controller-manager, apiserver, etcd
-            procs.stop(p, popen=self.popens.get(p.pid))
+        """Scheduler and controller-manager together, then the apiserver, then etcd."""
+        pairs = [(p, self.popens.get(p.pid)) for p in self.procs]
+        by_name = {p.name: pair for pair in pairs for p in [pair[0]]}
+        procs.stop_all([by_name[n] for n in ("kube-scheduler", "kube-controller-manager") if n in by_name], timeout=3)
+        procs.stop_all([by_name[n] for n in ("kube-apiserver",) if n in by_name], timeout=3)
+        procs.stop_all([by_name[n] for n in ("etcd",) if n in by_name], timeout=3)

@@ -89,6 +89,7 @@ class KubeletStandIn:
         self.prepared: dict[str, list[dict]] = {}  # pod uid -> claims prepared
         self.stop_event = threading.Event()
         self.lock = threading.Lock()
+        self.retry: dict[str, dict] = {}  # pod uid -> pod whose unprepare failed: retried, as the kubelet does
 
     def plugin(self, node: str, driver: str) -> Plugin:
         key = (node, driver)
@@ -105,6 +106,7 @@ class KubeletStandIn:
             del self.plugins[key]
 
     def run(self) -> None:
+        threading.Thread(target=self._retry_loop, name="standin-retry", daemon=True).start()
         while not self.stop_event.is_set():
             try:
                 items, rv = self.kube.list("PodAll")
@@ -185,11 +187,25 @@ class KubeletStandIn:
         except ApiException as e:
             log.warning("could not mark %s/%s running: %s", ns, name, e.reason)
 
+    def _retry_loop(self) -> None:
+        while not self.stop_event.wait(0.5):
+            for uid, pod in list(self.retry.items()):
+                with self.lock:
+                    if uid in self.retry:
+                        self._terminate(pod, pod["spec"]["nodeName"])
+
     def _terminate(self, pod: dict, node: str) -> None:
-        prepared = self.prepared.pop(pod["metadata"]["uid"], [])
+        uid = pod["metadata"]["uid"]
+        prepared = self.prepared.get(uid, [])
         errors = self._unprepare(prepared, node)
         if errors:
-            self._event(pod, "FailedUnprepareDynamicResources", "; ".join(errors))
+            if uid not in self.retry:
+                self._event(pod, "FailedUnprepareDynamicResources", "; ".join(errors))
+            self.retry[uid] = pod  # keep the pod (Terminating) until its devices are unprepared
+            self.forget(node)
+            return
+        self.prepared.pop(uid, None)
+        self.retry.pop(uid, None)
         try:
             self.kube.core.delete_namespaced_pod(pod["metadata"]["name"], pod["metadata"]["namespace"],
                                                  grace_period_seconds=0)

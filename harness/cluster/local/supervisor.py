@@ -194,6 +194,12 @@ class Supervisor:
             if self.standin:
                 self.standin.forget(req["node"])
             self._write_state()
+            sock = self.lay.registry_dir(req["node"]) / f"{profiles.resolve(req['profile']).driver}-reg.sock"
+            deadline = time.monotonic() + 30
+            while not sock.exists():  # bounded: report when the restarted driver serves again
+                if not procs.alive(np_) or time.monotonic() > deadline:
+                    raise RuntimeError(f"{np_.name} did not come back; see {np_.log}")
+                time.sleep(0.05)
             return {"pid": np_.pid}
         if op == "stop-driver":  # a crash, for tests of crash handling
             p, popen, _ = self.drivers[(req["node"], req["profile"])]
@@ -226,12 +232,27 @@ class Supervisor:
 
     # -- teardown ----------------------------------------------------------------------------------
     def down(self) -> None:
+        """Drivers first (all at once), then the control plane; the state is thrown away, so a
+        component that does not stop within a short grace period is killed."""
         if self.standin:
             self.standin.stop_event.set()
-        for p, popen, _ in self.drivers.values():
-            procs.stop(p, popen=popen)
+        procs.stop_all([(p, popen) for p, popen, _ in self.drivers.values()], timeout=5)
         self.cp.stop()
         shutil.rmtree(self.lay.root, ignore_errors=True)
+
+
+def _watch(pid: int, stop) -> None:
+    """Stop the cluster when `pid` exits (a pidfd becomes readable then; no polling)."""
+    import select
+
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        stop()
+        return
+    select.select([fd], [], [])
+    log.info("watched process %d exited; stopping", pid)
+    stop()
 
 
 def main() -> int:
@@ -242,6 +263,7 @@ def main() -> int:
     ap.add_argument("--bin-dir", required=True)
     ap.add_argument("--ready-fd", type=int, required=True)
     ap.add_argument("--timeout", type=float, default=120)
+    ap.add_argument("--watch-pid", type=int, default=None, help="stop when this process exits")
     a = ap.parse_args()
     ready = os.fdopen(a.ready_fd, "w")
     spec = ClusterSpec.from_dict(json.loads(Path(a.spec).read_text()))
@@ -257,6 +279,8 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    if a.watch_pid:
+        threading.Thread(target=_watch, args=(a.watch_pid, on_signal), name="watch-pid", daemon=True).start()
     try:
         sup.up()
         sup.open_control()
