@@ -12,6 +12,7 @@ at the end, the summary lists each judged claim and the metrics.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -96,7 +97,7 @@ class DraSession:
         from .cluster.local.layout import default_state_root
         from .cluster.spec import ClusterSpec, parse_nodes
 
-        name = f"pt-{self.runuid}-{abs(hash(key)) % 10**6:06d}"
+        name = f"pt-{self.runuid}-{hashlib.sha256(key.encode()).hexdigest()[:6]}"  # same in every worker
         spec = ClusterSpec(name=name, nodes=parse_nodes(want["nodes"], driver_args=want["args"]), k8s_version=self.version)
         with _locked(default_state_root() / f"{name}.lock") as refs:
             st = backend.load_state(name)
@@ -318,4 +319,18 @@ def pytest_sessionfinish(session, exitstatus):
     sess = getattr(session.config, "_dra", None)
     if sess is not None and sess.clusters:
         sess.release()
+    if sess is not None and hasattr(session.config, "workeroutput"):  # xdist worker: hand metrics over
+        from dataclasses import asdict
+
+        session.config.workeroutput["dra_metrics"] = json.dumps(asdict(sess.metrics))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """xdist controller: merge a worker's metrics into the run's summary."""
+    data = getattr(node, "workeroutput", {}).get("dra_metrics")
+    if data:
+        s = _session(node.config)
+        for k, v in json.loads(data).items():
+            getattr(s.metrics, k).extend(v)
 

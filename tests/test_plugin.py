@@ -1,0 +1,66 @@
+"""The pytest plugin as users meet it: a test file in a fresh directory, run by pytest with the
+plugin loaded from its entry point. Under pytest-xdist the workers share one cluster, each test
+in its own namespace; a failure leaves a bundle; the cluster is gone afterwards."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from harness import bins
+from harness.cluster.local.layout import default_state_root
+
+pytestmark = pytest.mark.slow
+
+SUITE = '''
+import pytest
+
+pytestmark = pytest.mark.topology("inf2.xlarge")
+
+@pytest.mark.parametrize("i", range(4))
+def test_one_device(dra, i):
+    dra.create(dra.claim("c", dra.request("n", "neuron.aws.com")), dra.pod("p", "c"))
+    dra.assert_aligned("c")
+    dra.pod_running("p")
+
+def test_fails_with_a_bundle(dra):
+    dra.create(dra.claim("big", dra.request("n", "neuron.aws.com", 2)), dra.pod("p", "big"))
+    dra.allocated("big", timeout=3)
+
+@pytest.mark.k8s(min="1.99")
+def test_future_only(dra):
+    pass
+'''
+
+
+def test_plugin_under_xdist(tmp_path):
+    try:
+        bins.ensure(None, build=False)
+    except bins.BinsError as e:
+        pytest.skip(str(e))
+    (tmp_path / "test_suite.py").write_text(SUITE)
+    before = set(default_state_root().glob("pt-*")) if default_state_root().exists() else set()
+    art = tmp_path / "art"
+    r = subprocess.run([sys.executable, "-m", "pytest", "-n", "2", "-p", "no:cacheprovider", "--artifacts", str(art),
+                        "--junitxml", str(tmp_path / "junit.xml"), str(tmp_path / "test_suite.py")],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    out = r.stdout + r.stderr
+    assert r.returncode == 1, out
+    assert "4 passed, 1 skipped" in out and "1 failed" in out, out
+    clusters = [d for d in art.iterdir() if d.name.startswith("pt-")]
+    assert len(clusters) == 1, f"the two workers shared one cluster: {clusters}"
+    junit = ET.parse(tmp_path / "junit.xml").getroot()
+    assert int(junit.find("testsuite").get("tests")) == 6
+    bundle = next((art / "failures").iterdir())
+    names = {p.name for p in bundle.iterdir()}
+    assert {"resourceclaims.yaml", "resourceslices.yaml", "pods.yaml", "events.yaml", "notes.txt"} <= names
+    assert any(n.startswith("topology-") and n.endswith(".svg") for n in names)
+    assert "cannot be satisfied with this topology" in (bundle / "notes.txt").read_text()
+    summary = json.loads((art / "summary.json").read_text())
+    assert len(summary["verdicts"]) == 4 and all(v["ok"] for v in summary["verdicts"])
+    after = set(default_state_root().glob("pt-*")) if default_state_root().exists() else set()
+    assert after <= before, f"clusters left behind: {after - before}"
