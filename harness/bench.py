@@ -1,0 +1,299 @@
+"""`make bench`: the numbers the issues name, measured (not asserted) and written to
+artifacts/bench.json. Each section can be skipped; `--quick` skips the slow ones.
+
+  render     fakedev renders trn2.48xlarge vs `cp -a` of the finished tree     target: render <= 2x copy
+  discovery  refdriver: trn2.48xlarge tree -> slice objects (under umockdev)   target: <= 50 ms
+  up         local cluster of trn1.32xlarge + trn2.48xlarge until slices exist  target: <= 10 s
+  prepare    NodePrepareResources over the unix socket (real claim GET + CDI)   report p50/p99
+  overhead   claim created -> allocation observed, minus the scheduler's time   report
+  scale      50 fake trn2.48xlarge nodes, 200 pods with aligned claims         target: >= 30 pods/s
+  e2e        the full e2e suite with cached binaries                           target: <= 180 s
+  cold-build Kubernetes + etcd from empty Go caches (opt-in: --cold-build)       report
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import ssl
+import uuid
+from pathlib import Path
+
+from . import bins
+
+ROOT = bins.ROOT
+
+
+def _state_tmp() -> Path:
+    from .cluster.local.layout import default_state_root
+
+    d = default_state_root() / f"bench-{uuid.uuid4().hex[:6]}"
+    d.mkdir(parents=True)
+    return d
+
+
+def bench_render() -> dict:
+    import fakedev
+
+    base = _state_tmp()
+    try:
+        topo = fakedev.load_preset("trn2.48xlarge")
+        runs = []
+        for i in range(3):
+            t0 = time.perf_counter()
+            fakedev.generate(topo, base / f"r{i}")
+            render = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            subprocess.run(["cp", "-a", str(base / f"r{i}"), str(base / f"c{i}")], check=True)
+            copy = time.perf_counter() - t0
+            runs.append((render, copy))
+        render, copy = statistics.median(r for r, _ in runs), statistics.median(c for _, c in runs)
+        files = sum(len(f) for _, _, f in os.walk(base / "r0"))
+        return {"render_s": round(render, 3), "cp_a_s": round(copy, 3), "ratio": round(render / copy, 2),
+                "files": files, "filesystem": str(base.parent), "target": "ratio <= 2"}
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+DISCOVERY = """
+import json, statistics, time, pyudev, sys
+from pathlib import Path
+from refdriver import attributes, discovery
+ctx = pyudev.Context(); root = Path(sys.argv[1]); ts = []
+for _ in range(30):
+    t0 = time.perf_counter()
+    node = discovery.discover(ctx, root)
+    n, e = attributes.neuron_devices(node, True), attributes.efa_devices(node)
+    ts.append((time.perf_counter() - t0) * 1000)
+assert len(n) == 16 and len(e) == 16
+print(json.dumps({"median_ms": round(statistics.median(ts), 1), "p90_ms": round(sorted(ts)[26], 1), "runs": len(ts)}))
+"""
+
+
+def bench_discovery() -> dict:
+    import fakedev
+    from fakedev.nsrun import umockdev_preload
+
+    base = _state_tmp()
+    try:
+        fakedev.generate(fakedev.load_preset("trn2.48xlarge"), base / "t")
+        lib = umockdev_preload()
+        if not lib:
+            return {"skipped": "umockdev is not installed"}
+        env = {**os.environ, "UMOCKDEV_DIR": str(base / "t"), "LD_PRELOAD": lib}
+        out = subprocess.run([sys.executable, "-c", DISCOVERY, str(base / "t")], env=env, capture_output=True,
+                             text=True, check=True, cwd=ROOT).stdout
+        return {**json.loads(out), "target": "median <= 50 ms", "what": "both drivers' devices from a trn2.48xlarge tree"}
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _up(nodes: str, name: str, artifacts: Path, drivers: list[str] | None = None, timeout: float = 600):
+    from .cluster.local import backend
+    from .cluster.spec import ClusterSpec, parse_nodes
+
+    return backend.up(ClusterSpec(name=name, nodes=parse_nodes(nodes, drivers)), artifacts, attached=True, timeout=timeout)
+
+
+def bench_up(artifacts: Path) -> dict:
+    from .cluster.local import backend
+
+    times = []
+    for i in range(3):
+        name = f"bench-up-{uuid.uuid4().hex[:4]}"
+        t0 = time.perf_counter()
+        _up("trn1.32xlarge,trn2.48xlarge", name, artifacts / name)
+        times.append(time.perf_counter() - t0)
+        t1 = time.perf_counter()
+        backend.down(name)
+        down = time.perf_counter() - t1
+    return {"runs_s": [round(t, 2) for t in times], "median_s": round(statistics.median(times), 2),
+            "down_s": round(down, 2), "target": "<= 10 s for 2 nodes, every node's slices published"}
+
+
+def bench_prepare_and_overhead(artifacts: Path) -> dict:
+    from .cluster.local import backend
+    from .cluster.local.kubelet_standin import call, register
+    from .kube import Kube
+
+    name = f"bench-prep-{uuid.uuid4().hex[:4]}"
+    c = _up("trn1.32xlarge,trn2.48xlarge", name, artifacts / name)
+    try:
+        kube = Kube(str(c.kubeconfig))
+        kube.create_namespace("bench")
+        node = "trn1-32xlarge-0"
+        claim = {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim", "metadata": {"name": "c", "namespace": "bench"},
+                 "spec": {"devices": {"requests": [{"name": "n", "exactly": {"deviceClassName": "neuron.aws.com", "count": 4}}],
+                                      "constraints": [{"requests": ["n"], "matchAttribute": "resource.aws.com/devicegroup4_id"}]}}}
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "bench"},
+               "spec": {"nodeSelector": {"kubernetes.io/hostname": node}, "containers": [{"name": "c", "image": "x"}],
+                        "resourceClaims": [{"name": "d", "resourceClaimName": "c"}]}}
+        kube.apply(claim)
+        kube.apply(pod)
+        cl = kube.wait("ResourceClaim", lambda o: bool(o and (o.get("status") or {}).get("allocation")), namespace="bench",
+                       name="c", timeout=30, what="bench claim allocated")
+        kube.wait("Pod", lambda o: bool(o and o["status"].get("phase") == "Running"), namespace="bench", name="p",
+                  timeout=30, what="bench pod running")
+        plugin = register(Path(str(c.nodes[node].plugins_dir).replace("/plg", "/reg")) / "neuron.aws.com-reg.sock")
+        ref = [{"namespace": "bench", "name": "c", "uid": cl["metadata"]["uid"]}]
+        lat = []
+        for _ in range(100):  # unprepare + prepare: each prepare GETs the claim and writes a CDI spec
+            call(plugin, "unprepare", ref)
+            t0 = time.perf_counter()
+            r = call(plugin, "prepare", ref)
+            lat.append((time.perf_counter() - t0) * 1000)
+            assert not r[ref[0]["uid"]]["error"], r
+        lat.sort()
+        prepare = {"calls": len(lat), "p50_ms": round(lat[49], 2), "p99_ms": round(lat[98], 2), "max_ms": round(lat[-1], 2)}
+        overhead = _overhead(kube, c)
+    finally:
+        backend.down(name)
+    return {"prepare": prepare, "overhead": overhead}
+
+
+def _scheduler_metric(c, name: str) -> tuple[float, float]:
+    """(sum, count) of a scheduler histogram, read with the admin client certificate."""
+    st = json.loads(Path(c.state_file).read_text()) if c.state_file else {}
+    port = next((p["argv"] for p in st.get("procs", []) if p["name"] == "kube-scheduler"), [])
+    port = next(a.split("=")[1] for a in port if a.startswith("--secure-port="))
+    pki = Path(st["state_dir"]) / "control" / "pki"
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    ctx.load_cert_chain(pki / "probe.crt", pki / "probe.key")
+    text = urllib.request.urlopen(f"https://127.0.0.1:{port}/metrics", context=ctx, timeout=10).read().decode()
+    total = count = 0.0
+    for line in text.splitlines():
+        if line.startswith(f"{name}_sum"):
+            total += float(line.rsplit(" ", 1)[1])
+        elif line.startswith(f"{name}_count"):
+            count += float(line.rsplit(" ", 1)[1])
+    return total, count
+
+
+def _overhead(kube, c, n: int = 40) -> dict:
+    """Sequential claims: wall time from create to the watch seeing the allocation, minus the
+    scheduler's own scheduling-attempt time (its metrics), per claim."""
+    s0, c0 = _scheduler_metric(c, "scheduler_scheduling_attempt_duration_seconds")
+    observed = []
+    for i in range(n):
+        name = f"o{i}"
+        claim = {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim", "metadata": {"name": name, "namespace": "bench"},
+                 "spec": {"devices": {"requests": [{"name": "n", "exactly": {"deviceClassName": "neuron.aws.com"}}]}}}
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "bench"},
+               "spec": {"containers": [{"name": "c", "image": "x"}], "resourceClaims": [{"name": "d", "resourceClaimName": name}]}}
+        t0 = time.perf_counter()
+        kube.apply(claim)
+        kube.apply(pod)
+        kube.wait("ResourceClaim", lambda o: bool(o and (o.get("status") or {}).get("allocation")), namespace="bench",
+                  name=name, timeout=30, what=f"claim {name}")
+        observed.append(time.perf_counter() - t0)
+        kube.core.delete_namespaced_pod(name, "bench", grace_period_seconds=0)
+    s1, c1 = _scheduler_metric(c, "scheduler_scheduling_attempt_duration_seconds")
+    sched = (s1 - s0) / max(1.0, c1 - c0)
+    mean = statistics.mean(observed)
+    return {"claims": n, "observed_mean_ms": round(mean * 1000, 1), "scheduler_attempt_mean_ms": round(sched * 1000, 1),
+            "harness_overhead_ms": round((mean - sched) * 1000, 1),
+            "what": "create claim+pod -> allocation seen by the harness's watch, minus the scheduler's attempt time"}
+
+
+def bench_scale(artifacts: Path, nodes: int, pods: int) -> dict:
+    from .cluster.local import backend
+    from .kube import Kube
+
+    name = f"bench-scale-{uuid.uuid4().hex[:4]}"
+    t0 = time.perf_counter()
+    c = _up(",".join(["trn2.48xlarge"] * nodes), name, artifacts / name, drivers=["refdriver-neuron"], timeout=900)
+    up_s = time.perf_counter() - t0
+    try:
+        kube = Kube(str(c.kubeconfig))
+        kube.create_namespace("scale")
+        kube.apply({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate",
+                    "metadata": {"name": "four", "namespace": "scale"},
+                    "spec": {"spec": {"devices": {"requests": [{"name": "n", "exactly": {"deviceClassName": "neuron.aws.com", "count": 4}}],
+                                                  "constraints": [{"requests": ["n"], "matchAttribute": "resource.aws.com/devicegroup4_id"}]}}}})
+        t0 = time.perf_counter()
+        for i in range(pods):
+            kube.core.create_namespaced_pod("scale", {"metadata": {"name": f"p{i}"}, "spec": {
+                "containers": [{"name": "c", "image": "x", "resources": {"claims": [{"name": "d"}]}}],
+                "resourceClaims": [{"name": "d", "resourceClaimTemplateName": "four"}]}})
+        created = time.perf_counter() - t0
+        kube.wait("Pod", lambda lst: sum(1 for p in lst["items"] if p["spec"].get("nodeName")) >= pods, namespace="scale",
+                  timeout=600, what=f"{pods} pods scheduled",
+                  describe=lambda lst: f"{sum(1 for p in lst['items'] if p['spec'].get('nodeName'))} scheduled")
+        sched = time.perf_counter() - t0
+        from .oracle import judge
+
+        claims, _ = kube.list("ResourceClaim", namespace="scale")
+        truths = c.truths()
+        wrong = [v for v in (judge(cl, truths, claims) for cl in claims) if not v.ok]
+    finally:
+        backend.down(name)
+    return {"nodes": nodes, "pods": pods, "drivers_per_node": 1, "up_s": round(up_s, 1), "create_s": round(created, 2),
+            "all_scheduled_s": round(sched, 2), "pods_per_s": round(pods / sched, 1), "misaligned": len(wrong),
+            "target": ">= 30 pods/s"}
+
+
+def bench_e2e(artifacts: Path) -> dict:
+    t0 = time.perf_counter()
+    rc = subprocess.call([sys.executable, "-m", "harness.cli", "e2e", "--artifacts", str(artifacts / "e2e")], cwd=ROOT,
+                         stdout=subprocess.DEVNULL)
+    return {"exit": rc, "wall_s": round(time.perf_counter() - t0, 1), "target": "<= 180 s with cached binaries"}
+
+
+def bench_cold_build() -> dict:
+    tmp = Path(tempfile.mkdtemp(prefix="cold-build-", dir="/tmp"))
+    env = {**os.environ, "GOCACHE": str(tmp / "gocache"), "GOMODCACHE": str(tmp / "mod"), "DRA_HARNESS_CACHE": str(tmp / "cache")}
+    t0 = time.perf_counter()
+    try:
+        subprocess.run([str(bins.BUILD)], env=env, check=True, stdout=subprocess.DEVNULL)
+        return {"seconds": round(time.perf_counter() - t0), "what": "module download + compile of apiserver, "
+                "controller-manager, scheduler, kubectl and etcd from empty caches on this machine"}
+    finally:
+        subprocess.run(["chmod", "-R", "u+w", str(tmp)], check=False)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="dra-harness bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", nargs="*", default=None, help="sections to run")
+    ap.add_argument("--quick", action="store_true", help="skip scale and e2e")
+    ap.add_argument("--cold-build", action="store_true", help="also time a build from empty Go caches (minutes)")
+    ap.add_argument("--scale-nodes", type=int, default=50)
+    ap.add_argument("--scale-pods", type=int, default=200)
+    ap.add_argument("--artifacts", default="artifacts/bench")
+    a = ap.parse_args(argv)
+    artifacts = Path(a.artifacts).resolve()
+    artifacts.mkdir(parents=True, exist_ok=True)
+    sections = {
+        "render": bench_render, "discovery": bench_discovery, "up": lambda: bench_up(artifacts),
+        "prepare+overhead": lambda: bench_prepare_and_overhead(artifacts),
+        "scale": lambda: bench_scale(artifacts, a.scale_nodes, a.scale_pods), "e2e": lambda: bench_e2e(artifacts),
+        "cold-build": bench_cold_build,
+    }
+    wanted = a.only or [s for s in sections if not (a.quick and s in ("scale", "e2e")) and (s != "cold-build" or a.cold_build)]
+    results = {}
+    for s in wanted:
+        print(f"bench: {s} ...", flush=True)
+        t0 = time.perf_counter()
+        try:
+            results[s] = sections[s]()
+        except Exception as e:  # one broken section must not hide the others' numbers
+            results[s] = {"error": f"{type(e).__name__}: {e}"[:500]}
+        print(f"bench: {s}: {json.dumps(results[s])} ({time.perf_counter() - t0:.0f}s)", flush=True)
+    out = artifacts / "bench.json"
+    out.write_text(json.dumps(results, indent=2))
+    print(f"bench: results in {out}")
+    return 1 if any("error" in r for r in results.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
