@@ -11,7 +11,7 @@ BACKEND ?= local
 APT_PACKAGES := pciutils hwloc umockdev libumockdev0 openssl
 DEB_STAMP := $(VENV)/.debs
 
-.PHONY: help install debs bins test test-fast bench e2e clean protos
+.PHONY: help install debs bins test test-fast bench e2e clean protos kind-configs
 
 help:
 	@echo "make e2e [BACKEND=local|kind|existing] [K8S_VERSION=1.36]  boot a cluster, run e2e/, tear down"
@@ -59,8 +59,13 @@ test-fast: install
 bench: install bins
 	$(PY) -m harness.bench $(BENCH_ARGS)
 
+NODES ?= trn1.32xlarge,trn2.48xlarge
+
 e2e: install $(if $(filter local,$(BACKEND)),bins)
-	$(PY) -m harness.cli e2e --backend $(BACKEND) $(if $(K8S_VERSION),--k8s-version $(K8S_VERSION)) $(E2E_ARGS)
+	$(PY) -m harness.cli e2e --backend $(BACKEND) --nodes $(NODES) $(if $(K8S_VERSION),--k8s-version $(K8S_VERSION)) $(E2E_ARGS)
+
+kind-configs: install
+	$(PY) -m harness.cluster.kind.config clusters/kind
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache refdriver/_gen

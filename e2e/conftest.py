@@ -8,7 +8,7 @@ import pytest
 
 pytest_plugins: list[str] = []  # the harness plugin is loaded through its pytest11 entry point
 
-TRN1, TRN2 = "trn1-32xlarge-0", "trn2-48xlarge-1"
+TRN1, TRN2 = "trn1.32xlarge", "trn2.48xlarge"  # instance types of the default cluster's nodes
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -17,4 +17,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def node_of(truths: dict, instance_type: str) -> str:
+    """The node of an instance type (node names differ between backends)."""
     return next(n for n, t in truths.items() if t["instance_type"] == instance_type)
+
+
+@pytest.fixture
+def on(dra_truth):
+    """on("trn2.48xlarge") -> that node's name."""
+    return lambda instance_type: node_of(dra_truth, instance_type)

@@ -47,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     cluster_args(s, nodes=False)
     s = sub.add_parser("down", help="stop a cluster and remove its state")
     cluster_args(s, nodes=False)
+    s.add_argument("--backend", default="local", choices=["local", "kind"])
     s = sub.add_parser("explain", help="explain why a claim is pending")
     s.add_argument("claim", help="NAMESPACE/NAME")
     s.add_argument("--name", default="dra-harness")
@@ -72,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dra-harness: interrupted; everything started was stopped", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head`
+        return 0
 
 
 def _spec(args):
@@ -131,6 +134,12 @@ def _status(args) -> int:
 
 
 def _down(args) -> int:
+    if args.backend == "kind":
+        from .cluster.kind import backend as kind
+
+        kind.down(args.name)
+        print(f"kind cluster {args.name} deleted")
+        return 0
     from .cluster.local import backend
 
     killed = backend.down(args.name)

@@ -288,6 +288,7 @@ def pytest_runtest_makereport(item, call):
     if rep.failed:
         from .report import bundle
 
+        item.config._dra_failed = True  # the kind backend exports its logs on teardown
         sess = item.config._dra
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", item.nodeid)[-120:]
         notes = [str(v) for v in api.verdicts]

@@ -93,12 +93,21 @@ class ControlPlane:
             str(b / "kube-controller-manager"), f"--kubeconfig={kcm}", f"--authentication-kubeconfig={kcm}",
             f"--authorization-kubeconfig={kcm}", f"--service-account-private-key-file={pki_dir / 'sa.key'}",
             f"--root-ca-file={pki.ca_path}", "--use-service-account-credentials", "--controllers=*,-nodelifecycle",
+            "--kube-api-qps=300", "--kube-api-burst=600",
             "--leader-elect=false", "--bind-address=127.0.0.1", f"--secure-port={kcm_port}", f"--v={self.verbosity}"])
         sched = pki.kubeconfig(self.state_dir / "scheduler.kubeconfig", self.server, "scheduler", "system:kube-scheduler")
         sched_port = free_port()
+        # Client QPS as scheduler_perf raises it: with DRA each pod costs a claim status write and a
+        # binding, so the default 50 QPS would cap throughput, not the scheduler.
+        sched_cfg = self.state_dir / "scheduler.yaml"
+        sched_cfg.write_text(f"""apiVersion: kubescheduler.config.k8s.io/v1
+kind: KubeSchedulerConfiguration
+clientConnection: {{kubeconfig: "{sched}", qps: 500, burst: 1000}}
+leaderElection: {{leaderElect: false}}
+""")
         sched_p = self._spawn("kube-scheduler", [
-            str(b / "kube-scheduler"), f"--kubeconfig={sched}", f"--authentication-kubeconfig={sched}",
-            f"--authorization-kubeconfig={sched}", "--leader-elect=false", "--bind-address=127.0.0.1",
+            str(b / "kube-scheduler"), f"--config={sched_cfg}", f"--authentication-kubeconfig={sched}",
+            f"--authorization-kubeconfig={sched}", "--bind-address=127.0.0.1",
             f"--secure-port={sched_port}", f"--v={self.verbosity}"])
         self.scheduler_port = sched_port
         for p, port in ((kcm_p, kcm_port), (sched_p, sched_port)):

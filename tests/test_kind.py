@@ -1,0 +1,133 @@
+"""The kind path, checked as far as this machine allows (kind cannot run here: no container
+engine for privileged nodes). Configs decode strictly with kind's own v1alpha4 types; the Helm
+chart renders and every object validates against the OpenAPI schema of each supported
+Kubernetes version; the GitHub workflow passes actionlint. Each checker is shown to fail on a
+broken input, so a pass means something."""
+
+from __future__ import annotations
+
+import filecmp
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.cluster.kind import backend as kindbackend
+from harness.cluster.kind import config as kindcfg
+from harness.cluster.spec import ClusterSpec, parse_nodes
+
+from .conftest import ROOT
+from .openapi_strict import validate
+
+pytestmark = pytest.mark.slow
+K8S = {"1.34": "v1.34.4", "1.35": "v1.35.4", "1.36": "v1.36.3", "1.37": "v1.37.2"}
+CHART = ROOT / "deploy/chart/dra-harness-refdriver"
+
+
+@pytest.fixture(scope="module")
+def tools() -> Path:
+    r = subprocess.run([str(ROOT / "clusters/kind/tools.sh"), "all"], capture_output=True, text=True, timeout=3000)
+    if r.returncode != 0:
+        pytest.fail(f"building the kind-path tools failed:\n{r.stderr[-3000:]}")
+    return Path(r.stdout.strip())
+
+
+def _tool(tools: Path, name: str) -> str:
+    return str(sorted(tools.glob(f"{name}-*"))[-1])
+
+
+def test_checked_in_configs_are_current(tmp_path):
+    written = kindcfg.generate_all(tmp_path)
+    assert len(written) == 12  # 4 versions x 3 topology sets
+    for p in written:
+        rel = p.relative_to(tmp_path)
+        assert filecmp.cmp(p, ROOT / "clusters/kind" / rel, shallow=False), f"clusters/kind/{rel} is stale: make kind-configs"
+
+
+def test_kind_configs_decode_strictly_with_kinds_types(tools, tmp_path):
+    files = sorted((ROOT / "clusters/kind").glob("1.*/*.yaml"))
+    r = subprocess.run([_tool(tools, "kindcheck"), *map(str, files)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count(": ok") == len(files) == 12
+    bad = tmp_path / "bad.yaml"
+    cfg = yaml.safe_load(files[0].read_text())
+    cfg["nodes"][1]["extraMount"] = cfg["nodes"][1].pop("extraMounts")  # a typo kind would reject
+    bad.write_text(yaml.safe_dump(cfg))
+    r = subprocess.run([_tool(tools, "kindcheck"), str(bad)], capture_output=True, text=True)
+    assert r.returncode == 1 and "extraMount" in r.stderr
+
+
+def test_config_details():
+    spec = ClusterSpec(name="x", nodes=parse_nodes("trn1.32xlarge,trn2.48xlarge"), k8s_version="1.35")
+    cfg = kindcfg.render(spec, {n.name: Path(f"/t/{n.name}") for n in spec.nodes}, "1.35")
+    workers = [n for n in cfg["nodes"] if n["role"] == "worker"]
+    assert [w["extraMounts"][0]["hostPath"] for w in workers] == ["/t/trn1-32xlarge-0", "/t/trn2-48xlarge-1"]
+    assert all(w["extraMounts"][0]["containerPath"] == kindcfg.TREE_IN_NODE for w in workers)
+    assert cfg["networking"]["podSubnet"].startswith("198.18.")
+    assert kindcfg.node_image("1.35").startswith("kindest/node:v1.35.8@sha256:")
+    with pytest.raises(ValueError, match="not supported"):
+        kindcfg.render(spec, {}, "1.33")
+
+
+def _helm_template(tools: Path, *sets: str) -> list[dict]:
+    r = subprocess.run([_tool(tools, "helm"), "template", "dra-harness", str(CHART), "--namespace", "dra-harness",
+                        "--kube-version", "1.36.0", *sets], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return [d for d in yaml.safe_load_all(r.stdout) if d]
+
+
+@pytest.mark.parametrize("minor", sorted(K8S))
+def test_chart_renders_and_validates_against_openapi(tools, minor):
+    objs = _helm_template(tools, "--set", "efa.args={--inject-bug=efa-shift}")
+    kinds = sorted(o["kind"] for o in objs)
+    assert kinds == sorted(["ServiceAccount"] * 2 + ["ClusterRole"] * 2 + ["ClusterRoleBinding"] * 2 +
+                           ["DaemonSet"] * 2 + ["DeviceClass"] * 2)
+    for o in objs:
+        assert validate(o, K8S[minor]) == [], o["metadata"]["name"]
+    ds = next(o for o in objs if o["kind"] == "DaemonSet" and o["metadata"]["name"].endswith("-efa"))
+    c = ds["spec"]["template"]["spec"]["containers"][0]
+    assert c["args"][:2] == ["efa", "--sysfs-root=/fakedev/tree"] and "--inject-bug=efa-shift" in c["args"]
+    assert c["securityContext"]["privileged"] is False
+    role = next(o for o in objs if o["kind"] == "ClusterRole" and o["metadata"]["name"].endswith("-neuron"))
+    driver_rule = next(r for r in role["rules"] if r["resources"] == ["resourceclaims/driver"])
+    assert driver_rule["resourceNames"] == ["neuron.aws.com"]
+
+
+def test_openapi_validation_can_fail(tools):
+    objs = _helm_template(tools)
+    ds = next(o for o in objs if o["kind"] == "DaemonSet")
+    ds["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] = 3
+    ds["spec"]["selectr"] = {}
+    errs = validate(ds, K8S["1.36"])
+    assert any("imagePullPolicy: want a string" in e for e in errs) and any("selectr: unknown field" in e for e in errs)
+    dc = next(o for o in objs if o["kind"] == "DeviceClass")
+    dc["spec"]["selectors"][0]["cel"]["expresion"] = "x"
+    assert any("expresion: unknown field" in e for e in validate(dc, K8S["1.34"]))
+
+
+def test_chart_can_disable_a_driver(tools):
+    objs = _helm_template(tools, "--set", "efa.enabled=false", "--set", "deviceClasses=false")
+    assert {o["metadata"]["name"] for o in objs if o["kind"] == "DaemonSet"} == {"dra-harness-neuron"}
+    assert not [o for o in objs if o["kind"] == "DeviceClass"]
+
+
+def test_workflow_passes_actionlint(tools, tmp_path):
+    wf = ROOT / ".github/workflows/e2e.yml"
+    r = subprocess.run([_tool(tools, "actionlint"), "-no-color", str(wf)], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stdout + r.stderr
+    broken = tmp_path / ".github/workflows/x.yml"
+    broken.parent.mkdir(parents=True)
+    broken.write_text(wf.read_text().replace("runs-on:", "runs_on:", 1))
+    r = subprocess.run([_tool(tools, "actionlint"), "-no-color", str(broken)], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 1
+
+
+def test_mknod_script_and_helm_values(trees):
+    import fakedev
+
+    script = kindbackend.mknod_script(fakedev.truth_of(trees["trn1.32xlarge"]), {"neuron": 240, "uverbs": 231})
+    assert "mknod -m 0666 /dev/neuron15 c 240 15" in script and "uverbs7 c 231 199" in script and "rdma_cm c 10 58" in script
+    v = kindbackend.helm_values(["refdriver-neuron", "refdriver-efa"], {"refdriver-neuron": ["--inject-bug=swapped-numa"]})
+    assert v["neuron"]["enabled"] and v["efa"]["enabled"]
+    assert v["neuron"]["args"] == ["--extended-attributes", "--inject-bug=swapped-numa"]
