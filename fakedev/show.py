@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 from . import tree as treemod
-from .layout import device_id
 from .model import format_cpulist
 from .read import read_tree
 from .truth import truth
@@ -41,5 +40,3 @@ def summary(root: str | os.PathLike) -> str:
         lines += ["", "mutations: " + "; ".join(state.history)]
     return "\n".join(lines) + "\n"
 
-
-__all__ = ["summary", "device_id"]

@@ -23,6 +23,7 @@ from harness.cluster.local.kubelet_standin import call, register
 from harness.cluster.spec import ClusterSpec, parse_nodes
 from harness.kube import Kube, WaitTimeout
 
+from .cdi_check import problems, qualified
 from .conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -106,6 +107,9 @@ def test_scheduler_allocates_aligned_claim_and_pod_runs(cluster, kube, ns):
     info = cluster.nodes[p["spec"]["nodeName"]]
     spec = json.loads(next(info.cdi_dir.glob(f"k8s.neuron.aws.com-neuron_{c['metadata']['uid']}.json")).read_text())
     assert spec["cdiVersion"] == "0.5.0" and "NEURON_LOGICAL_NC_CONFIG=1" in spec["containerEdits"]["env"]
+    for f in info.cdi_dir.glob(f"*{c['metadata']['uid']}.json"):
+        assert problems(json.loads(f.read_text())) == [], f.name
+    assert all(qualified(x) for x in cdi)
     assert all(d["containerEdits"]["deviceNodes"][0]["major"] == 240 for d in spec["devices"])
     kube.delete(pod("p", ns, "four"), wait=True, timeout=30)
     assert not list(info.cdi_dir.glob(f"*{c['metadata']['uid']}*")), "unprepare removed the CDI spec"

@@ -115,3 +115,17 @@ def test_stranded_capacity(truths):
     rows = {r["node"]: r for r in stranded(truths, holders)}
     assert rows["n1"]["free"] == 14 and rows["n1"]["stranded"] == {4: 6, 8: 6, 16: 14}
     assert rows["n2"]["stranded"] == {4: 0, 8: 0, 16: 0}
+
+
+def test_cdi_checker_can_fail():
+    from .cdi_check import problems, qualified
+
+    good = {"cdiVersion": "0.5.0", "kind": "k8s.neuron.aws.com/neuron", "devices": [{"name": "u-neuron-device-1",
+            "containerEdits": {"deviceNodes": [{"path": "/dev/neuron1", "hostPath": "/dev/neuron1"}]}}],
+            "containerEdits": {"env": ["A=1"]}}
+    assert problems(good) == []
+    bad = {**good, "cdiVersion": "0.4.0", "kind": "neuron", "extra": 1, "containerEdits": {"env": ["A"], "bogus": []}}
+    p = " ".join(problems(bad))
+    assert "unknown top-level keys" in p and "not vendor/class" in p and "needs cdiVersion >= 0.5.0" in p
+    assert "not NAME=value" in p and "unknown containerEdits keys" in p
+    assert qualified("k8s.dra.net/efa=abc-pci-0000-10-19-0") and not qualified("efa=x")

@@ -201,11 +201,6 @@ class Supervisor:
                     raise RuntimeError(f"{np_.name} did not come back; see {np_.log}")
                 time.sleep(0.05)
             return {"pid": np_.pid}
-        if op == "stop-driver":  # a crash, for tests of crash handling
-            p, popen, _ = self.drivers[(req["node"], req["profile"])]
-            os.kill(p.pid, signal.SIGKILL)
-            popen.wait()
-            return {}
         raise ValueError(f"unknown op {op!r}")
 
     def _check_children(self) -> None:
