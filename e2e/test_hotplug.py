@@ -11,14 +11,18 @@ import pytest
 pytestmark = pytest.mark.topology("trn1.32xlarge", exclusive=True)
 
 
+def _node_tree(dra_cluster) -> tuple[str, fakedev.Tree]:
+    node = next(iter(dra_cluster.nodes))
+    return node, fakedev.Tree(dra_cluster.nodes[node].tree)
+
+
 def _slice(dra, node, driver):
     items, _ = dra.kube.list("ResourceSlice", field_selector=f"spec.driver={driver},spec.nodeName={node}")
     return items[0]
 
 
 def test_removed_device_disappears_and_is_never_allocated(dra, dra_cluster):
-    node = next(iter(dra_cluster.nodes))
-    tree = fakedev.Tree(dra_cluster.nodes[node].tree)
+    node, tree = _node_tree(dra_cluster)
     tree.remove("neuron5")
     try:
         name = _slice(dra, node, "neuron.aws.com")["metadata"]["name"]
@@ -36,8 +40,7 @@ def test_removed_device_disappears_and_is_never_allocated(dra, dra_cluster):
 
 
 def test_numa_minus_one_drops_the_attribute(dra, dra_cluster):
-    node = next(iter(dra_cluster.nodes))
-    tree = fakedev.Tree(dra_cluster.nodes[node].tree)
+    node, tree = _node_tree(dra_cluster)
     tree.set_numa_none("0000:10:1a.0")
     try:
         name = _slice(dra, node, "dra.net")["metadata"]["name"]

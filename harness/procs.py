@@ -70,31 +70,7 @@ def spawn(name: str, argv: list[str], log: Path, env: dict | None = None, cwd: s
 
 def stop(p: Proc, timeout: float = 10.0, popen: subprocess.Popen | None = None) -> None:
     """SIGTERM, then SIGKILL after `timeout`; reaps the child when we own it."""
-    if not alive(p):
-        if popen:
-            popen.poll()
-        return
-    try:
-        os.kill(p.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if popen is not None:
-            try:
-                popen.wait(timeout=0.05)
-                return
-            except subprocess.TimeoutExpired:
-                continue
-        if not alive(p):
-            return
-        time.sleep(0.05)
-    try:
-        os.kill(p.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    if popen is not None:
-        popen.wait(timeout=5)
+    stop_all([(p, popen)], timeout)
 
 
 def stop_all(items: list[tuple[Proc, subprocess.Popen | None]], timeout: float = 5.0) -> None:

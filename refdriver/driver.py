@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pyudev
 
+from fakedev.model import format_cpulist
+
 from . import attributes, cdi
 from .discovery import Node, discover
 from .plugin import Checkpoint, ClaimError, DraService, KubeletPlugin, PluginPaths
@@ -172,7 +174,7 @@ class Driver:
                 size = lnc or DEFAULT_LNC.get(n.core_count, 1)
                 per = max(1, n.core_count // size)
                 cores += range(n.index * per, n.index * per + per)
-            env.append(f"NEURON_RT_VISIBLE_CORES={_cpulist(cores)}")
+            env.append(f"NEURON_RT_VISIBLE_CORES={format_cpulist(cores)}")
             env.append("NEURON_DRA_DEVICES=" + ",".join(r["device"].rsplit("-", 1)[1] for r in results))
             if lnc:
                 env.append(f"NEURON_LOGICAL_NC_CONFIG={lnc}")
@@ -217,14 +219,3 @@ class Driver:
             raise ClaimError(f"claim {ns}/{name}: logicalNeuronCore must be 1 or 2, got {lnc!r}")
         return lnc
 
-
-def _cpulist(cores: list[int]) -> str:
-    out, s = [], sorted(set(cores))
-    i = 0
-    while i < len(s):
-        j = i
-        while j + 1 < len(s) and s[j + 1] == s[j] + 1:
-            j += 1
-        out.append(str(s[i]) if i == j else f"{s[i]}-{s[j]}")
-        i = j + 1
-    return ",".join(out)
