@@ -149,6 +149,39 @@ def test_kubelet_plugin_handshake_prepare_errors_and_checkpoint(cluster, kube, n
     assert not list(info.cdi_dir.glob(f"*{uid}*")), "unprepare after a driver restart used the checkpoint"
 
 
+def test_driver_health_endpoints(cluster):
+    import urllib.request
+
+    st = json.loads(cluster.state_file.read_text())
+    drivers = [p for p in st["procs"] if "refdriver" in p["name"]]
+    assert len(drivers) == 4
+    for p in drivers:
+        port = p["argv"][p["argv"].index("--health-port") + 1]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
+            body = json.loads(r.read())
+        assert r.status == 200 and body["serving"] and body["devices"] in (8, 16) and body["error"] == ""
+
+
+def test_explain_cli_and_existing_backend(cluster, kube, ns, tmp_path):
+    kube.apply(claim("dg1", ns, [{"name": "n", "exactly": {"deviceClassName": "neuron.aws.com", "count": 4}},
+                                 {"name": "e", "exactly": {"deviceClassName": "efa.networking.k8s.aws", "count": 2}}],
+                     [{"requests": ["n", "e"], "matchAttribute": "resource.aws.com/devicegroup1_id"}]))
+    r = subprocess.run([sys.executable, "-m", "harness.cli", "explain", "--name", cluster.name, f"{ns}/dg1"],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert "cannot be satisfied with this topology" in r.stdout and "trn2-48xlarge-1" in r.stdout
+    # --backend existing on this cluster's kubeconfig finds the ground truth through the local state
+    suite = tmp_path / "test_existing.py"
+    suite.write_text("def test_truth_known(dra, dra_truth):\n"
+                     "    assert set(dra_truth) == {'trn1-32xlarge-0', 'trn2-48xlarge-1'}\n"
+                     "    dra.create(dra.claim('c', dra.request('n', 'neuron.aws.com')), dra.pod('p', 'c'))\n"
+                     "    dra.assert_aligned('c')\n")
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--backend", "existing",
+                        "--artifacts", str(tmp_path / "art"), str(suite)], capture_output=True, text=True, cwd=tmp_path,
+                       env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}, timeout=300)
+    assert r.returncode == 0 and "1 passed" in r.stdout, r.stdout[-2000:]
+
+
 def test_v1beta1_service_answers_too(cluster):
     info = cluster.nodes["trn2-48xlarge-1"]
     from harness.cluster.local.kubelet_standin import Plugin

@@ -14,6 +14,8 @@ from .handle import Cluster, NodeInfo
 
 
 def existing(config) -> Cluster:
+    """A cluster from KUBECONFIG. When it is a local cluster this harness started (`dra-harness
+    up`), its nodes' trees are found through the supervisor's state, so the oracle has a truth."""
     kubeconfig = os.environ.get("KUBECONFIG") or str(Path.home() / ".kube/config")
     if not Path(kubeconfig).exists():
         import pytest
@@ -21,10 +23,32 @@ def existing(config) -> Cluster:
         raise pytest.UsageError(f"--backend existing needs a kubeconfig (KUBECONFIG or ~/.kube/config); {kubeconfig} is missing")
     from ..kube import Kube
 
+    known = _local_cluster_for(kubeconfig)
+    if known is not None:
+        return Cluster(known.name, "existing", Path(kubeconfig), known.artifacts, known.nodes, known.k8s_version)
     kube = Kube(kubeconfig)
     nodes, _ = kube.list("Node")
     return Cluster("existing", "existing", Path(kubeconfig), Path(config.getoption("--artifacts") or "artifacts").resolve(),
                    {n["metadata"]["name"]: NodeInfo(n["metadata"]["name"], None, "") for n in nodes})
+
+
+def _local_cluster_for(kubeconfig: str) -> Cluster | None:
+    import json
+
+    import yaml
+
+    from .local.layout import default_state_root
+
+    try:
+        server = yaml.safe_load(Path(kubeconfig).read_text())["clusters"][0]["cluster"]["server"]
+    except (OSError, KeyError, IndexError, TypeError, yaml.YAMLError):
+        return None
+    root = default_state_root()
+    for state in root.glob("*/state.json") if root.exists() else []:
+        st = json.loads(state.read_text())
+        if st.get("server") == server:
+            return Cluster.from_state(st, state)
+    return None
 
 
 def kind_for_session(session, want: dict) -> Cluster:
