@@ -6,6 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 K8S_VERSION ?=
+export K8S_VERSION
 BACKEND ?= local
 # Debian packages the tests use as independent consumers of fake trees, and openssl for PKI.
 APT_PACKAGES := pciutils hwloc umockdev libumockdev0 openssl

@@ -4,6 +4,7 @@ allocated; numa_node = -1 drops the NUMA attribute; a driver restart loses no cl
 from __future__ import annotations
 
 import json
+import time
 
 import fakedev
 import pytest
@@ -65,6 +66,9 @@ def test_driver_restart_loses_no_claim(dra, dra_cluster):
     dra_cluster.restart_driver(node, "refdriver-neuron")
     assert dra.get_claim("c")["status"]["allocation"], "the allocation survives the restart"
     dra.delete("Pod", "p")
+    deadline = time.monotonic() + 20  # unprepare may follow the pod's removal, as with the kubelet
+    while list(cdi.glob(f"*{uid}*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert not list(cdi.glob(f"*{uid}*")), "unprepared after the restart (from the driver's checkpoint)"
     events, _ = dra.kube.list("Event", namespace=dra.ns)
     assert not [e for e in events if e.get("reason") == "FailedUnprepareDynamicResources"], json.dumps(events)[:500]

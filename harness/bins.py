@@ -25,9 +25,9 @@ def versions() -> dict[str, str]:
 
 
 def resolve(version: str | None) -> str:
-    """'1.36', '1.36.3' or 'v1.36.3' (None: the default minor) -> 'v1.36.3'."""
+    """'1.36', '1.36.3' or 'v1.36.3' (None: $K8S_VERSION, else the default minor) -> 'v1.36.3'."""
     vs = versions()
-    v = (version or vs["K8S_DEFAULT"]).lstrip("v")
+    v = (version or os.environ.get("K8S_VERSION") or vs["K8S_DEFAULT"]).lstrip("v")
     if v.count(".") == 2:
         return f"v{v}"
     key = "K8S_" + v.replace(".", "_")

@@ -112,7 +112,7 @@ def test_scheduler_allocates_aligned_claim_and_pod_runs(cluster, kube, ns):
     assert all(qualified(x) for x in cdi)
     assert all(d["containerEdits"]["deviceNodes"][0]["major"] == 240 for d in spec["devices"])
     kube.delete(pod("p", ns, "four"), wait=True, timeout=30)
-    assert not list(info.cdi_dir.glob(f"*{c['metadata']['uid']}*")), "unprepare removed the CDI spec"
+    assert _gone(info.cdi_dir, c["metadata"]["uid"]), "unprepare removed the CDI spec"
 
 
 
@@ -146,7 +146,7 @@ def test_kubelet_plugin_handshake_prepare_errors_and_checkpoint(cluster, kube, n
         time.sleep(0.05)
     plugin = register(reg_dir / "neuron.aws.com-reg.sock")
     kube.delete(pod("q", ns, "one"), wait=True, timeout=30)
-    assert not list(info.cdi_dir.glob(f"*{uid}*")), "unprepare after a driver restart used the checkpoint"
+    assert _gone(info.cdi_dir, uid), "unprepare after a driver restart used the checkpoint"
 
 
 def test_driver_health_endpoints(cluster):
@@ -216,6 +216,16 @@ def _leftovers(state_dir: Path, procs_: list[dict]) -> list[str]:
     if state_dir.exists():
         out.append(f"state dir {state_dir}")
     return out
+
+
+def _gone(cdi_dir: Path, uid: str, timeout: float = 20) -> bool:
+    """Unprepare may follow the pod's removal from the API, as with the kubelet: a bounded wait."""
+    deadline = time.monotonic() + timeout
+    while list(cdi_dir.glob(f"*{uid}*")):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def _port_free(port: int) -> bool:

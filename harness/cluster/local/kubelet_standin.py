@@ -89,7 +89,7 @@ class KubeletStandIn:
         self.prepared: dict[str, list[dict]] = {}  # pod uid -> claims prepared
         self.stop_event = threading.Event()
         self.lock = threading.Lock()
-        self.retry: dict[str, dict] = {}  # pod uid -> pod whose unprepare failed: retried, as the kubelet does
+        self.retry: dict[str, tuple[dict, bool]] = {}  # pod uid -> (pod, gone) whose unprepare failed: retried
 
     def plugin(self, node: str, driver: str) -> Plugin:
         key = (node, driver)
@@ -117,18 +117,25 @@ class KubeletStandIn:
                         return
                     if typ in ("ADDED", "MODIFIED"):
                         self.handle(pod)
+                    elif typ == "DELETED":
+                        self.handle(pod, gone=True)
             except Exception as e:  # keep serving across API hiccups
                 if self.stop_event.is_set():
                     return
                 log.warning("pod watch failed: %s", e)
                 self.stop_event.wait(0.5)
 
-    def handle(self, pod: dict) -> None:
+    def handle(self, pod: dict, gone: bool = False) -> None:
+        """`gone`: the pod was removed without a graceful phase (e.g. a zero grace period on
+        some versions); its devices are unprepared all the same, as the kubelet's sync does."""
         node = pod["spec"].get("nodeName")
         if node not in self.registry_dirs:
             return
         with self.lock:
-            if pod["metadata"].get("deletionTimestamp"):
+            if gone:
+                if pod["metadata"]["uid"] in self.prepared:
+                    self._terminate(pod, node, gone=True)
+            elif pod["metadata"].get("deletionTimestamp"):
                 self._terminate(pod, node)
             elif (pod.get("status") or {}).get("phase") == "Pending" and pod["metadata"]["uid"] not in self.prepared:
                 self._start(pod, node)
@@ -189,23 +196,25 @@ class KubeletStandIn:
 
     def _retry_loop(self) -> None:
         while not self.stop_event.wait(0.5):
-            for uid, pod in list(self.retry.items()):
+            for uid, (pod, gone) in list(self.retry.items()):
                 with self.lock:
                     if uid in self.retry:
-                        self._terminate(pod, pod["spec"]["nodeName"])
+                        self._terminate(pod, pod["spec"]["nodeName"], gone)
 
-    def _terminate(self, pod: dict, node: str) -> None:
+    def _terminate(self, pod: dict, node: str, gone: bool = False) -> None:
         uid = pod["metadata"]["uid"]
         prepared = self.prepared.get(uid, [])
         errors = self._unprepare(prepared, node)
         if errors:
             if uid not in self.retry:
                 self._event(pod, "FailedUnprepareDynamicResources", "; ".join(errors))
-            self.retry[uid] = pod  # keep the pod (Terminating) until its devices are unprepared
+            self.retry[uid] = (pod, gone)  # keep the pod (Terminating) until its devices are unprepared
             self.forget(node)
             return
         self.prepared.pop(uid, None)
         self.retry.pop(uid, None)
+        if gone:
+            return
         try:
             self.kube.core.delete_namespaced_pod(pod["metadata"]["name"], pod["metadata"]["namespace"],
                                                  grace_period_seconds=0)
