@@ -284,13 +284,15 @@ def test_crashed_component_is_reported_and_down_cleans_up(tmp_path):
     name = f"t-{uuid.uuid4().hex[:6]}"
     c = backend.up(ClusterSpec(name=name, nodes=parse_nodes("trn1.2xlarge")), tmp_path, attached=False, timeout=120)
     st = backend.load_state(name)
-    etcd = next(p for p in st["procs"] if p["name"] == "etcd")
-    os.kill(etcd["pid"], signal.SIGKILL)
-    deadline = time.monotonic() + 15
-    while "etcd" not in c.control("status")["state"]["crashed"]:
-        assert time.monotonic() < deadline, "the supervisor did not notice etcd crashing"
-        time.sleep(0.1)
-    backend.down(name)
+    try:
+        etcd = next(p for p in st["procs"] if p["name"] == "etcd")
+        os.kill(etcd["pid"], signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while "etcd" not in c.control("status")["state"]["crashed"]:
+            assert time.monotonic() < deadline, "the supervisor did not notice etcd crashing"
+            time.sleep(0.1)
+    finally:  # a detached cluster must not outlive a failing test
+        backend.down(name)
     assert _leftovers(backend.state_dir(name), st["procs"]) == []
 
 
@@ -299,12 +301,15 @@ def test_killed_supervisor_takes_everything_with_it(tmp_path):
     name = f"t-{uuid.uuid4().hex[:6]}"
     backend.up(ClusterSpec(name=name, nodes=parse_nodes("trn1.2xlarge")), tmp_path, attached=False, timeout=120)
     st = backend.load_state(name)
-    os.kill(st["pid"], signal.SIGKILL)
-    deadline = time.monotonic() + 15
-    while any(procs.alive(procs.Proc(**p)) for p in st["procs"]) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not [p["name"] for p in st["procs"] if procs.alive(procs.Proc(**p))], "children outlived the supervisor"
-    assert backend.down(name) == []
+    try:
+        os.kill(st["pid"], signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while any(procs.alive(procs.Proc(**p)) for p in st["procs"]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [p["name"] for p in st["procs"] if procs.alive(procs.Proc(**p))], "children outlived the supervisor"
+    finally:
+        leftovers = backend.down(name)
+    assert leftovers == []
     assert not backend.state_dir(name).exists()
 
 
