@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,9 @@ from .cluster.handle import Cluster
 from .explain import Explanation, explain, scheduler_events
 from .kube import Kube, WaitTimeout
 from .oracle import Verdict, judge
+
+
+WORKLOAD_IMAGE = os.environ.get("DRA_HARNESS_WORKLOAD_IMAGE", "localhost/dra-harness-refdriver:dev")
 
 
 @dataclass
@@ -81,8 +85,10 @@ class Dra:
 
     def pod(self, name: str, claim: str | None = None, *, template: str | None = None, node: str | None = None) -> dict:
         rc = {"name": "devices", **({"resourceClaimName": claim} if claim else {"resourceClaimTemplateName": template})}
-        spec: dict = {"containers": [{"name": "main", "image": "registry.invalid/workload:none",
-                                      "resources": {"claims": [{"name": "devices"}]}}],
+        # A workload image every backend has: the driver image (kind loads it into the nodes); the
+        # local backend's kubelet stand-in never pulls it.
+        spec: dict = {"containers": [{"name": "main", "image": WORKLOAD_IMAGE, "imagePullPolicy": "IfNotPresent",
+                                      "command": ["sleep", "86400"], "resources": {"claims": [{"name": "devices"}]}}],
                       "resourceClaims": [rc], "terminationGracePeriodSeconds": 0}
         if node:
             spec["nodeSelector"] = {"kubernetes.io/hostname": node}

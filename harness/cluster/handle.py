@@ -50,7 +50,25 @@ class Cluster:
         return reply
 
     def restart_driver(self, node: str, profile: str) -> None:
-        self.control("restart-driver", node=node, profile=profile)
+        """Restart one driver of one node: through the supervisor (local), or by deleting the
+        DaemonSet's pod on that node and waiting for its replacement to be ready (kind)."""
+        if self.backend != "kind":
+            self.control("restart-driver", node=node, profile=profile)
+            return
+        from ..kube import Kube
+
+        kube = Kube(str(self.kubeconfig))
+        kind = profile.rsplit("-", 1)[-1]  # refdriver-neuron -> neuron
+        sel = f"dra-harness.io/driver={kind}"
+        old = [p for p in kube.list("Pod", namespace="dra-harness", label_selector=sel)[0] if p["spec"].get("nodeName") == node]
+        for p in old:
+            kube.core.delete_namespaced_pod(p["metadata"]["name"], "dra-harness")
+        gone = {p["metadata"]["uid"] for p in old}
+        kube.wait("Pod", lambda lst: any(p["spec"].get("nodeName") == node and p["metadata"]["uid"] not in gone and
+                                         any(c["type"] == "Ready" and c["status"] == "True"
+                                             for c in (p.get("status") or {}).get("conditions") or [])
+                                         for p in lst["items"]),
+                  namespace="dra-harness", label_selector=sel, timeout=120, what=f"a new {profile} pod ready on {node}")
 
     @classmethod
     def from_state(cls, state: dict, state_file: Path | None = None) -> "Cluster":
