@@ -234,6 +234,8 @@ class Supervisor:
         procs.stop_all([(p, popen) for p, popen, _ in self.drivers.values()], timeout=5)
         self.cp.stop()
         shutil.rmtree(self.lay.root, ignore_errors=True)
+        for suffix in (".lock", ".refs"):  # the pytest plugin's sharing files, also after an interrupted run
+            (self.lay.root.parent / f"{self.spec.name}{suffix}").unlink(missing_ok=True)
 
 
 def _watch(pid: int, stop) -> None:
