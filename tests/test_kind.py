@@ -123,6 +123,21 @@ def test_workflow_passes_actionlint(tools, tmp_path):
     assert r.returncode == 1
 
 
+def test_helm_releases_from_driver_profiles(tmp_path):
+    prof = tmp_path / "other.yaml"
+    prof.write_text(yaml.safe_dump({"name": "other-gpu", "driver": "gpu.example.com", "command": ["x"],
+                                    "kind_chart": "oci://registry.example/charts/gpu-driver",
+                                    "kind_values": {"kubeletPlugin": {"enabled": True}}}))
+    rel = kindbackend.helm_releases(["refdriver-neuron", str(prof)], {})
+    assert [(r, c.split("/")[-1]) for r, c, _ in rel] == [("dra-harness", "dra-harness-refdriver"), ("other-gpu", "gpu-driver")]
+    assert rel[0][2]["neuron"]["enabled"] and not rel[0][2]["efa"]["enabled"]
+    assert rel[1][2] == {"kubeletPlugin": {"enabled": True}}
+    bare = tmp_path / "bare.yaml"
+    bare.write_text(yaml.safe_dump({"name": "bare", "driver": "x.example.com", "command": ["x"]}))
+    with pytest.raises(kindbackend.KindError, match="no kind_chart"):
+        kindbackend.helm_releases([str(bare)], {})
+
+
 def test_mknod_script_and_helm_values(trees):
     import fakedev
 

@@ -131,3 +131,14 @@ def test_unknown_bug_and_missing_tree_fail_cleanly(tmp_path):
 def test_deviceclasses_manifest():
     docs = list(yaml.safe_load_all(cli("refdriver", "deviceclasses", check=True).stdout))
     assert {d["metadata"]["name"] for d in docs} == {"neuron.aws.com", "efa.networking.k8s.aws"}
+
+
+def test_slices_hold_at_most_128_devices():
+    from refdriver.slices import build
+
+    devices = [{"name": f"d{i}", "attributes": {}} for i in range(300)]
+    slices = build("node-a", "neuron.aws.com", devices, 7)
+    assert [len(s["spec"]["devices"]) for s in slices] == [128, 128, 44]
+    assert {s["spec"]["pool"]["resourceSliceCount"] for s in slices} == {3}
+    assert {s["spec"]["pool"]["generation"] for s in slices} == {7}
+    assert len({s["metadata"]["name"] for s in slices}) == 3

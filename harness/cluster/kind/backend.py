@@ -66,6 +66,24 @@ def mknod_script(truth: dict, majors: dict[str, int]) -> str:
     return "\n".join(lines)
 
 
+def helm_releases(prof_names: list[str], driver_args: dict[str, list[str]]) -> list[tuple[str, str, dict]]:
+    """(release, chart, values) per chart: the reference drivers share their chart; any other
+    driver profile brings its own chart (a path or oci:// reference) and values."""
+    ref = [n for n in prof_names if n in profiles.BUILTIN]
+    out = []
+    if ref:
+        out.append(("dra-harness", str(bins.ROOT / "deploy/chart/dra-harness-refdriver"), helm_values(ref, driver_args)))
+    for name in prof_names:
+        if name in profiles.BUILTIN:
+            continue
+        prof = profiles.resolve(name)
+        if not prof.kind_chart:
+            raise KindError(f"driver profile {prof.name} has no kind_chart: the kind backend deploys drivers with Helm")
+        chart = prof.kind_chart if "://" in prof.kind_chart or Path(prof.kind_chart).is_absolute() else str(bins.ROOT / prof.kind_chart)
+        out.append((prof.name, chart, prof.kind_values))
+    return out
+
+
 def helm_values(prof_names: list[str], driver_args: dict[str, list[str]]) -> dict:
     values: dict = {"image": {"repository": IMAGE.split(":")[0], "tag": IMAGE.split(":")[1]},
                     "neuron": {"enabled": False}, "efa": {"enabled": False}}
@@ -103,12 +121,12 @@ def up(spec: ClusterSpec, artifacts: Path, build_image: bool = True, chart: str 
         if build_image and not os.environ.get("DRA_HARNESS_SKIP_IMAGE_BUILD"):
             _run(["docker", "build", "-f", str(bins.ROOT / "deploy/Dockerfile"), "-t", IMAGE, str(bins.ROOT)])
         _run(["kind", "load", "docker-image", IMAGE, "--name", spec.name])
-        values = artifacts / "values.json"
-        profs = spec.nodes[0].drivers
-        values.write_text(json.dumps(helm_values(profs, spec.nodes[0].driver_args)))
-        chart = chart or str(bins.ROOT / "deploy/chart/dra-harness-refdriver")
-        _run(["helm", "upgrade", "-i", "dra-harness", chart, "--namespace", "dra-harness", "--create-namespace",
-              "--kubeconfig", str(kubeconfig), "-f", str(values), "--wait", "--timeout", "5m"])
+        for release, chart_ref, vals in helm_releases(spec.nodes[0].drivers, spec.nodes[0].driver_args):
+            values = artifacts / f"values-{release}.json"
+            values.write_text(json.dumps(vals))
+            _run(["helm", "upgrade", "-i", release, chart or chart_ref if release == "dra-harness" else chart_ref,
+                  "--namespace", "dra-harness", "--create-namespace", "--kubeconfig", str(kubeconfig), "-f", str(values),
+                  "--wait", "--timeout", "5m"])
         want = {(n.name, profiles.resolve(d).driver) for n in spec.nodes for d in n.drivers}
         name_of = {x["metadata"]["name"]: x["metadata"]["labels"].get("dra-harness.io/node") for x in kube.list("Node")[0]}
         kube.wait("ResourceSlice", lambda lst: want <= {(name_of.get(s["spec"].get("nodeName")), s["spec"]["driver"])
