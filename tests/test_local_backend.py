@@ -21,7 +21,7 @@ from harness import bins, procs
 from harness.cluster.local import backend
 from harness.cluster.local.kubelet_standin import call, register
 from harness.cluster.spec import ClusterSpec, parse_nodes
-from harness.kube import Kube, WaitTimeout
+from harness.kube import Kube
 
 from .cdi_check import problems, qualified
 from .conftest import ROOT
