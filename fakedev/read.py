@@ -15,6 +15,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .layout import CDM_MAP, NEURON_LS
 from .model import parse_cpulist
 
 ROOT_DIR_RE = re.compile(r"^pci[0-9a-f]{4}:[0-9a-f]{2}$")
@@ -106,15 +107,27 @@ def read_tree(root: str | os.PathLike) -> TreeView:
             "node_guid": (_read(d / "node_guid") or "").strip(),
             "rate": (_read(d / "ports/1/rate") or "").strip(),
         }
-    ls = _read(root / "run/aws-neuron/neuron-ls.json")
-    if ls is None and root == Path("/") and shutil.which("neuron-ls"):
-        ls = subprocess.run(["neuron-ls", "--json-output"], capture_output=True, text=True, timeout=60).stdout
+    ls = neuron_ls_text(root, timeout=60)
     if ls:
-        view.neuron_bdf = {int(r["neuron_device"]): r.get("domain_bdf") or f"0000:{r['bdf']}" for r in json.loads(ls)}
-    cdm = _read(root / "etc/aws-neuron/connected-device-map.json")
+        view.neuron_bdf = parse_neuron_ls(ls)
+    cdm = _read(root / CDM_MAP)
     if cdm:
         view.efa_map = {int(k): v for k, v in json.loads(cdm).items()}
     return view
+
+
+def neuron_ls_text(root: Path, timeout: float) -> str | None:
+    """What `neuron-ls --json-output` reports: the tree's answer file, or on a real machine
+    (root /) the command itself. sysfs has no link from neuronN to its PCI function (NE §1.2)."""
+    text = _read(root / NEURON_LS)
+    if text is None and root == Path("/") and shutil.which("neuron-ls"):
+        text = subprocess.run(["neuron-ls", "--json-output"], capture_output=True, text=True, timeout=timeout).stdout
+    return text
+
+
+def parse_neuron_ls(text: str) -> dict[int, str]:
+    """Neuron index -> PCI address (domain included) from neuron-ls JSON."""
+    return {int(r["neuron_device"]): r.get("domain_bdf") or f"0000:{r['bdf']}" for r in json.loads(text)}
 
 
 def _cpus(sys_: Path) -> list[tuple[int, int, int]]:

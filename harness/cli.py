@@ -79,13 +79,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _spec(args):
     from .cluster.spec import ClusterSpec, parse_nodes
+    from .profiles import parse_driver_args
 
-    extra: dict[str, list[str]] = {}
-    for item in args.driver_arg:
-        prof, _, arg = item.partition("=")
-        if not arg:
-            raise ValueError(f"--driver-arg wants PROFILE=ARG, got {item!r}")
-        extra.setdefault(prof, []).append(arg)
+    extra = parse_driver_args(args.driver_arg)
     return ClusterSpec(name=args.name, nodes=parse_nodes(args.nodes, args.driver, extra), k8s_version=args.k8s_version)
 
 

@@ -13,9 +13,8 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from .oracle import INTENT, WHAT, _align, truth_id
-
-KIND_OF_DRIVER = {"neuron.aws.com": "neuron", "dra.net": "efa"}
+from .metrics import holders as held_by
+from .oracle import INTENT, KIND_OF_DRIVER, WHAT, _align
 DRIVER_RE = re.compile(r"""device\.driver\s*==\s*["']([^"']+)["']""")
 
 
@@ -172,12 +171,7 @@ def explain(claim: dict, truths: dict[str, dict], claims: list[dict], classes: l
             key = INTENT.get(c["matchAttribute"])
             lines.append(f"constraint matchAttribute {c['matchAttribute']} over {c.get('requests') or 'all requests'}"
                          f" = {WHAT.get(key, 'unknown intent')}")
-    holders: dict[str, dict[str, str]] = {}  # node -> truth id -> claim
-    for other in claims:
-        for r in (((other.get("status") or {}).get("allocation") or {}).get("devices") or {}).get("results") or []:
-            tid = truth_id(r["driver"], r["device"])
-            if tid and not r.get("adminAccess"):
-                holders.setdefault(r["pool"], {})[tid] = f"{other['metadata']['namespace']}/{other['metadata']['name']}"
+    holders = held_by(claims)  # node -> truth id -> claim
     any_empty, any_now = False, False
     for node, truth in sorted(truths.items()):
         empty = fits(spec, truth, set(), kinds)

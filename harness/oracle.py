@@ -31,6 +31,8 @@ WHAT = {
     "topology4": "one torus row of 4", "topology8": "one block of 8 devices",
 }
 
+KIND_OF_DRIVER = {"neuron.aws.com": "neuron", "dra.net": "efa"}
+
 # Device name -> truth id, per driver: the identities AWS's drivers use.
 IDENTITY = {
     "neuron.aws.com": (re.compile(r"^neuron-?device-?(\d+)$"), lambda m: f"neuron{int(m[1])}"),
@@ -57,6 +59,14 @@ class Verdict:
             lines += [f"  + {c}" for c in self.checks]
         lines += [f"  ? {u}" for u in self.unjudged]
         return "\n".join(lines)
+
+
+def allocations(claims: list[dict]):
+    """(claim "namespace/name", claim, result, truth id or None) for every allocated device."""
+    for c in claims:
+        name = f"{c['metadata'].get('namespace')}/{c['metadata']['name']}"
+        for r in (((c.get("status") or {}).get("allocation") or {}).get("devices") or {}).get("results") or []:
+            yield name, c, r, truth_id(r["driver"], r["device"])
 
 
 def truth_id(driver: str, device: str) -> str | None:
@@ -127,13 +137,10 @@ def judge(claim: dict, truths: dict[str, dict], extra_claims: list[dict] = ()) -
         entry.update(root=dev["root"], switch=dev["switch"], numa_node=dev["numa_node"], kind=dev["kind"])
         mapped.append((r, dev))
     if not _admin(results):
-        for other in extra_claims:
-            if other["metadata"].get("uid") == meta.get("uid"):
-                continue
-            for r in ((other.get("status") or {}).get("allocation") or {}).get("devices", {}).get("results") or []:
-                if r["pool"] == v.node and not r.get("adminAccess") and truth_id(r["driver"], r["device"]) in seen:
-                    v.reasons.append(f"{r['device']} is also allocated to claim "
-                                     f"{other['metadata'].get('namespace')}/{other['metadata']['name']}")
+        for name, other, r, tid in allocations(extra_claims):
+            if other["metadata"].get("uid") != meta.get("uid") and r["pool"] == v.node and not r.get("adminAccess") \
+                    and tid in seen:
+                v.reasons.append(f"{r['device']} is also allocated to claim {name}")
     _check_counts(spec, results, truth, v)
     _check_constraints(spec, mapped, v)
     v.ok = not v.reasons
@@ -143,8 +150,6 @@ def judge(claim: dict, truths: dict[str, dict], extra_claims: list[dict] = ()) -
 def _admin(results: list[dict]) -> bool:
     return any(r.get("adminAccess") for r in results)
 
-
-KIND_OF_DRIVER = {"neuron.aws.com": "neuron", "dra.net": "efa"}
 
 
 def _check_counts(spec: dict, results: list[dict], truth: dict, v: Verdict) -> None:

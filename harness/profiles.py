@@ -77,3 +77,14 @@ def resolve(name: str, extra_args: dict[str, list[str]] | None = None) -> Driver
     if Path(name).exists():
         return load(name)
     raise ProfileError(f"unknown driver profile {name!r} (built-in: {', '.join(BUILTIN)}, or a YAML file)")
+
+
+def parse_driver_args(items: list[str]) -> dict[str, list[str]]:
+    """`PROFILE=ARG` items (--driver-arg) -> profile -> extra arguments."""
+    out: dict[str, list[str]] = {}
+    for item in items:
+        prof, _, arg = item.partition("=")
+        if not arg:
+            raise ProfileError(f"--driver-arg wants PROFILE=ARG, got {item!r}")
+        out.setdefault(prof, []).append(arg)
+    return out

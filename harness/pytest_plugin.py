@@ -161,13 +161,12 @@ def _locked(lock: Path):
 
 
 def _driver_args(items: list[str]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for item in items:
-        prof, _, arg = item.partition("=")
-        if not arg:
-            raise pytest.UsageError(f"--driver-arg wants PROFILE=ARG, got {item!r}")
-        out.setdefault(prof, []).append(arg)
-    return out
+    from .profiles import ProfileError, parse_driver_args
+
+    try:
+        return parse_driver_args(items)
+    except ProfileError as e:
+        raise pytest.UsageError(str(e)) from None
 
 
 def _session(config: pytest.Config) -> DraSession:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from .oracle import truth_id
+from .oracle import allocations
 
 PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45",
            "#fabed4", "#469990", "#dcbeff", "#9a6324", "#800000", "#aaffc3", "#808000", "#000075"]
@@ -18,13 +18,7 @@ PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f
 
 def owners(claims: list[dict], node: str) -> dict[str, str]:
     """truth id -> claim (namespace/name) for the devices allocated on `node`."""
-    out = {}
-    for c in claims:
-        for r in (((c.get("status") or {}).get("allocation") or {}).get("devices") or {}).get("results") or []:
-            tid = truth_id(r["driver"], r["device"])
-            if r["pool"] == node and tid:
-                out[tid] = f"{c['metadata']['namespace']}/{c['metadata']['name']}"
-    return out
+    return {tid: name for name, _, r, tid in allocations(claims) if r["pool"] == node and tid}
 
 
 def svg(node: str, truth: dict, claims: list[dict]) -> str:

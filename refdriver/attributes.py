@@ -35,9 +35,7 @@ def device_groups(index: int, device_map: dict[int, str], bugs: list[str],
                   probe_order: list[int] | None = None) -> dict[str, str]:
     """resource.aws.com/devicegroup{1,4,8,16}_id of Neuron device `index` (NE §4.1).
     `probe_order` (Neuron indices by PCI address) is used only by the group-by-probe-order bug."""
-    if "efa-shift" in bugs and device_map:
-        keys = sorted(device_map)
-        device_map = {k: device_map[keys[(i + 1) % len(keys)]] for i, k in enumerate(keys)}
+    device_map = _as_read(device_map, bugs)
     if index not in device_map:
         return {}
     out = {f"{GROUP}/devicegroup1_id": device_map[index]}
@@ -50,6 +48,14 @@ def device_groups(index: int, device_map: dict[int, str], bugs: list[str],
             members = [i for i in range((index // k) * k, (index // k + 1) * k) if i in device_map]
         out[f"{GROUP}/devicegroup{k}_id"] = group_hash([device_map[i] for i in members])
     return out
+
+
+def _as_read(device_map: dict[int, str], bugs) -> dict[int, str]:
+    """The Neuron->EFA map as the driver reads it: efa-shift gives neuron N the EFA of N+1."""
+    if "efa-shift" not in bugs or not device_map:
+        return device_map
+    keys = sorted(device_map)
+    return {k: device_map[keys[(i + 1) % len(keys)]] for i, k in enumerate(keys)}
 
 
 def _numa(n: int, bugs: list[str]) -> int:
@@ -93,10 +99,8 @@ def efa_devices(node: Node, bugs: list[str] = ()) -> list[dict]:
     reverse: dict[str, int] = {}
     for idx, bdf in sorted(node.device_map.items()):
         reverse[bdf] = idx  # the last Neuron device listed for an EFA wins, as in lookup/mappings.go
-    if "efa-shift" in bugs and node.device_map:
-        keys = sorted(node.device_map)
-        shifted = {k: node.device_map[keys[(i + 1) % len(keys)]] for i, k in enumerate(keys)}
-        reverse = {bdf: idx for idx, bdf in sorted(shifted.items())}
+    if "efa-shift" in bugs:
+        reverse = {bdf: idx for idx, bdf in sorted(_as_read(node.device_map, bugs).items())}
     roots = _shifted_roots([e.pci for e in node.efa], bugs)
     out = []
     for e in node.efa:

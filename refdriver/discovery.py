@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyudev
 
+from fakedev.layout import CDM_MAP
+from fakedev.read import neuron_ls_text, parse_neuron_ls
+
 SYS = Path("/sys")
-DEVICE_MAP = Path("/etc/aws-neuron/connected-device-map.json")
-NEURON_LS = Path("/run/aws-neuron/neuron-ls.json")
 
 
 @dataclass
@@ -154,22 +154,16 @@ def discover(ctx: pyudev.Context | None = None, vendor_root: Path = Path("/")) -
 def _neuron_ls(vendor_root: Path) -> dict[int, str]:
     """Neuron index -> PCI address. sysfs has no link from neuronN to its PCI function; real tools
     ask the driver by ioctl (neuron-ls). A fake tree answers in the same JSON shape."""
-    text = _read(vendor_root / NEURON_LS.relative_to("/"))
-    if text is None and vendor_root == Path("/") and shutil.which("neuron-ls"):
-        try:
-            text = subprocess.run(["neuron-ls", "--json-output"], capture_output=True, text=True, timeout=30).stdout
-        except (OSError, subprocess.SubprocessError):
-            text = None
     try:
-        return {int(r["neuron_device"]): r.get("domain_bdf") or f"0000:{r['bdf']}" for r in json.loads(text or "[]")}
-    except (ValueError, KeyError, TypeError):
+        return parse_neuron_ls(neuron_ls_text(vendor_root, timeout=30) or "[]")
+    except (OSError, subprocess.SubprocessError, ValueError, KeyError, TypeError):
         return {}
 
 
 def _device_map(node: Node, vendor_root: Path) -> dict[int, str]:
     """The Neuron->EFA table (connected-device-maps format). Absent: not an EFA-enabled
     instance, so no devicegroup attributes, as AWS's lookup library behaves."""
-    path = Path(os.environ.get("NEURON_DEVICE_MAP") or vendor_root / DEVICE_MAP.relative_to("/"))
+    path = Path(os.environ.get("NEURON_DEVICE_MAP") or vendor_root / CDM_MAP)
     text = _read(path)
     if text is None:
         return {}
