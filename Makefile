@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
-	$(PY) -m refdriver.protos.build
+	$(PY) -m kubeletapi.build
 	touch $@
 
 $(DEB_STAMP): | $(STAMP)
@@ -41,7 +41,7 @@ $(DEB_STAMP): | $(STAMP)
 debs: $(DEB_STAMP)
 
 protos: $(STAMP)
-	$(PY) -m refdriver.protos.build
+	$(PY) -m kubeletapi.build
 
 bins:
 	clusters/local/build-bins.sh $(K8S_VERSION)
@@ -69,4 +69,4 @@ kind-configs: install
 	$(PY) -m harness.cluster.kind.config clusters/kind
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache refdriver/_gen
+	rm -rf $(VENV) build *.egg-info .pytest_cache kubeletapi/gen

@@ -19,10 +19,10 @@ def pytest_configure(config: pytest.Config) -> None:
 def node_of(truths: dict, instance_type: str) -> str:
     """The node of an instance type (node names differ between backends); tests that pin a
     node skip on clusters without one (`make e2e NODES=...`)."""
-    node = next((n for n, t in truths.items() if t["instance_type"] == instance_type), None)
+    node = next((n for n, t in truths.items() if t.instance_type == instance_type), None)
     if node is None:
         pytest.skip(f"this cluster has no {instance_type} node (nodes: "
-                    f"{', '.join(t['instance_type'] for t in truths.values())})")
+                    f"{', '.join(t.instance_type for t in truths.values())})")
     return node
 
 

@@ -34,8 +34,8 @@ def test_fragmentation_then_cluster_full(dra, dra_truth):
     e = dra.explain("late")
     assert e.verdict == "cluster full", str(e)
     assert f"{dra.ns}/a0" in str(e) and f"{dra.ns}/b1" in str(e), "the explanation names the holders"
-    rows = {r["node"]: r for r in dra.record_stranded()}
-    assert rows[a]["free"] == 12 and rows[a]["stranded"][4] == 12 and rows[b]["stranded"][4] == 12
+    rows = {r.node: r for r in dra.record_stranded()}
+    assert rows[a].free == 12 and rows[a].stranded[4] == 12 and rows[b].stranded[4] == 12
 
 
 @pytest.mark.topology("trn2.48xlarge", exclusive=True)

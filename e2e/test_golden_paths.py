@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-import fakedev
+from harness.testing import neuron_devices, presets
 
-PRESETS = fakedev.presets.names()
+PRESETS = presets()
 TEMPLATES = ["small-inference", "batch-inference", "interactive-experiment", "distributed-training",
              "large-reserved-training"]
 EFA_GROUPS_OF_16 = {"trn1.32xlarge", "trn1n.32xlarge", "trn2.48xlarge", "trn2u.48xlarge"}
@@ -17,7 +17,7 @@ EFA_GROUPS_OF_16 = {"trn1.32xlarge", "trn1n.32xlarge", "trn2.48xlarge", "trn2u.4
 
 def expected(template: str, preset: str) -> bool:
     """Where each golden path fits, from the product's point of view (not from the harness)."""
-    n = len(fakedev.load_preset(preset).neuron)
+    n = neuron_devices(preset)
     return {"small-inference": n >= 1, "interactive-experiment": n >= 2, "batch-inference": n >= 4,
             "distributed-training": preset in EFA_GROUPS_OF_16, "large-reserved-training": preset in EFA_GROUPS_OF_16}[template]
 
@@ -31,7 +31,7 @@ def test_golden_path_on_every_preset(dra, dra_truth, template):
         pods[node] = f"p-{node}"
         dra.create(dra.pod(pods[node], template=template, node=node))
     for node, truth in sorted(dra_truth.items()):
-        preset = truth["instance_type"]
+        preset = truth.instance_type
         claim = dra.claim_of_pod(pods[node])
         if expected(template, preset):
             v = dra.assert_aligned(claim)

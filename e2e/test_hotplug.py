@@ -6,15 +6,9 @@ from __future__ import annotations
 import json
 import time
 
-import fakedev
 import pytest
 
 pytestmark = pytest.mark.topology("trn1.32xlarge", exclusive=True)
-
-
-def _node_tree(dra_cluster) -> tuple[str, fakedev.Tree]:
-    node = next(iter(dra_cluster.nodes))
-    return node, fakedev.Tree(dra_cluster.nodes[node].tree)
 
 
 def _slice(dra, node, driver):
@@ -23,8 +17,8 @@ def _slice(dra, node, driver):
 
 
 def test_removed_device_disappears_and_is_never_allocated(dra, dra_cluster):
-    node, tree = _node_tree(dra_cluster)
-    tree.remove("neuron5")
+    node = next(iter(dra_cluster.nodes))
+    dra.mutate(node, "remove", "neuron5")
     try:
         name = _slice(dra, node, "neuron.aws.com")["metadata"]["name"]
         dra.kube.wait("ResourceSlice", lambda s: s and "neuron-device-5" not in {d["name"] for d in s["spec"]["devices"]},
@@ -37,12 +31,12 @@ def test_removed_device_disappears_and_is_never_allocated(dra, dra_cluster):
         v = dra.assert_aligned("all")
         assert len(v.devices) == 15 and "neuron5" not in {d["truth_id"] for d in v.devices}
     finally:
-        tree.add("neuron5")
+        dra.mutate(node, "add", "neuron5")
 
 
 def test_numa_minus_one_drops_the_attribute(dra, dra_cluster):
-    node, tree = _node_tree(dra_cluster)
-    tree.set_numa_none("0000:10:1a.0")
+    node = next(iter(dra_cluster.nodes))
+    dra.mutate(node, "set_numa_none", "0000:10:1a.0")
     try:
         name = _slice(dra, node, "dra.net")["metadata"]["name"]
         s = dra.kube.wait("ResourceSlice", lambda s: s and "dra.net/numaNode" not in next(
@@ -51,7 +45,7 @@ def test_numa_minus_one_drops_the_attribute(dra, dra_cluster):
         others = [d for d in s["spec"]["devices"] if d["name"] != "pci-0000-10-1a-0"]
         assert all("dra.net/numaNode" in d["attributes"] for d in others)
     finally:
-        tree.reset()
+        dra.mutate(node, "reset")
 
 
 def test_driver_restart_loses_no_claim(dra, dra_cluster):

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-import fakedev
-
 SEL = "device.attributes['neuron.aws.com'].deviceId == {}"
 
 
@@ -59,15 +57,14 @@ def test_groups_by_probe_order(dra):
 @pytest.mark.topology("trn1.32xlarge", driver_args={"refdriver-neuron": ["--inject-bug=stale-after-hotplug"]})
 def test_slices_not_republished_after_hotplug(dra, dra_cluster):
     node = next(iter(dra_cluster.nodes))
-    tree = fakedev.Tree(dra_cluster.nodes[node].tree)
-    tree.remove("neuron3")
+    dra.mutate(node, "remove", "neuron3")
     try:
         dra.create(dra.claim("c", dra.request("n", "neuron.aws.com", selectors=[SEL.format(3)])), dra.pod("p", "c"))
         dra.allocated("c")
         v = dra.judge("c")
         assert not v.ok and "hot-removed" in str(v), str(v)
     finally:
-        tree.add("neuron3")
+        dra.mutate(node, "add", "neuron3")
 
 
 @pytest.mark.topology("trn1.32xlarge")

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import os
 
+from . import presets
 from .model import Topology
 from .mutate import MutationError, Tree
 from .spec import SpecError, load_file as load_spec, load_preset, load_text
 from .tree import TreeError, generate, is_tree
+from .truth import Alignment, DevNode, Truth, TruthDevice
 
 
-def truth_of(root: str | os.PathLike) -> dict:
+def truth_of(root: str | os.PathLike) -> Truth:
     """Ground truth of a rendered tree (model plus mutation state)."""
     from . import tree
     from .truth import truth
@@ -28,5 +30,5 @@ def truth_of(root: str | os.PathLike) -> dict:
     return truth(topo, state)
 
 
-__all__ = ["Topology", "Tree", "MutationError", "SpecError", "TreeError", "load_spec", "load_preset", "load_text",
+__all__ = ["Alignment", "DevNode", "Truth", "TruthDevice", "presets", "Topology", "Tree", "MutationError", "SpecError", "TreeError", "load_spec", "load_preset", "load_text",
            "generate", "is_tree", "truth_of"]

@@ -10,7 +10,7 @@ import time
 
 import yaml
 
-from . import presets
+from . import presets, safeyaml
 from . import spec as specmod
 from . import tree as treemod
 from .mutate import MutationError, Tree
@@ -148,7 +148,7 @@ def _truth(a: argparse.Namespace) -> int:
     from .truth import truth
 
     topo, state = treemod.load(a.tree)
-    json.dump(truth(topo, state), sys.stdout, indent=2)
+    json.dump(truth(topo, state).to_dict(), sys.stdout, indent=2)
     print()
     return 0
 
@@ -171,9 +171,9 @@ def _mutate(a: argparse.Namespace) -> int:
         raise MutationError(f"`{op}` takes {need[op]} argument(s), got {len(args)}; see `fakedev mutate --help`")
     if op in ("add-neuron", "add-efa"):
         try:
-            entry = yaml.safe_load(args[0])
-        except yaml.YAMLError as e:
-            raise MutationError(f"{op}: not YAML: {e}") from None
+            entry = safeyaml.loads(args[0], op)
+        except safeyaml.YamlLimitError as e:
+            raise MutationError(str(e)) from None
         what = t.add_new(op[4:], entry)
     else:
         fn = {"remove": t.remove, "add": t.add, "unbind": t.unbind, "bind": t.bind, "numa-none": t.set_numa_none,

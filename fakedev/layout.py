@@ -9,7 +9,7 @@ import posixpath
 from dataclasses import dataclass
 from functools import cached_property
 
-from .model import EfaDevice, EnaDevice, NeuronDevice, Topology, parse_bdf
+from .model import EfaDevice, NeuronDevice, Topology, parse_bdf
 
 # Fixed device numbers. Dynamic majors are chosen at render time from the spec (devfs section);
 # rdma_cm is a misc device with a dynamic minor [INF: value typical of distro kernels].
@@ -100,10 +100,3 @@ class Layout:
 def rel(link: str, target: str) -> str:
     """Relative symlink text from the directory holding `link` to `target` (both tree-relative)."""
     return posixpath.relpath(target, posixpath.dirname(link))
-
-
-def device_id(dev: NeuronDevice | EfaDevice | EnaDevice) -> str:
-    """Stable name of a device in mutations, truth and CLI output."""
-    if isinstance(dev, NeuronDevice):
-        return f"neuron{dev.index}"
-    return dev.bdf

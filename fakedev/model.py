@@ -14,8 +14,8 @@ from functools import cached_property
 
 AMAZON_VENDOR = 0x1D0F  # NE §1.1
 
-BDF_RE = re.compile(r"^([0-9a-f]{4}):([0-9a-f]{2}):([0-9a-f]{2})\.([0-7])$")
-ROOT_RE = re.compile(r"^pci([0-9a-f]{4}):([0-9a-f]{2})$")
+BDF_RE = re.compile(r"^([0-9a-f]{4}):([0-9a-f]{2}):([0-9a-f]{2})\.([0-7])\Z")
+ROOT_RE = re.compile(r"^pci([0-9a-f]{4}):([0-9a-f]{2})\Z")
 
 
 @dataclass(frozen=True)
@@ -189,6 +189,11 @@ class NeuronDevice:
     serial: str
     numa_node: int | None = None  # override of the root's NUMA node (None: inherit)
 
+    @property
+    def id(self) -> str:
+        """Stable name in mutations, truth and CLI output: the device node's name."""
+        return f"neuron{self.index}"
+
 
 @dataclass
 class EfaDevice:
@@ -204,12 +209,20 @@ class EfaDevice:
     def rdma(self) -> str:
         return rdma_name(self.bdf)
 
+    @property
+    def id(self) -> str:
+        return self.bdf
+
 
 @dataclass
 class EnaDevice:
     bdf: str
     parent: str
     numa_node: int | None = None
+
+    @property
+    def id(self) -> str:
+        return self.bdf
 
 
 @dataclass

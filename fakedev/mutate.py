@@ -9,18 +9,29 @@ disappears with a single rename, so a reader never sees half a device.
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import spec as specmod
 from . import tree as treemod
-from .layout import Layout, device_id
+from .layout import Layout
 from .model import EfaDevice, EnaDevice, NeuronDevice, Topology
-from .render import Group, Plan, TreeWriter, build_plan
+from .plan import Group, Plan
+from .render import build_plan
+from .writer import TreeWriter
 from .state import TreeState
+
+
+STAGING, TRASH = ".fakedev-staging", ".fakedev-trash"  # per operation, under the tree's lock
+
+
+INSTANCE_TYPE_RE = re.compile(r"[a-z0-9][a-z0-9.-]{0,63}")
 
 
 class MutationError(Exception):
@@ -61,7 +72,7 @@ def apply_diff(root: Path, old: Plan, new: Plan, devnodes: str) -> None:
     for path in a.nodes.keys() - b.nodes.keys():
         _unlink(root / path)
     # 2. Whole device directories disappear with one rename, then are deleted.
-    trash = root / ".fakedev-trash"
+    trash = root / TRASH
     for d in gone_dirs:
         if (root / d).exists():
             trash.mkdir(exist_ok=True)
@@ -71,7 +82,7 @@ def apply_diff(root: Path, old: Plan, new: Plan, devnodes: str) -> None:
         if not any(_under(path, d) for d in gone_dirs):
             _unlink(root / path)
     # 3. New directories are filled aside and renamed into place.
-    staging = root / ".fakedev-staging"
+    staging = root / STAGING
     writer = TreeWriter(str(root), devnodes)
     for d in new_dirs:
         stage = staging / uuid.uuid4().hex
@@ -134,8 +145,25 @@ def _atomic_file(path: Path, data: bytes, mode: int) -> None:
 # The mutations. Each takes the tree root and returns a one-line description of what changed.
 
 
+def _serialised(method: Callable[..., str]) -> Callable[..., str]:
+    """One mutation of a tree at a time, across processes (CLI and API alike): take the tree's
+    lock, re-read its state (another process may have changed it since this handle was made),
+    clear what an interrupted mutation left, then mutate."""
+
+    @functools.wraps(method)
+    def locked(self: "Tree", *args: object) -> str:
+        with treemod.tree_lock(self.root):
+            self.topo, self.state = treemod.load(self.root)
+            for leftover in (STAGING, TRASH):
+                shutil.rmtree(self.root / leftover, ignore_errors=True)
+            return method(self, *args)
+
+    return locked
+
+
 class Tree:
-    """A handle on a rendered tree for a sequence of mutations (the Python API)."""
+    """A handle on a rendered tree for a sequence of mutations (the Python API). Mutations of
+    one tree are serialised with a file lock, so concurrent mutators never lose an update."""
 
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root)
@@ -145,9 +173,9 @@ class Tree:
     def resolve(self, name: str) -> NeuronDevice | EfaDevice | EnaDevice:
         """neuronN, a PCI address, or an rdma device name (rdmap16s26)."""
         for dev in self.topo.functions():
-            if name in (device_id(dev), dev.bdf) or (isinstance(dev, EfaDevice) and name == dev.rdma):
+            if name in (dev.id, dev.bdf) or (isinstance(dev, EfaDevice) and name == dev.rdma):
                 return dev
-        known = ", ".join(device_id(d) for d in self.topo.functions())
+        known = ", ".join(d.id for d in self.topo.functions())
         raise MutationError(f"no device {name!r} in this tree (devices: {known})")
 
     def _commit(self, new_topo: Topology, new_state: TreeState, what: str) -> str:
@@ -163,24 +191,27 @@ class Tree:
         return TreeState.from_json(self.state.to_json())
 
     # -- hotplug ---------------------------------------------------------------------------------
+    @_serialised
     def remove(self, name: str) -> str:
         dev = self.resolve(name)
         st = self._state()
-        if device_id(dev) in st.removed:
-            raise MutationError(f"{device_id(dev)} is already removed")
-        st.removed.append(device_id(dev))
-        return self._commit(self.topo, st, f"remove {device_id(dev)}")
+        if dev.id in st.removed:
+            raise MutationError(f"{dev.id} is already removed")
+        st.removed.append(dev.id)
+        return self._commit(self.topo, st, f"remove {dev.id}")
 
+    @_serialised
     def add(self, name: str) -> str:
         """Plug a previously removed device back in."""
         dev = self.resolve(name)
         st = self._state()
-        if device_id(dev) not in st.removed:
-            raise MutationError(f"{device_id(dev)} is present; `add` re-plugs a removed device "
+        if dev.id not in st.removed:
+            raise MutationError(f"{dev.id} is present; `add` re-plugs a removed device "
                                 "(use add_new / --neuron/--efa to add a device the model lacks)")
-        st.removed.remove(device_id(dev))
-        return self._commit(self.topo, st, f"add {device_id(dev)}")
+        st.removed.remove(dev.id)
+        return self._commit(self.topo, st, f"add {dev.id}")
 
+    @_serialised
     def add_new(self, kind: str, entry: dict) -> str:
         """Hotplug a device the model does not have yet (validated like a spec entry)."""
         section = {"neuron": "neuron_devices", "efa": "efa_devices", "ena": "ena_devices"}.get(kind)
@@ -192,33 +223,37 @@ class Tree:
             topo = specmod.load_data(data, f"new {kind} device")
         except specmod.SpecError as e:
             raise MutationError(str(e)) from None
-        added = [d for d in topo.functions() if device_id(d) not in {device_id(x) for x in self.topo.functions()}]
-        return self._commit(topo, self._state(), f"add new {kind} {device_id(added[0])}")
+        added = [d for d in topo.functions() if d.id not in {x.id for x in self.topo.functions()}]
+        return self._commit(topo, self._state(), f"add new {kind} {added[0].id}")
 
     # -- faults ------------------------------------------------------------------------------------
+    @_serialised
     def set_numa_none(self, name: str) -> str:
         dev = self.resolve(name)
         st = self._state()
-        if device_id(dev) not in st.numa_none:
-            st.numa_none.append(device_id(dev))
-        return self._commit(self.topo, st, f"numa_node=-1 {device_id(dev)}")
+        if dev.id not in st.numa_none:
+            st.numa_none.append(dev.id)
+        return self._commit(self.topo, st, f"numa_node=-1 {dev.id}")
 
+    @_serialised
     def unbind(self, name: str) -> str:
         dev = self.resolve(name)
         st = self._state()
-        if not st.bound(device_id(dev)):
-            raise MutationError(f"{device_id(dev)} is not bound to a driver")
-        st.unbound.append(device_id(dev))
-        return self._commit(self.topo, st, f"unbind {device_id(dev)}")
+        if not st.bound(dev.id):
+            raise MutationError(f"{dev.id} is not bound to a driver")
+        st.unbound.append(dev.id)
+        return self._commit(self.topo, st, f"unbind {dev.id}")
 
+    @_serialised
     def bind(self, name: str) -> str:
         dev = self.resolve(name)
         st = self._state()
-        if device_id(dev) not in st.unbound:
-            raise MutationError(f"{device_id(dev)} was not unbound")
-        st.unbound.remove(device_id(dev))
-        return self._commit(self.topo, st, f"bind {device_id(dev)}")
+        if dev.id not in st.unbound:
+            raise MutationError(f"{dev.id} was not unbound")
+        st.unbound.remove(dev.id)
+        return self._commit(self.topo, st, f"bind {dev.id}")
 
+    @_serialised
     def duplicate_routing_id(self, name: str) -> str:
         """neuron.ko refuses a device whose routing id repeats: its PCI function stays, unbound,
         with no neuronN class device and no /dev node (NE §1.3)."""
@@ -226,11 +261,14 @@ class Tree:
         if not isinstance(dev, NeuronDevice):
             raise MutationError("only Neuron devices have routing ids")
         st = self._state()
-        if device_id(dev) not in st.dup_routing:
-            st.dup_routing.append(device_id(dev))
-        return self._commit(self.topo, st, f"duplicate routing id {device_id(dev)}")
+        if dev.id not in st.dup_routing:
+            st.dup_routing.append(dev.id)
+        return self._commit(self.topo, st, f"duplicate routing id {dev.id}")
 
+    @_serialised
     def attr(self, name: str, attr: str, action: str, value: str = "") -> str:
+        if action not in ("drop", "corrupt"):
+            raise MutationError(f"unknown attribute action {action[:20]!r} (drop or corrupt)")
         """Drop or corrupt one attribute file. `attr` is relative to the device's class
         directory (Neuron: neuronN/..., EFA: the ib device), or to its PCI function with `pci/`."""
         dev = self.resolve(name)
@@ -245,18 +283,22 @@ class Tree:
             base, rest = lay.pci_paths[dev.bdf], attr
         path = f"{base}/{rest}"
         plan = build_plan(self.topo, self.state)
-        if path not in plan.groups.get(device_id(dev), plan.groups["node"]).files:
-            raise MutationError(f"{device_id(dev)} has no attribute file {attr!r} ({path})")
+        if path not in plan.groups.get(dev.id, plan.groups["node"]).files:
+            raise MutationError(f"{dev.id} has no attribute file {attr!r} ({path})")
         st = self._state()
         st.attrs = [f for f in st.attrs if f["path"] != path]
-        st.attrs.append({"device": device_id(dev), "attr": attr, "path": path, "action": action, "value": value})
-        return self._commit(self.topo, st, f"{action} {device_id(dev)}:{attr}")
+        st.attrs.append({"device": dev.id, "attr": attr, "path": path, "action": action, "value": value})
+        return self._commit(self.topo, st, f"{action} {dev.id}:{attr}")
 
+    @_serialised
     def set_instance_type(self, product: str) -> str:
+        if not INSTANCE_TYPE_RE.fullmatch(product):
+            raise MutationError(f"{product[:70]!r} is not an EC2 instance type (like trn2.48xlarge)")
         st = self._state()
         st.product_name = product
         return self._commit(self.topo, st, f"instance type {product}")
 
+    @_serialised
     def reset(self) -> str:
         """Undo every mutation of the state (hotplugged new devices stay in the model)."""
         return self._commit(self.topo, TreeState(), "reset")

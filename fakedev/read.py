@@ -18,7 +18,7 @@ from pathlib import Path
 from .layout import CDM_MAP, NEURON_LS
 from .model import parse_cpulist
 
-ROOT_DIR_RE = re.compile(r"^pci[0-9a-f]{4}:[0-9a-f]{2}$")
+ROOT_DIR_RE = re.compile(r"^pci[0-9a-f]{4}:[0-9a-f]{2}\Z")
 
 
 @dataclass

@@ -9,12 +9,9 @@ groups to add or remove exactly one device. File formats cite ../shared/research
 from __future__ import annotations
 
 import json
-import os
-import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from .state import TreeState
-from .layout import CDM_MAP, NEURON_LS, RDMA_CM, Layout, device_id, rel
+from .layout import CDM_MAP, NEURON_LS, RDMA_CM, Layout
 from .model import (
     AMAZON_VENDOR,
     EfaDevice,
@@ -25,6 +22,8 @@ from .model import (
     format_cpumask,
     parse_bdf,
 )
+from .plan import NODE, Plan
+from .state import TreeState
 from .pci import (
     CLASS_BRIDGE,
     CLASS_ETHERNET,
@@ -39,7 +38,6 @@ from .pci import (
     resource_file,
 )
 
-NODE = "node"  # owner of machine-wide entries
 
 # Counter names of neuron.ko (NE §1.4).
 CORE_STATUS = (
@@ -68,41 +66,6 @@ DRIVERS = {"neuron": ("neuron-driver", "neuron"), "efa": ("efa", "efa"), "ena": 
 MODULE_VERSIONS = {"efa": "2.13.1g\n", "ena": "2.13.0g\n"}  # [INF] amzn-drivers style versions
 
 
-@dataclass
-class Group:
-    """Entries one owner contributes. Paths are relative to the tree root."""
-
-    files: dict[str, tuple[bytes, int]] = field(default_factory=dict)
-    links: dict[str, str] = field(default_factory=dict)
-    nodes: dict[str, tuple[int, int]] = field(default_factory=dict)  # char devices
-    dirs: set[str] = field(default_factory=set)  # directories the owner creates (removed with it)
-
-
-class Plan:
-    def __init__(self) -> None:
-        self.groups: dict[str, Group] = {}
-        self._g: Group = self.group(NODE)
-
-    def group(self, owner: str) -> Group:
-        self._g = self.groups.setdefault(owner, Group())
-        return self._g
-
-    def file(self, path: str, content: str | bytes, mode: int = 0o444) -> None:
-        self._g.files[path] = (content.encode() if isinstance(content, str) else content, mode)
-
-    def link(self, path: str, target: str) -> None:
-        """A symlink at `path` pointing at tree-relative `target`, stored relative like sysfs does."""
-        self._g.links[path] = rel(path, target)
-
-    def owns_dir(self, path: str) -> None:
-        self._g.dirs.add(path)
-
-
-def devnode_kind() -> str:
-    """Device nodes are real (harmless) character devices as root, regular files otherwise."""
-    return "char" if os.geteuid() == 0 else "file"
-
-
 # ---------------------------------------------------------------------------------------------
 
 
@@ -111,7 +74,11 @@ def build_plan(t: Topology, state: TreeState | None = None) -> Plan:
     lay = Layout(t)
     p = Plan()
     p.group(NODE)
-    _machine(p, t, state)
+    _dmi(p, t, state)
+    _numa_nodes(p, t)
+    _cpus(p, t)
+    _root_complexes(p, t)
+    _classes_and_modules(p, t)
     _bus_skeleton(p, t)
     for b in lay.bridges:
         p.group(NODE)
@@ -119,19 +86,19 @@ def build_plan(t: Topology, state: TreeState | None = None) -> Plan:
                             CLASS_BRIDGE, AMAZON_VENDOR, 0,
                             port_type={"root-port": PORT_ROOT, "upstream": PORT_UPSTREAM, "downstream": PORT_DOWNSTREAM}[b.role])
         root_numa = t.roots_by_name[t.switches_by_name[b.switch].root].numa_node
-        _pci_function(p, t, lay, b.bdf, lay.pci_paths[b.bdf], ident, [], root_numa if root_numa >= 0 else None,
-                      "pcieport", b.buses)
+        _pci_function(p, t, PciFunction(b.bdf, lay.pci_paths[b.bdf], ident, [], root_numa if root_numa >= 0 else None,
+                                        "pcieport", b.buses))
     for n in t.neuron:
-        if device_id(n) not in state.removed:
-            p.group(device_id(n))
+        if n.id not in state.removed:
+            p.group(n.id)
             _neuron(p, t, lay, n, state)
     for e in t.efa:
-        if device_id(e) not in state.removed:
-            p.group(device_id(e))
+        if e.id not in state.removed:
+            p.group(e.id)
             _efa(p, t, lay, e, state)
     for e in t.ena:
-        if device_id(e) not in state.removed:
-            p.group(device_id(e))
+        if e.id not in state.removed:
+            p.group(e.id)
             _ena(p, t, lay, e, state)
     p.group(NODE)
     _vendor_files(p, t, state)
@@ -139,7 +106,8 @@ def build_plan(t: Topology, state: TreeState | None = None) -> Plan:
     return p
 
 
-def _machine(p: Plan, t: Topology, state: TreeState) -> None:
+def _dmi(p: Plan, t: Topology, state: TreeState) -> None:
+    """DMI identity: what `product_name` says is the instance type (mutable: instance-type)."""
     product = state.product_name or t.instance_type
     dmi = "sys/devices/virtual/dmi/id"
     fields = {"sys_vendor": "Amazon EC2", "product_name": product, "product_version": "", "board_vendor": "Amazon EC2",
@@ -154,14 +122,19 @@ def _machine(p: Plan, t: Topology, state: TreeState) -> None:
     p.link("sys/class/dmi/id", dmi)
     _power(p, dmi)
 
-    # NUMA nodes (hwloc reads cpumap, distance, meminfo) and CPUs (topology files).
-    nodes = "sys/devices/system/node"
+
+NUMA_DIR = "sys/devices/system/node"
+CPU_DIR = "sys/devices/system/cpu"
+
+
+def _numa_nodes(p: Plan, t: Topology) -> None:
+    """NUMA nodes as hwloc reads them: cpumap, distance, meminfo, and cpuN links."""
+    nodes = NUMA_DIR
     ids = format_cpulist([n.id for n in t.numa_nodes])
     for k in ("online", "possible", "has_cpu", "has_memory", "has_normal_memory"):
         p.file(f"{nodes}/{k}", ids + "\n")
     p.file(f"{nodes}/uevent", "", 0o644)
     nr = t.nr_cpus
-    node_of_cpu = {c: n.id for n in t.numa_nodes for c in n.cpus}
     for n in t.numa_nodes:
         d = f"{nodes}/node{n.id}"
         p.file(f"{d}/cpulist", format_cpulist(n.cpus) + "\n")
@@ -175,8 +148,13 @@ def _machine(p: Plan, t: Topology, state: TreeState) -> None:
         p.file(f"{d}/uevent", "", 0o644)
         p.link(f"{d}/subsystem", "sys/bus/node")
         for c in n.cpus:
-            p.link(f"{d}/cpu{c}", f"sys/devices/system/cpu/cpu{c}")
-    cpus = "sys/devices/system/cpu"
+            p.link(f"{d}/cpu{c}", f"{CPU_DIR}/cpu{c}")
+
+
+def _cpus(p: Plan, t: Topology) -> None:
+    """CPUs with their topology files (packages, cores, SMT siblings) and NUMA links."""
+    cpus, nr = CPU_DIR, t.nr_cpus
+    node_of_cpu = {c: n.id for n in t.numa_nodes for c in n.cpus}
     allc = format_cpulist(list(range(nr))) + "\n"
     for k in ("online", "possible", "present"):
         p.file(f"{cpus}/{k}", allc)
@@ -204,9 +182,12 @@ def _machine(p: Plan, t: Topology, state: TreeState) -> None:
         p.file(f"{d}/uevent", "", 0o644)
         p.link(f"{d}/subsystem", "sys/bus/cpu")
         if cpu in node_of_cpu:
-            p.link(f"{d}/node{node_of_cpu[cpu]}", f"{nodes}/node{node_of_cpu[cpu]}")
+            p.link(f"{d}/node{node_of_cpu[cpu]}", f"{NUMA_DIR}/node{node_of_cpu[cpu]}")
 
-    # Root complexes with their pci_bus class devices (cpulistaffinity is read by CPU drivers).
+
+def _root_complexes(p: Plan, t: Topology) -> None:
+    """Root complexes with their pci_bus class devices (cpulistaffinity is read by CPU drivers)."""
+    nr = t.nr_cpus
     for r in t.roots:
         rd = f"sys/devices/{r.name}"
         p.file(f"{rd}/uevent", "", 0o644)
@@ -222,6 +203,9 @@ def _machine(p: Plan, t: Topology, state: TreeState) -> None:
         p.link(f"{bd}/device", rd)
         p.link(f"sys/class/pci_bus/{bus}", bd)
 
+
+def _classes_and_modules(p: Plan, t: Topology) -> None:
+    """Class attributes and kernel modules of the drivers the machine has."""
     p.file("sys/class/infiniband_verbs/abi_version", "6\n")  # NE §2.3
     # Class attributes of neuron_device (NE §1.5): V2 / non-pod values unless an UltraServer.
     if t.neuron:
@@ -249,7 +233,7 @@ def _machine(p: Plan, t: Topology, state: TreeState) -> None:
             p.file(f"{mod}/refcnt", "0\n")
             p.file(f"{mod}/uevent", "", 0o200)
     if t.efa:
-        p._g.nodes["dev/infiniband/rdma_cm"] = RDMA_CM
+        p.devnode("dev/infiniband/rdma_cm", *RDMA_CM)
 
 
 def _bus_skeleton(p: Plan, t: Topology) -> None:
@@ -279,9 +263,22 @@ def _power(p: Plan, d: str) -> None:
         p.file(f"{d}/power/{k}", v, 0o644)
 
 
-def _pci_function(p: Plan, t: Topology, lay: Layout, bdf: str, d: str, ident: PciIdentity, bars: list[Bar],
-                  numa: int | None, driver: str | None, buses: tuple[int, int, int] | None = None) -> None:
+@dataclass(frozen=True)
+class PciFunction:
+    """What differs between PCI functions; _pci_function renders the files they all have."""
+
+    bdf: str
+    sysfs_dir: str
+    ident: PciIdentity
+    bars: list[Bar]
+    numa: int | None  # None: firmware gives none (numa_node -1, all CPUs local)
+    driver: str | None  # bound driver (a DRIVERS key), None when unbound
+    buses: tuple[int, int, int] | None = None  # bridges: primary, secondary, subordinate
+
+
+def _pci_function(p: Plan, t: Topology, fn: PciFunction) -> None:
     """The files every PCI function has (vendor ids, config, numa_node, links)."""
+    bdf, d, ident, bars, numa, driver, buses = fn.bdf, fn.sysfs_dir, fn.ident, fn.bars, fn.numa, fn.driver, fn.buses
     nr = t.nr_cpus
     if numa is None:
         numa_node, cpus = -1, list(range(nr))
@@ -350,8 +347,8 @@ def _neuron(p: Plan, t: Topology, lay: Layout, n: NeuronDevice, state: TreeState
     # Subsystem 1d0f:0000 as pci.ids lists it for Trainium ("1d0f 0000 Trainium").
     ident = PciIdentity(AMAZON_VENDOR, g.pci_device, CLASS_NEURON, AMAZON_VENDOR, 0x0000)
     bars = _bars(n.bdf, {0: 32 << 20, 4: 16 << 30})  # BAR0 CSR, BAR4 HBM window (NE §1.1)
-    bound = state.bound(device_id(n))
-    _pci_function(p, t, lay, n.bdf, d, ident, bars, state.numa(t, n), "neuron" if bound else None)
+    bound = state.bound(n.id)
+    _pci_function(p, t, PciFunction(n.bdf, d, ident, bars, state.numa(t, n), "neuron" if bound else None))
     if not bound:  # unbound, or probe failed on a duplicate routing id: no cdev (NE §1.3)
         return
     # The virtual class device: no `device` link to the PCI function (NE §1.2).
@@ -395,15 +392,15 @@ def _neuron(p: Plan, t: Topology, lay: Layout, n: NeuronDevice, state: TreeState
         p.file(f"{k_dir}/stats/tensor_engine/pe_cntrs", "\n", 0o644)
     p.link(f"sys/class/neuron_device/neuron{n.index}", c)
     p.link(f"sys/dev/char/{major}:{minor}", c)
-    p._g.nodes[f"dev/neuron{n.index}"] = (major, minor)
+    p.devnode(f"dev/neuron{n.index}", major, minor)
 
 
 def _efa(p: Plan, t: Topology, lay: Layout, e: EfaDevice, state: TreeState) -> None:
     d = lay.pci_paths[e.bdf]
     ident = PciIdentity(AMAZON_VENDOR, e.pci_device, CLASS_ETHERNET, AMAZON_VENDOR, e.pci_device)
-    bound = state.bound(device_id(e))
-    _pci_function(p, t, lay, e.bdf, d, ident, _bars(e.bdf, {0: 16 << 10, 2: 128 << 10}), state.numa(t, e),
-                  "efa" if bound else None)
+    bound = state.bound(e.id)
+    _pci_function(p, t, PciFunction(e.bdf, d, ident, _bars(e.bdf, {0: 16 << 10, 2: 128 << 10}), state.numa(t, e),
+                                    "efa" if bound else None))
     if not bound:  # no ib_device without the efa driver
         return
     p.file(f"{d}/gdr", "1\n")  # NE §2.1
@@ -443,17 +440,17 @@ def _efa(p: Plan, t: Topology, lay: Layout, e: EfaDevice, state: TreeState) -> N
     p.file(f"{uv}/dev", f"{major}:{minor}\n")
     p.file(f"{uv}/uevent", f"MAJOR={major}\nMINOR={minor}\nDEVNAME=infiniband/uverbs{e.uverbs}\n", 0o644)
     p.link(f"{uv}/subsystem", "sys/class/infiniband_verbs")
-    p._g.links[f"{uv}/device"] = f"../../../{e.bdf}"  # kernel's shape (NE §2.3)
+    p.raw_link(f"{uv}/device", f"../../../{e.bdf}")  # kernel's shape (NE §2.3)
     _power(p, uv)
     p.link(f"sys/class/infiniband_verbs/uverbs{e.uverbs}", uv)
     p.link(f"sys/dev/char/{major}:{minor}", uv)
-    p._g.nodes[f"dev/infiniband/uverbs{e.uverbs}"] = (major, minor)
+    p.devnode(f"dev/infiniband/uverbs{e.uverbs}", major, minor)
 
 
 def _ena(p: Plan, t: Topology, lay: Layout, e: EnaDevice, state: TreeState) -> None:
     ident = PciIdentity(AMAZON_VENDOR, 0xEC20, CLASS_ETHERNET, AMAZON_VENDOR, 0xEC20)
-    _pci_function(p, t, lay, e.bdf, lay.pci_paths[e.bdf], ident, _bars(e.bdf, {0: 16 << 10}), state.numa(t, e),
-                  "ena" if state.bound(device_id(e)) else None)
+    _pci_function(p, t, PciFunction(e.bdf, lay.pci_paths[e.bdf], ident, _bars(e.bdf, {0: 16 << 10}),
+                                    state.numa(t, e), "ena" if state.bound(e.id) else None))
 
 
 def _vendor_files(p: Plan, t: Topology, state: TreeState) -> None:
@@ -465,7 +462,7 @@ def _vendor_files(p: Plan, t: Topology, state: TreeState) -> None:
     - NEURON_LS: what `neuron-ls --json-output` reports. sysfs does not link neuronN to its PCI
       function (NE §1.2: the BDF comes only from an ioctl); this file stands in for that ioctl.
     """
-    present = [n for n in t.neuron if device_id(n) not in state.removed and state.bound(device_id(n))]
+    present = [n for n in t.neuron if n.id not in state.removed and state.bound(n.id)]
     if any(n.efa for n in t.neuron):
         p.file(CDM_MAP, json.dumps({str(n.index): n.efa for n in t.neuron if n.efa}, indent=4) + "\n", 0o644)
     if t.neuron:
@@ -475,85 +472,6 @@ def _vendor_files(p: Plan, t: Topology, state: TreeState) -> None:
                  "memory_size": (g.hbm_gib if g else 0) << 30, "neuron_processes": []}
                 for n in sorted(present, key=lambda n: n.index)]
         p.file(NEURON_LS, json.dumps(rows, indent=2) + "\n", 0o644)
-
-
-# ---------------------------------------------------------------------------------------------
-# Writing.
-
-
-class TreeWriter:
-    """Writes plan groups under a root directory; creates parents on demand."""
-
-    def __init__(self, root: str, devnodes: str) -> None:
-        self.root = root
-        self.devnodes = devnodes
-        self.made: set[str] = set()
-        self.fallbacks: list[str] = []
-
-    def _dir(self, rel_dir: str) -> None:
-        if rel_dir in self.made or not rel_dir:
-            return
-        os.makedirs(os.path.join(self.root, rel_dir), exist_ok=True)
-        while rel_dir and rel_dir not in self.made:
-            self.made.add(rel_dir)
-            rel_dir = os.path.dirname(rel_dir)
-
-    def write(self, g: Group) -> None:
-        root = self.root
-        for d in sorted(g.dirs):
-            self._dir(d)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-        for path, (data, mode) in g.files.items():
-            self._dir(os.path.dirname(path))
-            full = os.path.join(root, path)
-            fd = os.open(full, flags, mode)
-            try:
-                if data:
-                    os.write(fd, data)
-            finally:
-                os.close(fd)
-            if mode != 0o644:  # umask may have masked the mode
-                os.chmod(full, mode)
-        for path, target in g.links.items():
-            self._dir(os.path.dirname(path))
-            full = os.path.join(root, path)
-            if os.path.lexists(full):
-                os.unlink(full)
-            os.symlink(target, full)
-        for path, (major, minor) in g.nodes.items():
-            self._dir(os.path.dirname(path))
-            self.devnode(path, major, minor)
-
-    def devnode(self, path: str, major: int, minor: int) -> None:
-        full = os.path.join(self.root, path)
-        if os.path.lexists(full):
-            os.unlink(full)
-        if self.devnodes == "char" and not host_devnum_in_use(major, minor):
-            os.mknod(full, 0o600 | stat.S_IFCHR, os.makedev(major, minor))
-        else:
-            if self.devnodes == "char":
-                self.fallbacks.append(f"{path} ({major}:{minor} is a live device on this host)")
-            fd = os.open(full, os.O_WRONLY | os.O_CREAT, 0o600)
-            os.write(fd, f"{major}:{minor}\n".encode())
-            os.close(fd)
-
-
-def host_devnum_in_use(major: int, minor: int) -> bool:
-    """A fake node must never reach real hardware: refuse numbers the host kernel serves.
-    Any minor of a registered major counts as live, except for misc (10), whose minors are
-    registered one by one."""
-    if os.path.exists(f"/sys/dev/char/{major}:{minor}"):
-        return True
-    return major != 10 and major in _registered_char_majors()
-
-
-def _registered_char_majors() -> set[int]:
-    try:
-        text = open("/proc/devices").read()
-    except OSError:
-        return set()
-    block = text.split("Block devices:")[0]
-    return {int(line.split()[0]) for line in block.splitlines()[1:] if line.strip() and line.split()[0].isdigit()}
 
 
 def _apply_attr_faults(p: Plan, state: TreeState) -> None:

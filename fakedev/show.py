@@ -26,14 +26,13 @@ def summary(root: str | os.PathLike) -> str:
     ]
     header = ("DEVICE", "KIND", "BDF", "ROOT", "SWITCH", "NUMA", "TORUS", "EFA/SERVES", "SYSFS", "FAULTS")
     rows = [header]
-    for d in t["devices"]:
-        bdf = d["bdf"]
-        fn = view.pci.get(bdf)
+    for d in t.devices:
+        fn = view.pci.get(d.bdf)
         shown = "absent" if fn is None else f"numa={fn.numa_node} drv={fn.driver or '-'}"
-        link = d.get("efa") or (",".join(map(str, d.get("serves", []))) if d["kind"] == "efa" else "")
-        torus = ",".join(map(str, d["torus"])) if d.get("torus") else ""
-        rows.append((d["id"] if d["kind"] != "efa" else d["rdma"], d["kind"], bdf, d["root"], d["switch"] or "-",
-                     str(d["numa_node"]), torus, link or "-", shown, ";".join(d["faults"]) or "-"))
+        link = d.efa or (",".join(map(str, d.serves)) if d.kind == "efa" else "")
+        torus = ",".join(map(str, d.torus)) if d.torus else ""
+        rows.append((d.rdma if d.kind == "efa" else d.id, d.kind, d.bdf, d.root, d.switch or "-",
+                     str(d.numa_node), torus, link or "-", shown, ";".join(d.faults) or "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     if state.history:

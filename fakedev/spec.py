@@ -9,11 +9,13 @@ from __future__ import annotations
 import copy
 import re
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-import yaml
 
-from . import presets
+from . import presets, safeyaml
+from .consistency import check, resolve_defaults
+from .fields import SpecError, join as _join, opt as _opt, read_bdf as _bdf, read_bus as _bus, read_hex16 as _hex16
+from .fields import read_int as _int, read_list as _list, read_map as _map, read_root_name as _root_name, read_str as _str
 from .model import (
     GENERATIONS,
     EfaDevice,
@@ -26,24 +28,9 @@ from .model import (
     UltraServer,
     default_torus,
     driver_connected_devices,
-    parse_bdf,
     parse_cpulist,
-    parse_root,
     stable_hex,
 )
-
-
-class SpecError(ValueError):
-    """A spec problem at a field path; str() is the one line users see."""
-
-    def __init__(self, path: str, problem: str, source: str = "spec") -> None:
-        self.path, self.problem, self.source = path or "<top>", problem, source
-        super().__init__(_one_line(f"{source}: {self.path}: {problem}"))
-
-
-def _one_line(text: str) -> str:
-    """Errors quote user input; control characters in it must not break the one-line promise."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 # Lists merged by key when a spec overrides a preset: key field per list.
@@ -60,96 +47,12 @@ TOP_KEYS = {
     "memory_gib", "numa_nodes", "pci_roots", "pcie_switches", "neuron_devices", "efa_devices",
     "ena_devices", "ultraserver", "devfs",
 }
-GUID_RE = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{4}:[0-9a-f]{4}:[0-9a-f]{4}$")
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
-VERSION_RE = re.compile(r"^[0-9A-Za-z.+_-]{1,64}$")
-
-
-# ---------------------------------------------------------------------------------------------
-# Typed field readers: each raises SpecError with the exact path.
-
-
-def _map(obj: Any, path: str, allowed: set[str], required: set[str] = frozenset()) -> dict:
-    if not isinstance(obj, dict):
-        raise SpecError(path, f"expected a mapping, got {type(obj).__name__}")
-    for k in obj:
-        if not isinstance(k, str):
-            raise SpecError(path, f"keys must be strings, got {k!r}")
-        if k not in allowed:
-            raise SpecError(_join(path, k), f"unknown key (allowed: {', '.join(sorted(allowed))})")
-    for k in sorted(required):
-        if k not in obj:
-            raise SpecError(_join(path, k), "required key is missing")
-    return obj
-
-
-def _join(path: str, key: str | int) -> str:
-    if isinstance(key, int):
-        return f"{path}[{key}]"
-    return f"{path}.{key}" if path else key
-
-
-def _list(obj: Any, path: str) -> list:
-    if not isinstance(obj, list):
-        raise SpecError(path, f"expected a list, got {type(obj).__name__}")
-    return obj
-
-
-def _int(obj: Any, path: str, lo: int, hi: int) -> int:
-    if isinstance(obj, bool) or not isinstance(obj, int):
-        raise SpecError(path, f"expected an integer, got {obj!r}")
-    if not lo <= obj <= hi:
-        raise SpecError(path, f"{obj} is out of range {lo}..{hi}")
-    return obj
-
-
-def _str(obj: Any, path: str, pattern: re.Pattern | None = None, what: str = "") -> str:
-    if not isinstance(obj, str):
-        raise SpecError(path, f"expected a string, got {obj!r}")
-    if pattern is not None and not pattern.match(obj):
-        raise SpecError(path, f"{obj!r} is not {what or 'valid'}")
-    return obj
-
-
-def _hex16(obj: Any, path: str) -> int:
-    """A 16-bit PCI id given as 0xefa1 (YAML int) or 'efa1'/'0xefa1' (string)."""
-    if isinstance(obj, str):
-        try:
-            obj = int(obj, 16)
-        except ValueError:
-            raise SpecError(path, f"{obj!r} is not a hex PCI id") from None
-    return _int(obj, path, 0, 0xFFFF)
-
-
-def _bus(obj: Any, path: str) -> int:
-    if isinstance(obj, str):
-        try:
-            obj = int(obj, 16)
-        except ValueError:
-            raise SpecError(path, f"{obj!r} is not a hex bus number") from None
-    return _int(obj, path, 0, 0xFF)
-
-
-def _bdf(obj: Any, path: str) -> str:
-    s = _str(obj, path)
-    try:
-        parse_bdf(s)
-    except ValueError as e:
-        raise SpecError(path, str(e)) from None
-    return s
-
-
-def _root_name(obj: Any, path: str) -> str:
-    s = _str(obj, path)
-    try:
-        parse_root(s)
-    except ValueError as e:
-        raise SpecError(path, str(e)) from None
-    return s
-
-
-def _opt(d: dict, key: str, path: str, read: Callable[[Any, str], Any], default: Any = None) -> Any:
-    return read(d[key], _join(path, key)) if key in d and d[key] is not None else default
+GUID_RE = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{4}:[0-9a-f]{4}:[0-9a-f]{4}\Z")
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}\Z")
+# Documented limits (README, "Limits"): far above any EC2 instance, low enough that a hostile
+# spec costs little. Neuron indices are 0..63 as well.
+MAX_NEURON, MAX_EFA, MAX_ENA, MAX_UVERBS = 64, 64, 16, 255
+VERSION_RE = re.compile(r"^[0-9A-Za-z.+_-]{1,64}\Z")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,23 +101,19 @@ def _merge_list(base: list, over: list, key: str, path: str) -> list:
 
 def load_file(path: str | Path) -> Topology:
     """Load a spec file; the error source is the file name."""
-    p = Path(path)
     try:
-        text = p.read_text()
-    except OSError as e:
-        raise SpecError("<file>", f"cannot read: {e.strerror}", str(p)) from None
-    return load_text(text, source=str(p))
+        data = safeyaml.load_file(path)
+    except safeyaml.YamlLimitError as e:
+        raise SpecError(e.where, e.problem, e.source) from None
+    return load_data(data, str(path))
 
 
-def load_text(text: str, source: str = "spec") -> Topology:
+def load_text(text: str | bytes, source: str = "spec") -> Topology:
+    """Parse (bounded: size, aliases, depth; see safeyaml) and validate a spec."""
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else "<yaml>"
-        raise SpecError(where, f"invalid YAML: {getattr(e, 'problem', None) or e}", source) from None
-    except (ValueError, TypeError, RecursionError) as e:  # e.g. absurd timestamps, deep nesting
-        raise SpecError("<yaml>", f"invalid YAML: {e}", source) from None
+        data = safeyaml.loads(text, source)
+    except safeyaml.YamlLimitError as e:
+        raise SpecError(e.where, e.problem, source) from None
     return load_data(data, source)
 
 
@@ -226,6 +125,8 @@ def load_data(data: Any, source: str = "spec") -> Topology:
     """Validate already-parsed YAML data (a mapping) and build the topology."""
     try:
         data = _map(data, "", TOP_KEYS)
+        for key, limit in (("neuron_devices", MAX_NEURON), ("efa_devices", MAX_EFA), ("ena_devices", MAX_ENA)):
+            _counted(data, key, limit)  # before merging or reading any entry
         if "preset" in data:
             name = _str(data["preset"], "preset")
             if name not in presets.names():
@@ -241,7 +142,7 @@ def load_data(data: Any, source: str = "spec") -> Topology:
 
 def _build(d: dict) -> Topology:
     _map(d, "", TOP_KEYS - {"preset"}, {"instance_type", "cpu", "pci_roots"})
-    instance = _str(d["instance_type"], "instance_type", re.compile(r"^[a-z0-9][a-z0-9.-]{0,63}$"),
+    instance = _str(d["instance_type"], "instance_type", re.compile(r"^[a-z0-9][a-z0-9.-]{0,63}\Z"),
                     "an EC2 instance type like trn2.48xlarge")
     generation = _opt(d, "neuron_generation", "neuron_generation", _str)
     if generation is not None and generation not in GENERATIONS:
@@ -265,16 +166,16 @@ def _build(d: dict) -> Topology:
     switches = _switches(d, roots)
     neuron = _neuron(d, generation, seed, numa_ids)
     efa = _efa(d, seed, numa_ids)
-    ena = [_ena(e, _join("ena_devices", i), numa_ids) for i, e in enumerate(_list(d.get("ena_devices") or [], "ena_devices"))]
+    ena = [_ena(e, _join("ena_devices", i), numa_ids) for i, e in enumerate(_counted(d, "ena_devices", MAX_ENA))]
     ultra = _ultraserver(d, seed)
     devfs = _map(d.get("devfs") or {}, "devfs", {"neuron_major", "uverbs_major"})
     majors = {
         "neuron": _opt(devfs, "neuron_major", "devfs", lambda o, p: _int(o, p, 1, 511), 240),
         "uverbs": _opt(devfs, "uverbs_major", "devfs", lambda o, p: _int(o, p, 1, 511), 231),
     }
-    topo = Topology(instance, generation, version, sockets, cores, threads, numa, roots, switches,
-                    neuron, efa, ena, ultra, majors)
-    _check_topology(topo)
+    topo = resolve_defaults(Topology(instance, generation, version, sockets, cores, threads, numa, roots, switches,
+                                     neuron, efa, ena, ultra, majors))
+    check(topo)
     return topo
 
 
@@ -364,8 +265,16 @@ def _switches(d: dict, roots: list[Root]) -> list[Switch]:
     return out
 
 
+def _counted(d: dict, key: str, limit: int) -> list:
+    """A device list, refused before any entry is read when it is longer than a node can be."""
+    items = _list(d.get(key) or [], key)
+    if len(items) > limit:
+        raise SpecError(key, f"{len(items)} entries; a node has at most {limit} (documented limit)")
+    return items
+
+
 def _neuron(d: dict, generation: str | None, seed: str, numa_ids: set[int]) -> list[NeuronDevice]:
-    items = _list(d.get("neuron_devices") or [], "neuron_devices")
+    items = _counted(d, "neuron_devices", MAX_NEURON)
     if items and generation is None:
         raise SpecError("neuron_generation", f"required when neuron_devices are given (one of {', '.join(GENERATIONS)})")
     allowed = {"index", "bdf", "parent", "torus", "connected", "efa", "serial", "numa_node"}
@@ -387,7 +296,7 @@ def _neuron(d: dict, generation: str | None, seed: str, numa_ids: set[int]) -> l
             torus=default_torus(generation, idx, total) if torus == "default" else torus,
             connected=driver_connected_devices(generation, idx, total) if connected is None else connected,
             efa=_opt(n, "efa", p, lambda o, q: _bdf(o, _join(p, "efa"))),
-            serial=_opt(n, "serial", p, lambda o, q: _str(o, _join(p, "serial"), re.compile(r"^[0-9a-f]{16}$"), "16 hex digits"),
+            serial=_opt(n, "serial", p, lambda o, q: _str(o, _join(p, "serial"), re.compile(r"^[0-9a-f]{16}\Z"), "16 hex digits"),
                         stable_hex(seed, "neuron-serial", idx)),
             numa_node=_opt(n, "numa_node", p, lambda o, q: _numa_ref(o, _join(p, "numa_node"), numa_ids)),
         ))
@@ -404,7 +313,7 @@ def _torus(o: Any, p: str) -> tuple[int, int] | None:
 
 
 def _efa(d: dict, seed: str, numa_ids: set[int]) -> list[EfaDevice]:
-    items = _list(d.get("efa_devices") or [], "efa_devices")
+    items = _counted(d, "efa_devices", MAX_EFA)
     allowed = {"bdf", "parent", "pci_device", "uverbs", "node_guid", "rate", "numa_node"}
     parsed = []
     for i, e in enumerate(items):
@@ -415,6 +324,10 @@ def _efa(d: dict, seed: str, numa_ids: set[int]) -> list[EfaDevice]:
     taken = {e["uverbs"] for _, e, _ in parsed if isinstance(e.get("uverbs"), int) and not isinstance(e["uverbs"], bool)}
     free = (k for k in range(1 << 16) if k not in taken)
     order = {bdf: next(free) for bdf in sorted(b for _, e, b in parsed if e.get("uverbs") is None)}
+    for p, _, bdf in parsed:
+        if order.get(bdf, 0) > MAX_UVERBS:
+            raise SpecError(_join(p, "uverbs"), f"numbering implicitly gives uverbs{order[bdf]}, above the "
+                            f"kernel's {MAX_UVERBS} (set uverbs explicitly)")
     out = []
     for p, e, bdf in parsed:
         guid = stable_hex(seed, "efa-guid", bdf)
@@ -425,7 +338,7 @@ def _efa(d: dict, seed: str, numa_ids: set[int]) -> list[EfaDevice]:
             uverbs=_opt(e, "uverbs", p, lambda o, q: _int(o, _join(p, "uverbs"), 0, 255), order.get(bdf, 0)),
             node_guid=_opt(e, "node_guid", p, lambda o, q: _str(o, _join(p, "node_guid"), GUID_RE, "a GUID like 0e1f:2a3b:4c5d:6e7f"),
                            ":".join(guid[i:i + 4] for i in range(0, 16, 4))),
-            rate=_opt(e, "rate", p, lambda o, q: _str(o, _join(p, "rate"), re.compile(r"^[ -~]{1,64}$"), "printable"),
+            rate=_opt(e, "rate", p, lambda o, q: _str(o, _join(p, "rate"), re.compile(r"^[ -~]{1,64}\Z"), "printable"),
                       "100 Gb/sec (4X EDR)"),
             numa_node=_opt(e, "numa_node", p, lambda o, q: _numa_ref(o, _join(p, "numa_node"), numa_ids)),
         ))
@@ -446,115 +359,11 @@ def _ultraserver(d: dict, seed: str) -> UltraServer | None:
     return UltraServer(
         node_id_4=_opt(u, "node_id_4", "ultraserver", lambda o, p: _int(o, "ultraserver.node_id_4", -1, 3), 0),
         server_id=_opt(u, "server_id", "ultraserver",
-                       lambda o, p: _str(o, "ultraserver.server_id", re.compile(r"^[0-9a-f]{16}$"), "16 hex digits"),
+                       lambda o, p: _str(o, "ultraserver.server_id", re.compile(r"^[0-9a-f]{16}\Z"), "16 hex digits"),
                        stable_hex(seed, "ultraserver")),
         modes=_opt(u, "modes", "ultraserver",
-                   lambda o, p: _str(o, "ultraserver.modes", re.compile(r"^[1-4](,[1-4])*$"), "a list like 1,2,3,4"), "1,2,3,4"),
+                   lambda o, p: _str(o, "ultraserver.modes", re.compile(r"^[1-4](,[1-4])*\Z"), "a list like 1,2,3,4"), "1,2,3,4"),
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# Cross-field consistency.
-
-
-def _check_topology(t: Topology) -> None:
-    parents = set(t.roots_by_name) | set(t.switches_by_name)
-    seen_bdf: dict[str, str] = {}
-    sections = [("neuron_devices", t.neuron), ("efa_devices", t.efa), ("ena_devices", t.ena)]
-    for section, devs in sections:
-        for i, f in enumerate(devs):
-            p = _join(section, i)
-            if f.bdf in seen_bdf:
-                raise SpecError(_join(p, "bdf"), f"PCI address {f.bdf} is already used by {seen_bdf[f.bdf]}")
-            seen_bdf[f.bdf] = p
-            if f.parent not in parents:
-                raise SpecError(_join(p, "parent"), f"{f.parent!r} is neither a root in pci_roots nor a switch in pcie_switches")
-            domain, bus, _, _ = parse_bdf(f.bdf)
-            root = t.root_of(f.parent)
-            if domain != root.domain:
-                raise SpecError(_join(p, "bdf"), f"domain {domain:04x} differs from its root {root.name}")
-            if f.parent in t.roots_by_name and bus != root.bus:
-                raise SpecError(_join(p, "bdf"), f"bus {bus:02x} is not the root bus of {root.name} (put it behind a switch)")
-            if f.parent in t.switches_by_name and bus == root.bus:
-                raise SpecError(_join(p, "bdf"), f"a device behind switch {f.parent} cannot sit on the root bus {bus:02x}")
-    _check_switch_buses(t, seen_bdf)
-    idx = [n.index for n in t.neuron]
-    by_index = {n.index: n for n in t.neuron}
-    efa_bdfs = {e.bdf for e in t.efa}
-    coords: dict[tuple[int, int], int] = {}
-    for i, n in enumerate(t.neuron):
-        p = _join("neuron_devices", i)
-        if idx.count(n.index) > 1:
-            raise SpecError(_join(p, "index"), f"duplicate Neuron device index {n.index}")
-        if n.efa is not None and n.efa not in efa_bdfs:
-            raise SpecError(_join(p, "efa"), f"EFA {n.efa} is not in efa_devices")
-        if n.torus is not None:
-            if n.torus in coords:
-                raise SpecError(_join(p, "torus"), f"coordinates {list(n.torus)} are already taken by device {coords[n.torus]}")
-            coords[n.torus] = n.index
-    dims = (max((c[0] for c in coords), default=0) + 1, max((c[1] for c in coords), default=0) + 1)
-    for i, n in enumerate(t.neuron):
-        p = _join(_join("neuron_devices", i), "connected")
-        for m in n.connected:
-            if m == n.index:
-                raise SpecError(p, f"device {n.index} cannot be connected to itself")
-            if m not in by_index:
-                raise SpecError(p, f"neighbour {m} is not a Neuron device index")
-            if n.index not in by_index[m].connected:
-                raise SpecError(p, f"link {n.index}->{m} is one-way: device {m} does not list {n.index}")
-            a, b = n.torus, by_index[m].torus
-            if a is not None and b is not None and not _torus_adjacent(a, b, dims):
-                raise SpecError(p, f"neighbour {m} at {list(b)} is not adjacent to {list(a)} on a {dims[0]}x{dims[1]} torus")
-        if len(n.connected) != len(set(n.connected)):
-            raise SpecError(p, "a neighbour is listed twice")
-        if len(", ".join(map(str, n.connected))) + 1 > 20:
-            raise SpecError(p, "more neighbours than the driver's 20-character connected_devices buffer holds")
-    uverbs = [e.uverbs for e in t.efa]
-    for i, e in enumerate(t.efa):
-        if uverbs.count(e.uverbs) > 1:
-            raise SpecError(_join(_join("efa_devices", i), "uverbs"), f"duplicate uverbs index {e.uverbs}")
-
-
-def _torus_adjacent(a: tuple[int, int], b: tuple[int, int], dims: tuple[int, int]) -> bool:
-    dx = min((a[0] - b[0]) % dims[0], (b[0] - a[0]) % dims[0])
-    dy = min((a[1] - b[1]) % dims[1], (b[1] - a[1]) % dims[1])
-    return dx + dy == 1
-
-
-def _check_switch_buses(t: Topology, seen_bdf: dict[str, str]) -> None:
-    used = {r.bus for r in t.roots} | {parse_bdf(b)[1] for b in seen_bdf}
-    bridge_buses: set[tuple[int, int]] = set()
-    for i, s in enumerate(t.switches):
-        p = _join("pcie_switches", i)
-        ends = t.switch_endpoints(s.name)
-        if not ends:
-            raise SpecError(p, f"switch {s.name} has no devices behind it")
-        low = min(parse_bdf(b)[1] for b in ends)
-        if s.upstream_bus < 0:
-            s.upstream_bus = low - 2
-        if s.downstream_bus < 0:
-            s.downstream_bus = low - 1
-        root = t.roots_by_name[s.root]
-        for key, bus in (("upstream_bus", s.upstream_bus), ("downstream_bus", s.downstream_bus)):
-            if bus <= root.bus:
-                raise SpecError(_join(p, key), f"bridge bus {bus:#04x} must be above the root bus {root.bus:02x} "
-                                "(leave room below the lowest device bus, or set it explicitly)")
-            if bus in used or (root.domain, bus) in bridge_buses:
-                raise SpecError(_join(p, key), f"bus {bus:02x} is already used")
-            bridge_buses.add((root.domain, bus))
-        if s.upstream_bus == s.downstream_bus:
-            raise SpecError(p, "upstream_bus and downstream_bus must differ")
-        buses = [parse_bdf(b)[1:3] for b in ends]
-        slots_per_bus: dict[int, set[int]] = {}
-        for bus, slot in buses:
-            slots_per_bus.setdefault(bus, set()).add(slot)
-            if bus <= s.downstream_bus:
-                raise SpecError(p, f"device bus {bus:02x} must be above the switch's downstream bus {s.downstream_bus:02x}")
-        for bus, slots in slots_per_bus.items():
-            if len(slots) > 1:
-                raise SpecError(p, f"bus {bus:02x} behind a switch port holds one device (slot 00), found slots {sorted(slots)}")
-        if len(slots_per_bus) > 32:
-            raise SpecError(p, "a switch has at most 32 downstream ports")
 
 
 def dump(t: Topology) -> dict:

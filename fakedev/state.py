@@ -27,9 +27,7 @@ class TreeState:
 
     def numa(self, t: Topology, dev: NeuronDevice | EfaDevice | EnaDevice) -> int | None:
         """NUMA node as sysfs shows it; None renders as -1."""
-        from .layout import device_id
-
-        if device_id(dev) in self.numa_none:
+        if dev.id in self.numa_none:
             return None
         n = t.numa_of(dev)
         return n if n >= 0 else None
@@ -39,4 +37,16 @@ class TreeState:
 
     @classmethod
     def from_json(cls, text: str) -> "TreeState":
-        return cls(**json.loads(text))
+        """Raises ValueError/TypeError on anything that is not a state this module wrote."""
+        data = json.loads(text)
+        st = cls(**data)
+        for name in ("removed", "unbound", "dup_routing", "numa_none", "history"):
+            v = getattr(st, name)
+            if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+                raise TypeError(f"{name} must be a list of strings")
+        keys = {"device", "attr", "path", "action", "value"}
+        if not isinstance(st.attrs, list) or not all(isinstance(a, dict) and set(a) == keys for a in st.attrs):
+            raise TypeError("attrs must be a list of attribute faults")
+        if st.product_name is not None and not isinstance(st.product_name, str):
+            raise TypeError("product_name must be a string")
+        return st

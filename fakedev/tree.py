@@ -7,10 +7,14 @@ and a marker file proving fakedev created DIR.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import fcntl
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +23,8 @@ import yaml
 from . import spec as specmod
 from .layout import MARKER, META_DIR
 from .model import Topology
-from .render import TreeWriter, build_plan, devnode_kind
+from .render import build_plan
+from .writer import TreeWriter, devnode_kind
 from .state import TreeState
 
 
@@ -36,11 +41,38 @@ class GenerateResult:
 
 
 FORBIDDEN = [Path("/"), Path("/sys"), Path("/dev"), Path("/proc"), Path("/etc"), Path("/run"), Path("/usr")]
+# Trees never go inside these (a tree holds character devices and thousands of files).
+SYSTEM_DIRS = [Path(p) for p in ("/etc", "/usr", "/boot", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
+                                 "/var/lib", "/var/log", "/var/cache")]
+MAX_TREE_FILES = 250_000  # trn2u.48xlarge renders ~22k; checked before anything is written
+STAGE_INFIX = ".fakedev-"
+
+
+@contextmanager
+def tree_lock(root: Path) -> Iterator[None]:
+    """Exclusive lock on one tree (its fakedev/lock file), across processes."""
+    meta = Path(root) / META_DIR
+    try:
+        fd = os.open(meta / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except FileNotFoundError:
+        raise TreeError(f"{root} is not a fakedev tree (no {META_DIR}/)") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def check_target(out: Path) -> Path:
-    """Refuse destinations that could hurt the host, and directories fakedev did not create."""
-    out = Path(os.path.abspath(out))
+    """Refuse destinations that could hurt the host, symlinks (never silently replaced), and
+    directories fakedev did not create."""
+    # Resolve as the kernel would (a `..` after a symlink climbs from the link's target), except
+    # the last component, which must not be a symlink itself.
+    raw = out if out.is_absolute() else Path.cwd() / out
+    out = Path(os.path.realpath(raw)) if raw.name in ("", ".", "..") else Path(os.path.realpath(raw.parent)) / raw.name
+    if out.is_symlink():
+        raise TreeError(f"refusing to render into {out}: it is a symbolic link (to {os.readlink(out)}); "
+                        "pass the real directory")
     real = Path(os.path.realpath(out))
     for bad in FORBIDDEN:
         if real == bad or out == bad:
@@ -48,6 +80,9 @@ def check_target(out: Path) -> Path:
     in_dev = real.is_relative_to("/dev") and not real.is_relative_to("/dev/shm")  # /dev/shm is a plain tmpfs
     if real.is_relative_to("/sys") or real.is_relative_to("/proc") or in_dev:
         raise TreeError(f"refusing to render into {out}: it is inside a kernel filesystem")
+    for sysdir in SYSTEM_DIRS:
+        if real.is_relative_to(sysdir):
+            raise TreeError(f"refusing to render into {out}: it is inside the system directory {sysdir}")
     if out.exists() and not out.is_dir():
         raise TreeError(f"refusing to render into {out}: it exists and is not a directory")
     if out.is_dir() and any(out.iterdir()) and not (out / MARKER).exists():
@@ -60,21 +95,25 @@ def generate(topo: Topology, out: str | os.PathLike, devnodes: str | None = None
     """Render `topo` into `out`. The tree is built aside and swapped in with one rename, so
     readers see either the old tree or the new one; rendering again replaces the tree."""
     out = check_target(Path(out))
+    plan = build_plan(topo, TreeState())
+    files = sum(len(g.files) + len(g.links) + len(g.nodes) for g in plan.groups.values())
+    if files > MAX_TREE_FILES:
+        raise TreeError(f"refusing to render {files} files (limit {MAX_TREE_FILES}): the topology is too large")
     out.parent.mkdir(parents=True, exist_ok=True)
+    _sweep_stages(out)
     kind = devnodes or devnode_kind()
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.fakedev-", dir=out.parent))
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}{STAGE_INFIX}{os.getpid()}-", dir=out.parent))
     try:
         writer = TreeWriter(str(stage), kind)
-        plan = build_plan(topo, TreeState())
-        files = 0
         for g in plan.groups.values():
             writer.write(g)
-            files += len(g.files) + len(g.links) + len(g.nodes)
         save_meta(stage, topo, TreeState())
+        os.close(os.open(stage / META_DIR / "lock", os.O_CREAT | os.O_WRONLY, 0o600))  # tree_lock's file, made once
         (stage / MARKER).write_text(f"fakedev tree; device nodes: {kind}\n")
         os.chmod(stage, 0o755)
         if out.exists():
-            _exchange(stage, out)  # stage now holds the previous tree
+            with tree_lock(out) if is_tree(out) else contextlib.nullcontext():  # not under a mutator's feet
+                _exchange(stage, out)  # stage now holds the previous tree
             shutil.rmtree(stage)
         else:
             os.rename(stage, out)
@@ -82,6 +121,14 @@ def generate(topo: Topology, out: str | os.PathLike, devnodes: str | None = None
         shutil.rmtree(stage, ignore_errors=True)
         raise
     return GenerateResult(out, files, kind, writer.fallbacks)
+
+
+def _sweep_stages(out: Path) -> None:
+    """Remove staging directories of renders of `out` whose process is gone (killed mid-render)."""
+    for stage in out.parent.glob(f".{out.name}{STAGE_INFIX}*"):
+        pid = stage.name[len(out.name) + len(STAGE_INFIX) + 1:].split("-", 1)[0]
+        if pid.isdigit() and not os.path.exists(f"/proc/{pid}") and stage.is_dir() and not stage.is_symlink():
+            shutil.rmtree(stage, ignore_errors=True)
 
 
 def _exchange(a: Path, b: Path) -> None:
@@ -119,8 +166,16 @@ def load(root: str | os.PathLike) -> tuple[Topology, TreeState]:
     if not is_tree(root):
         raise TreeError(f"{root} is not a fakedev tree (no {MARKER} or {META_DIR}/topology.yaml); "
                         f"render one with: fakedev generate --preset NAME --out {root}")
-    topo = specmod.load_file(root / META_DIR / "topology.yaml")
-    state = TreeState.from_json((root / META_DIR / "state.json").read_text())
+    try:
+        topo = specmod.load_file(root / META_DIR / "topology.yaml")
+    except specmod.SpecError as e:
+        raise TreeError(f"{root / META_DIR / 'topology.yaml'}: corrupt tree model ({e}); render the tree again") from None
+    path = root / META_DIR / "state.json"
+    try:
+        state = TreeState.from_json(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, AttributeError) as e:
+        raise TreeError(f"{path}: corrupt tree state ({e.__class__.__name__}); "
+                        f"`fakedev mutate {root} reset` cannot help, render the tree again") from None
     return topo, state
 
 

@@ -27,15 +27,16 @@ import ssl
 import uuid
 from pathlib import Path
 
-from . import bins
+from .backends import bins
+from .backends.local.backend import LocalBackend
 
 ROOT = bins.ROOT
 
 
 def _state_tmp() -> Path:
-    from .cluster.local.layout import default_state_root
+    from .backends.paths import ensure_root
 
-    d = default_state_root() / f"bench-{uuid.uuid4().hex[:6]}"
+    d = ensure_root() / f"bench-{uuid.uuid4().hex[:6]}"
     d.mkdir(parents=True)
     return d
 
@@ -97,15 +98,12 @@ def bench_discovery() -> dict:
 
 
 def _up(nodes: str, name: str, artifacts: Path, drivers: list[str] | None = None, timeout: float = 600):
-    from .cluster.local import backend
-    from .cluster.spec import ClusterSpec, parse_nodes
+    from .backends.spec import ClusterSpec, parse_nodes
 
-    return backend.up(ClusterSpec(name=name, nodes=parse_nodes(nodes, drivers)), artifacts, attached=True, timeout=timeout)
+    return LocalBackend().up(ClusterSpec(name=name, nodes=parse_nodes(nodes, drivers)), artifacts, attached=True, timeout=timeout)
 
 
 def bench_up(artifacts: Path) -> dict:
-    from .cluster.local import backend
-
     times = []
     for i in range(3):
         name = f"bench-up-{uuid.uuid4().hex[:4]}"
@@ -113,15 +111,14 @@ def bench_up(artifacts: Path) -> dict:
         _up("trn1.32xlarge,trn2.48xlarge", name, artifacts / name)
         times.append(time.perf_counter() - t0)
         t1 = time.perf_counter()
-        backend.down(name)
+        LocalBackend().down(name)
         down = time.perf_counter() - t1
     return {"runs_s": [round(t, 2) for t in times], "median_s": round(statistics.median(times), 2),
             "down_s": round(down, 2), "target": "<= 10 s for 2 nodes, every node's slices published"}
 
 
 def bench_prepare_and_overhead(artifacts: Path) -> dict:
-    from .cluster.local import backend
-    from .cluster.local.kubelet_standin import call, register
+    from .backends.local.kubelet_standin import call, register
     from .kube import Kube
 
     name = f"bench-prep-{uuid.uuid4().hex[:4]}"
@@ -155,7 +152,7 @@ def bench_prepare_and_overhead(artifacts: Path) -> dict:
         prepare = {"calls": len(lat), "p50_ms": round(lat[49], 2), "p99_ms": round(lat[98], 2), "max_ms": round(lat[-1], 2)}
         overhead = _overhead(kube, c)
     finally:
-        backend.down(name)
+        LocalBackend().down(name)
     return {"prepare": prepare, "overhead": overhead}
 
 
@@ -205,7 +202,6 @@ def _overhead(kube, c, n: int = 40) -> dict:
 
 
 def bench_scale(artifacts: Path, nodes: int, pods: int) -> dict:
-    from .cluster.local import backend
     from .kube import Kube
 
     name = f"bench-scale-{uuid.uuid4().hex[:4]}"
@@ -229,13 +225,13 @@ def bench_scale(artifacts: Path, nodes: int, pods: int) -> dict:
                   timeout=600, what=f"{pods} pods scheduled",
                   describe=lambda lst: f"{sum(1 for p in lst['items'] if p['spec'].get('nodeName'))} scheduled")
         sched = time.perf_counter() - t0
-        from .oracle import judge
+        from .judge.oracle import judge
 
         claims, _ = kube.list("ResourceClaim", namespace="scale")
         truths = c.truths()
         wrong = [v for v in (judge(cl, truths, claims) for cl in claims) if not v.ok]
     finally:
-        backend.down(name)
+        LocalBackend().down(name)
     return {"nodes": nodes, "pods": pods, "drivers_per_node": 1, "up_s": round(up_s, 1), "create_s": round(created, 2),
             "all_scheduled_s": round(sched, 2), "pods_per_s": round(pods / sched, 1), "misaligned": len(wrong),
             "target": ">= 30 pods/s"}

@@ -6,9 +6,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
+
+from .backends import DEFAULT as DEFAULT_BACKEND, NAMES as BACKENDS
+from .backends.spec import DEFAULT_NODES
 
 EPILOG = """\
 examples:
@@ -19,18 +23,16 @@ examples:
   dra-harness e2e                                           up + the e2e suites + down (what `make e2e` runs)
 """
 
-DEFAULT_NODES = "trn1.32xlarge,trn2.48xlarge"
-
-
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dra-harness", description=__doc__, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
     def cluster_args(s, nodes=True):
-        s.add_argument("--name", default="dra-harness", help="cluster name (default: dra-harness)")
+        s.add_argument("--name", default="dra-harness", help="cluster name, a DNS-1123 label (default: dra-harness)")
+        s.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS,
+                       help=f"where the cluster runs (default: {DEFAULT_BACKEND})")
         if nodes:
-            s.add_argument("--backend", default="local", choices=["local", "kind", "existing"])
             s.add_argument("--nodes", default=DEFAULT_NODES,
                            help=f"comma-separated presets or spec files, optionally NAME=..., one per node (default: {DEFAULT_NODES})")
             s.add_argument("--k8s-version", default=None, help="1.34, 1.35, 1.36 or 1.37 (default: pinned default)")
@@ -47,10 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     cluster_args(s, nodes=False)
     s = sub.add_parser("down", help="stop a cluster and remove its state")
     cluster_args(s, nodes=False)
-    s.add_argument("--backend", default="local", choices=["local", "kind"])
     s = sub.add_parser("explain", help="explain why a claim is pending")
     s.add_argument("claim", help="NAMESPACE/NAME")
-    s.add_argument("--name", default="dra-harness")
+    cluster_args(s, nodes=False)
     s.add_argument("--kubeconfig", default=None, help="(default: the named cluster's)")
     s = sub.add_parser("e2e", help="up, run e2e/ with pytest, down, print the summary")
     cluster_args(s)
@@ -59,15 +60,19 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from .cluster.spec import ClusterSpecError
-    from .cluster.local.backend import UpError
-    from .bins import BinsError
+    signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops what was started, as Ctrl-C does
+    from .backends import BackendError, StateError
+    from .backends.bins import BinsError
 
     try:
         return {"up": _up, "status": _status, "down": _down, "explain": _explain, "e2e": _e2e}[args.cmd](args)
-    except (ClusterSpecError, UpError, BinsError, ValueError) as e:
+    except (BackendError, BinsError, StateError, ValueError) as e:
         print(f"dra-harness: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -78,25 +83,25 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _spec(args):
-    from .cluster.spec import ClusterSpec, parse_nodes
-    from .profiles import parse_driver_args
+    from .backends.paths import check_name
+    from .backends.profiles import parse_driver_args, resolve
+    from .backends.spec import ClusterSpec, parse_nodes
 
     extra = parse_driver_args(args.driver_arg)
-    return ClusterSpec(name=args.name, nodes=parse_nodes(args.nodes, args.driver, extra), k8s_version=args.k8s_version)
+    spec = ClusterSpec(name=check_name(args.name, "cluster name"), nodes=parse_nodes(args.nodes, args.driver, extra),
+                       k8s_version=args.k8s_version)
+    for prof in {d for n in spec.nodes for d in n.drivers}:  # every profile valid before anything starts
+        resolve(prof, extra)
+    return spec
 
 
 def _up(args) -> int:
-    if args.backend != "local":
-        from .cluster import backends
+    from .backends import get
 
-        cluster = backends.up(args.backend, _spec(args), Path(args.artifacts or f"artifacts/{args.name}").resolve())
-    else:
-        from .cluster.local import backend
-
-        t0 = time.monotonic()
-        cluster = backend.up(_spec(args), Path(args.artifacts or f"artifacts/{args.name}").resolve(),
-                             timeout=args.timeout)
-        print(f"cluster {cluster.name} up in {time.monotonic() - t0:.1f}s (Kubernetes {cluster.k8s_version})")
+    spec = _spec(args)
+    t0 = time.monotonic()
+    cluster = get(args.backend).up(spec, Path(args.artifacts or f"artifacts/{spec.name}").resolve(), timeout=args.timeout)
+    print(f"cluster {cluster.name} up in {time.monotonic() - t0:.1f}s (Kubernetes {cluster.k8s_version})")
     print(f"export KUBECONFIG={cluster.kubeconfig}")
     print(summary(cluster))
     return 0
@@ -109,51 +114,45 @@ def summary(cluster) -> str:
     slices, _ = kube.list("ResourceSlice")
     rows = [("NODE", "TOPOLOGY", "NEURON", "EFA", "PUBLISHED (driver: devices)")]
     for name, info in cluster.nodes.items():
-        t = info.truth() or {"devices": []}
-        pub = {}
+        t = info.truth()
+        pub: dict[str, int] = {}
         for s in slices:
             if s["spec"].get("nodeName") == name:
                 pub[s["spec"]["driver"]] = pub.get(s["spec"]["driver"], 0) + len(s["spec"].get("devices") or [])
-        rows.append((name, info.topology, str(sum(d["kind"] == "neuron" for d in t["devices"])),
-                     str(sum(d["kind"] == "efa" for d in t["devices"])),
+        rows.append((name, info.topology, str(len(t.of_kind("neuron"))) if t else "-",
+                     str(len(t.of_kind("efa"))) if t else "-",
                      ", ".join(f"{d}: {n}" for d, n in sorted(pub.items())) or "-"))
     w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(x) for c, x in zip(r, w)).rstrip() for r in rows)
 
 
 def _status(args) -> int:
-    from .cluster.local import backend
+    from .backends import get
+    from .backends.paths import check_name
 
-    st = backend.status(args.name)
+    st = get(args.backend).status(check_name(args.name, "cluster name"))
     print(json.dumps(st, indent=2))
     return 0 if st["state"] == "running" else 1
 
 
 def _down(args) -> int:
-    if args.backend == "kind":
-        from .cluster.kind import backend as kind
+    from .backends import get
+    from .backends.paths import check_name
 
-        kind.down(args.name)
-        print(f"kind cluster {args.name} deleted")
-        return 0
-    from .cluster.local import backend
-
-    killed = backend.down(args.name)
+    killed = get(args.backend).down(check_name(args.name, "cluster name"))
     print(f"cluster {args.name} is down" + (f" (killed leftovers: {', '.join(killed)})" if killed else ""))
     return 0
 
 
 def _explain(args) -> int:
-    from .explain import explain_claim
+    from .backends import get
+    from .backends.paths import check_name
+    from .judge.explain import explain_claim
 
     kubeconfig = args.kubeconfig
     truths = None
-    from .cluster.local import backend
-    from .cluster.handle import Cluster
-
-    st = backend.load_state(args.name)
-    if st:
-        cluster = Cluster.from_state(st)
+    cluster = get(args.backend).find(check_name(args.name, "cluster name"))
+    if cluster is not None:
         kubeconfig = kubeconfig or str(cluster.kubeconfig)
         truths = cluster.truths()
     if not kubeconfig:

@@ -114,10 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _reexec_under_umockdev(root: Path) -> int:
-    from fakedev.nsrun import umockdev_preload
+UMOCKDEV_PRELOAD = [f"/usr/lib/{arch}/libumockdev-preload.so.0" for arch in ("x86_64-linux-gnu", "aarch64-linux-gnu")] \
+    + ["/usr/lib64/libumockdev-preload.so.0"]
 
-    lib = umockdev_preload()
+
+def _reexec_under_umockdev(root: Path) -> int:
+    lib = next((p for p in UMOCKDEV_PRELOAD if os.path.exists(p)), None)
     if lib is None:
         return _fail("--sysfs-root needs umockdev's preload library (apt install umockdev), "
                      "or run the driver under `fakedev run --tree DIR --`")

@@ -7,16 +7,13 @@ preload library pointed at DIR (see refdriver.cli). Nothing here knows which.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyudev
 
-from fakedev.layout import CDM_MAP
-from fakedev.read import neuron_ls_text, parse_neuron_ls
+from . import vendorfiles
 
 SYS = Path("/sys")
 
@@ -83,19 +80,58 @@ def _int(text: str | None, default: int = -1, base: int = 10) -> int:
         return default
 
 
-def _pci(dev: pyudev.Device) -> PciInfo:
-    a = dev.attributes
+MAX_NUMA = 1023  # the kernel's MAX_NUMNODES ceiling (CONFIG_NODES_SHIFT <= 10)
 
+
+def _attr(dev: pyudev.Device, name: str) -> str | None:
+    v = dev.attributes.get(name)
+    try:
+        return v.decode().strip() if v is not None else None
+    except UnicodeDecodeError:
+        return "\ufffd"
+
+
+def numa_of(dev: pyudev.Device, problems: list[str]) -> int:
+    """numa_node as the kernel writes it (-1 when firmware gives none). Anything else is a
+    fault: reported, and treated as "no NUMA node" (the attribute is omitted for that device)."""
+    text = _attr(dev, "numa_node")
+    if text is None:
+        return -1
+    try:
+        numa = int(text, 10)
+    except ValueError:
+        numa = None
+    if numa is None or not -1 <= numa <= MAX_NUMA:
+        problems.append(f"{dev.sys_path}/numa_node: {text[:40]!r} is not a NUMA node (-1..{MAX_NUMA}); "
+                        "numaNode omitted for this device")
+        return -1
+    return numa
+
+
+def _pci(dev: pyudev.Device, problems: list[str]) -> PciInfo:
     def hexattr(name: str) -> int:
-        v = a.get(name)
-        return _int(v.decode() if v else None, 0, 16)
+        return _int(_attr(dev, name), 0, 16)
 
-    numa = a.get("numa_node")
     return PciInfo(
         bdf=dev.sys_name, vendor=hexattr("vendor"), device=hexattr("device"),
         subsystem_vendor=hexattr("subsystem_vendor"), subsystem_device=hexattr("subsystem_device"),
-        numa_node=_int(numa.decode() if numa else None, -1), pcie_root=pcie_root(dev.sys_path), sys_path=dev.sys_path,
+        numa_node=numa_of(dev, problems), pcie_root=pcie_root(dev.sys_path), sys_path=dev.sys_path,
     )
+
+
+def connected_of(dev: pyudev.Device, index: int, problems: list[str]) -> list[int]:
+    """`connected_devices` (`a, b, c, d`): torus neighbours. Unreadable or impossible values are
+    reported and dropped, never published."""
+    text = _attr(dev, "connected_devices") or ""
+    out = []
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        n = int(item) if item.isdigit() and len(item) < 6 else None
+        if n is None or n == index or n > vendorfiles.MAX_INDEX:
+            problems.append(f"{dev.sys_path}/connected_devices: {item[:20]!r} is not a neighbour device index; "
+                            "dropped")
+            continue
+        out.append(n)
+    return out
 
 
 def discover(ctx: pyudev.Context | None = None, vendor_root: Path = Path("/")) -> Node:
@@ -105,14 +141,14 @@ def discover(ctx: pyudev.Context | None = None, vendor_root: Path = Path("/")) -
         instance_type=(_read(SYS / "devices/virtual/dmi/id/product_name") or "").strip(),
         neuron_driver_version=(_read(SYS / "module/neuron/version") or "").strip(),
     )
-    neuron_bdf = _neuron_ls(vendor_root)
+    neuron_bdf = vendorfiles.neuron_ls(vendor_root, node.problems)
     wanted = set(neuron_bdf.values())
     pci_by_bdf: dict[str, PciInfo] = {}
     efa_fns: list[PciInfo] = []
     for dev in ctx.list_devices(subsystem="pci"):  # attributes only of functions we publish
         is_efa = dev.driver == "efa"
         if is_efa or dev.sys_name in wanted:
-            info = _pci(dev)
+            info = _pci(dev, node.problems)
             pci_by_bdf[info.bdf] = info
             if is_efa:
                 efa_fns.append(info)
@@ -121,17 +157,12 @@ def discover(ctx: pyudev.Context | None = None, vendor_root: Path = Path("/")) -
         if not name.startswith("neuron") or not name[6:].isdigit():
             continue
         idx = int(name[6:])
-        a = dev.attributes
-        connected = (a.get("connected_devices") or b"").decode().strip()
-        try:
-            neighbours = [int(x) for x in connected.split(", ")] if connected else []
-        except ValueError:
-            node.problems.append(f"{name}: unreadable connected_devices {connected!r}")
-            neighbours = []
         bdf = neuron_bdf.get(idx)
+        if neuron_bdf and bdf is None:
+            node.problems.append(f"{name}: not in the neuron-ls answer; pcieRoot and numaNode omitted for it")
         node.neuron.append(NeuronInfo(
-            index=idx, core_count=_int((a.get("core_count") or b"").decode(), 0), connected=neighbours,
-            serial=(a.get("info/serial_number") or b"").decode().strip(), dev=(a.get("dev") or b"").decode().strip(),
+            index=idx, core_count=_int(_attr(dev, "core_count"), 0), connected=connected_of(dev, idx, node.problems),
+            serial=_attr(dev, "info/serial_number") or "", dev=_attr(dev, "dev") or "",
             pci=pci_by_bdf.get(bdf) if bdf else None,
         ))
     node.neuron.sort(key=lambda n: n.index)
@@ -151,24 +182,6 @@ def discover(ctx: pyudev.Context | None = None, vendor_root: Path = Path("/")) -
     return node
 
 
-def _neuron_ls(vendor_root: Path) -> dict[int, str]:
-    """Neuron index -> PCI address. sysfs has no link from neuronN to its PCI function; real tools
-    ask the driver by ioctl (neuron-ls). A fake tree answers in the same JSON shape."""
-    try:
-        return parse_neuron_ls(neuron_ls_text(vendor_root, timeout=30) or "[]")
-    except (OSError, subprocess.SubprocessError, ValueError, KeyError, TypeError):
-        return {}
-
-
 def _device_map(node: Node, vendor_root: Path) -> dict[int, str]:
-    """The Neuron->EFA table (connected-device-maps format). Absent: not an EFA-enabled
-    instance, so no devicegroup attributes, as AWS's lookup library behaves."""
-    path = Path(os.environ.get("NEURON_DEVICE_MAP") or vendor_root / CDM_MAP)
-    text = _read(path)
-    if text is None:
-        return {}
-    try:
-        return {int(k): v for k, v in json.loads(text).items()}
-    except (ValueError, AttributeError):
-        node.problems.append(f"{path}: not a connected-device map; devicegroup attributes omitted")
-        return {}
+    path = Path(os.environ.get("NEURON_DEVICE_MAP") or vendor_root / vendorfiles.CDM_MAP)
+    return vendorfiles.device_map(path, node.problems)

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pyudev
 
-from fakedev.model import format_cpulist
 
 from . import attributes, cdi
 from .discovery import Node, discover
 from .plugin import Checkpoint, ClaimError, DraService, KubeletPlugin, PluginPaths
+from .vendorfiles import format_cpulist
 from .watch import Watcher
 
 log = logging.getLogger("refdriver")
@@ -63,12 +63,15 @@ class Driver:
         self.last_publish_error = ""
         self.published_at = 0.0
         self.plugin: KubeletPlugin | None = None
+        self.reported: set[str] = set()
 
     # -- discovery and slices ------------------------------------------------------------------------
     def scan(self) -> list[dict]:
         self.node = discover(self.ctx, self.opts.vendor_root)
-        for p in self.node.problems:
-            log.warning("discovery problem", extra={"fields": {"problem": p}})
+        for p in self.node.problems:  # each fault once, not on every rescan
+            if p not in self.reported:
+                self.reported.add(p)
+                log.warning("discovery problem", extra={"fields": {"problem": p}})
         return devices_of(self.node, self.opts)
 
     def run(self) -> None:

@@ -17,12 +17,12 @@ from typing import Callable
 
 import grpc
 
-from ._gen.dra_v1 import api_pb2 as v1
-from ._gen.dra_v1 import api_pb2_grpc as v1_grpc
-from ._gen.dra_v1beta1 import api_pb2 as v1beta1
-from ._gen.dra_v1beta1 import api_pb2_grpc as v1beta1_grpc
-from ._gen.pluginregistration import api_pb2 as reg
-from ._gen.pluginregistration import api_pb2_grpc as reg_grpc
+from kubeletapi.gen.dra_v1 import api_pb2 as v1
+from kubeletapi.gen.dra_v1 import api_pb2_grpc as v1_grpc
+from kubeletapi.gen.dra_v1beta1 import api_pb2 as v1beta1
+from kubeletapi.gen.dra_v1beta1 import api_pb2_grpc as v1beta1_grpc
+from kubeletapi.gen.pluginregistration import api_pb2 as reg
+from kubeletapi.gen.pluginregistration import api_pb2_grpc as reg_grpc
 
 log = logging.getLogger("refdriver.plugin")
 

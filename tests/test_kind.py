@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.cluster.kind import backend as kindbackend
-from harness.cluster.kind import config as kindcfg
-from harness.cluster.spec import ClusterSpec, parse_nodes
+from harness.backends.kind import backend as kindbackend
+from harness.backends.kind import config as kindcfg
+from harness.backends.spec import ClusterSpec, parse_nodes
 
 from .conftest import ROOT
 from .openapi_strict import validate
@@ -141,7 +141,7 @@ def test_helm_releases_from_driver_profiles(tmp_path):
 def test_mknod_script_and_helm_values(trees):
     import fakedev
 
-    script = kindbackend.mknod_script(fakedev.truth_of(trees["trn1.32xlarge"]), {"neuron": 240, "uverbs": 231})
+    script = kindbackend.mknod_script(fakedev.truth_of(trees["trn1.32xlarge"]))
     assert "mknod -m 0666 /dev/neuron15 c 240 15" in script and "uverbs7 c 231 199" in script and "rdma_cm c 10 58" in script
     v = kindbackend.helm_values(["refdriver-neuron", "refdriver-efa"], {"refdriver-neuron": ["--inject-bug=swapped-numa"]})
     assert v["neuron"]["enabled"] and v["efa"]["enabled"]

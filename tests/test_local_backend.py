@@ -16,17 +16,18 @@ from pathlib import Path
 
 import pytest
 
-import fakedev
-from harness import bins, procs
-from harness.cluster.local import backend
-from harness.cluster.local.kubelet_standin import call, register
-from harness.cluster.spec import ClusterSpec, parse_nodes
+from harness.backends import bins, procs
+from harness.backends.local import backend
+from harness.backends.local.backend import LocalBackend, control
+from harness.backends.local.kubelet_standin import call, register
+from harness.backends.spec import ClusterSpec, parse_nodes
 from harness.kube import Kube
 
 from .cdi_check import problems, qualified
 from .conftest import ROOT
 
 pytestmark = pytest.mark.slow
+LOCAL = LocalBackend()
 
 
 def _bins_or_skip():
@@ -41,9 +42,9 @@ def cluster(tmp_path_factory):
     _bins_or_skip()
     name = f"t-{uuid.uuid4().hex[:6]}"
     spec = ClusterSpec(name=name, nodes=parse_nodes("trn1.32xlarge,trn2.48xlarge"))
-    c = backend.up(spec, tmp_path_factory.mktemp("artifacts"), attached=True, timeout=120)
+    c = LOCAL.up(spec, tmp_path_factory.mktemp("artifacts"), attached=True, timeout=120)
     yield c
-    backend.down(name)
+    LOCAL.down(name)
 
 
 @pytest.fixture
@@ -96,8 +97,8 @@ def test_scheduler_allocates_aligned_claim_and_pod_runs(cluster, kube, ns):
     node = {r["pool"] for r in results}
     assert len(node) == 1 and len([r for r in results if r["driver"] == "neuron.aws.com"]) == 4
     truth = cluster.nodes[node.pop()].truth()
-    groups = {tuple(d["align"]["devicegroup4"]) for d in truth["devices"]
-              if any(r["device"] in (f"neuron-device-{d.get('index')}", "pci-" + d["bdf"].replace(":", "-").replace(".", "-"))
+    groups = {d.align.devicegroup4 for d in truth.devices
+              if any(r["device"] in (f"neuron-device-{d.index}", "pci-" + d.bdf.replace(":", "-").replace(".", "-"))
                      for r in results)}
     assert len(groups) == 1, "the real scheduler honoured matchAttribute: one EFA group of 4"
     p = kube.wait("Pod", lambda o: o and o["status"].get("phase") == "Running", namespace=ns, name="p", timeout=30,
@@ -152,8 +153,8 @@ def test_kubelet_plugin_handshake_prepare_errors_and_checkpoint(cluster, kube, n
 def test_driver_health_endpoints(cluster):
     import urllib.request
 
-    st = json.loads(cluster.state_file.read_text())
-    drivers = [p for p in st["procs"] if "refdriver" in p["name"]]
+    st = backend.load_state(cluster.name)
+    drivers = [p for p in st.procs if "refdriver" in p["name"]]
     assert len(drivers) == 4
     for p in drivers:
         port = p["argv"][p["argv"].index("--health-port") + 1]
@@ -184,7 +185,7 @@ def test_explain_cli_and_existing_backend(cluster, kube, ns, tmp_path):
 
 def test_v1beta1_service_answers_too(cluster):
     info = cluster.nodes["trn2-48xlarge-1"]
-    from harness.cluster.local.kubelet_standin import Plugin
+    from harness.backends.local.kubelet_standin import Plugin
 
     p = Plugin("dra.net", str(info.plugins_dir / "dra.net" / "dra.sock"), "v1beta1.DRAPlugin")
     r = call(p, "unprepare", [{"namespace": "x", "name": "y", "uid": "never-prepared"}])
@@ -196,13 +197,13 @@ def test_hotplug_republishes_with_a_new_generation(cluster, kube):
     sel = f"spec.driver=neuron.aws.com,spec.nodeName={node}"
     before, _ = kube.list("ResourceSlice", field_selector=sel)
     gen = before[0]["spec"]["pool"]["generation"]
-    fakedev.Tree(cluster.nodes[node].tree).remove("neuron9")
+    cluster.mutate(node, "remove", "neuron9")
     try:
         s = kube.wait("ResourceSlice", lambda o: o and o["spec"]["pool"]["generation"] > gen,
                       what="a new slice generation without neuron-device-9", timeout=20, name=before[0]["metadata"]["name"])
         assert "neuron-device-9" not in {d["name"] for d in s["spec"]["devices"]}
     finally:
-        fakedev.Tree(cluster.nodes[node].tree).add("neuron9")
+        cluster.mutate(node, "add", "neuron9")
     s = kube.wait("ResourceSlice", lambda o: o and len(o["spec"]["devices"]) == 16, name=before[0]["metadata"]["name"],
                   what="neuron-device-9 back", timeout=20)
     assert s["spec"]["pool"]["generation"] >= gen + 2
@@ -247,12 +248,12 @@ def test_up_down_leaves_nothing(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "export KUBECONFIG=" in r.stdout and "neuron.aws.com: 1" in r.stdout
     st = backend.load_state(name)
-    port = int(st["server"].rsplit(":", 1)[1])
+    port = int(st.server.rsplit(":", 1)[1])
     s = subprocess.run([sys.executable, "-m", "harness.cli", "status", "--name", name], capture_output=True, text=True, cwd=ROOT)
     assert s.returncode == 0 and json.loads(s.stdout)["state"] == "running"
     d = subprocess.run([sys.executable, "-m", "harness.cli", "down", "--name", name], capture_output=True, text=True, cwd=ROOT)
     assert d.returncode == 0 and "killed leftovers" not in d.stdout
-    assert _leftovers(backend.state_dir(name), st["procs"]) == []
+    assert _leftovers(backend.state_dir(name), st.procs) == []
     assert _port_free(port)
     assert (tmp_path / "logs" / "kube-apiserver.log").exists(), "logs stay in the artifacts"
 
@@ -269,46 +270,46 @@ def test_ctrl_c_during_up_leaves_nothing(tmp_path, after):
     os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C reaches the whole foreground group
     proc.wait(timeout=90)
     if proc.returncode == 0:  # it finished before the interrupt: bring it down normally
-        backend.down(name)
+        LOCAL.down(name)
     deadline = time.monotonic() + 30
     while any(_pid_alive(p) for p in seen) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not [p for p in seen if _pid_alive(p)], "processes survived Ctrl-C"
     assert not backend.state_dir(name).exists() or backend.load_state(name) is None and not any(
         _pid_alive(p) for p in seen)
-    backend.cleanup(name)
+    LOCAL.down(name)
 
 
 def test_crashed_component_is_reported_and_down_cleans_up(tmp_path):
     _bins_or_skip()
     name = f"t-{uuid.uuid4().hex[:6]}"
-    c = backend.up(ClusterSpec(name=name, nodes=parse_nodes("trn1.2xlarge")), tmp_path, attached=False, timeout=120)
+    c = LOCAL.up(ClusterSpec(name=name, nodes=parse_nodes("trn1.2xlarge")), tmp_path, attached=False, timeout=120)
     st = backend.load_state(name)
     try:
-        etcd = next(p for p in st["procs"] if p["name"] == "etcd")
+        etcd = next(p for p in st.procs if p["name"] == "etcd")
         os.kill(etcd["pid"], signal.SIGKILL)
         deadline = time.monotonic() + 15
-        while "etcd" not in c.control("status")["state"]["crashed"]:
+        while "etcd" not in control(c, "status")["state"]["crashed"]:
             assert time.monotonic() < deadline, "the supervisor did not notice etcd crashing"
             time.sleep(0.1)
     finally:  # a detached cluster must not outlive a failing test
-        backend.down(name)
-    assert _leftovers(backend.state_dir(name), st["procs"]) == []
+        LOCAL.down(name)
+    assert _leftovers(backend.state_dir(name), st.procs) == []
 
 
 def test_killed_supervisor_takes_everything_with_it(tmp_path):
     _bins_or_skip()
     name = f"t-{uuid.uuid4().hex[:6]}"
-    backend.up(ClusterSpec(name=name, nodes=parse_nodes("trn1.2xlarge")), tmp_path, attached=False, timeout=120)
+    LOCAL.up(ClusterSpec(name=name, nodes=parse_nodes("trn1.2xlarge")), tmp_path, attached=False, timeout=120)
     st = backend.load_state(name)
     try:
-        os.kill(st["pid"], signal.SIGKILL)
+        os.kill(st.pid, signal.SIGKILL)
         deadline = time.monotonic() + 15
-        while any(procs.alive(procs.Proc(**p)) for p in st["procs"]) and time.monotonic() < deadline:
+        while any(procs.alive(procs.Proc(**p)) for p in st.procs) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not [p["name"] for p in st["procs"] if procs.alive(procs.Proc(**p))], "children outlived the supervisor"
+        assert not [p["name"] for p in st.procs if procs.alive(procs.Proc(**p))], "children outlived the supervisor"
     finally:
-        leftovers = backend.down(name)
+        leftovers = LOCAL.down(name)
     assert leftovers == []
     assert not backend.state_dir(name).exists()
 

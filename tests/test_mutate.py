@@ -24,7 +24,7 @@ def test_remove_and_replug_a_neuron_device(tree):
     assert (tree / "sys/class/neuron_device/neuron2").exists()
     assert os.stat(pci_devices).st_ino == inode, "mutations must be in place (bind mounts pin inodes)"
     truth = fakedev.truth_of(tree)
-    assert next(d for d in truth["devices"] if d["id"] == "neuron3")["present"] is False
+    assert truth.device("neuron3").present is False
     t.add("neuron3")
     assert (tree / "sys/class/neuron_device/neuron3/core_count").read_text() == "2"
     assert (tree / "dev/neuron3").exists()
@@ -37,8 +37,8 @@ def test_numa_none_drops_locality(tree):
     assert (d / "numa_node").read_text() == "-1\n"
     assert (d / "local_cpulist").read_text() == "0-127\n"
     truth = fakedev.truth_of(tree)
-    efa = next(x for x in truth["devices"] if x["id"] == "0000:10:1a.0")
-    assert efa["numa_node"] == 0 and efa["faults"] == ["numa_node=-1"], "truth keeps the real NUMA node"
+    efa = truth.device("0000:10:1a.0")
+    assert efa.numa_node == 0 and efa.faults == ("numa_node=-1",), "truth keeps the real NUMA node"
 
 
 def test_unbind_efa_removes_rdma_devices(tree):
@@ -56,8 +56,8 @@ def test_duplicate_routing_id_keeps_pci_function(tree):
     assert not (tree / "sys/class/neuron_device/neuron5").exists()
     assert (tree / "sys/bus/pci/devices/0000:20:1c.0/vendor").exists()
     assert not (tree / "sys/bus/pci/devices/0000:20:1c.0/driver").exists()
-    dev = next(x for x in fakedev.truth_of(tree)["devices"] if x["id"] == "neuron5")
-    assert dev["present"] and not dev["usable"]
+    dev = fakedev.truth_of(tree).device("neuron5")
+    assert dev.present and not dev.usable
 
 
 def test_drop_and_corrupt_attributes(tree):
@@ -92,3 +92,48 @@ def test_cli_mutate_errors(tree):
     assert "remove neuron1" in r.stdout
     r = cli("fakedev", "show", str(tree), check=True)
     assert "removed" in r.stdout and "mutations: remove neuron1" in r.stdout
+
+
+# -- concurrency: mutations of one tree are serialised (reliability probe C4)
+
+
+def _mutator(root: str, ops: list[tuple[str, str]]) -> None:
+    t = fakedev.Tree(root)
+    for op, dev in ops:
+        try:
+            getattr(t, op)(dev)
+        except fakedev.MutationError:
+            pass  # e.g. removing what another mutator removed first: refused, never corrupting
+
+
+def _tree_shows(root: Path, dev: str) -> bool:
+    return (root / "sys/class/neuron_device" / dev).exists() and (root / "dev" / dev).exists()
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+plans = st.lists(st.lists(st.tuples(st.sampled_from(["remove", "add"]), st.sampled_from(["neuron3", "neuron7", "neuron9"])),
+                          min_size=2, max_size=6), min_size=2, max_size=4)
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(plan=plans)
+def test_concurrent_mutators_keep_truth_and_tree_equal(tmp_path_factory, plan):
+    import multiprocessing
+
+    root = tmp_path_factory.mktemp("conc") / "node"
+    fakedev.generate(fakedev.load_preset("trn1.32xlarge"), root)
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_mutator, args=(str(root), ops)) for ops in plan]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    truth = fakedev.truth_of(root)
+    for dev in ("neuron3", "neuron7", "neuron9"):
+        assert truth.device(dev).present == _tree_shows(root, dev), dev
+    assert not list(root.glob(".fakedev-staging")) + list(root.glob(".fakedev-trash")), "no staging or trash left"
+    fakedev.Tree(root).reset()
+    assert all(_tree_shows(root, f"neuron{i}") for i in range(16))

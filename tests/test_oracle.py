@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 import fakedev
-from harness.explain import explain, fits
-from harness.metrics import stranded
-from harness.oracle import judge
+from harness.judge.capacity import stranded
+from harness.judge.explain import explain, fits
+from harness.judge.oracle import judge
 
 CLASSES = [{"metadata": {"name": "neuron.aws.com"}, "spec": {"selectors": [{"cel": {"expression": 'device.driver == "neuron.aws.com"'}}]}},
            {"metadata": {"name": "efa.networking.k8s.aws"}, "spec": {"selectors": [{"cel": {"expression":
@@ -112,9 +112,9 @@ def test_explain_unsatisfiable_full_and_fits(truths):
 
 def test_stranded_capacity(truths):
     holders = [claim([R("n", "neuron.aws.com")], [], [neuron(i)], name=f"h{i}", uid=f"h{i}") for i in (0, 5)]
-    rows = {r["node"]: r for r in stranded(truths, holders)}
-    assert rows["n1"]["free"] == 14 and rows["n1"]["stranded"] == {4: 6, 8: 6, 16: 14}
-    assert rows["n2"]["stranded"] == {4: 0, 8: 0, 16: 0}
+    rows = {r.node: r for r in stranded(truths, holders)}
+    assert rows["n1"].free == 14 and rows["n1"].stranded == {4: 6, 8: 6, 16: 14}
+    assert rows["n2"].stranded == {4: 0, 8: 0, 16: 0}
 
 
 def test_cdi_checker_can_fail():

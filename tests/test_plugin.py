@@ -11,8 +11,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from harness import bins
-from harness.cluster.local.layout import default_state_root
+from harness.backends import bins
+from harness.backends.paths import state_root as default_state_root
 
 pytestmark = pytest.mark.slow
 

@@ -23,8 +23,8 @@ def dry_run(tree, kind: str, *extra: str) -> dict[str, dict]:
             for s in slices for d in s["spec"]["devices"]}
 
 
-def _dev(truth, did):
-    return next(d for d in truth["devices"] if d["id"] == did)
+def _dev(truth: fakedev.Truth, did: str) -> fakedev.TruthDevice:
+    return truth.device(did)
 
 
 @needs_tool("umockdev-run")
@@ -32,21 +32,21 @@ def _dev(truth, did):
 def test_neuron_slices_match_truth(trees, name):
     truth = fakedev.truth_of(trees[name])
     got = dry_run(trees[name], "neuron", "--extended-attributes")
-    neurons = [d for d in truth["devices"] if d["kind"] == "neuron"]
-    assert set(got) == {f"neuron-device-{d['index']}" for d in neurons}
+    neurons = truth.of_kind("neuron")
+    assert set(got) == {f"neuron-device-{d.index}" for d in neurons}
     for d in neurons:
-        a = got[f"neuron-device-{d['index']}"]
-        assert a["deviceId"] == d["index"] and a["instanceType"] == truth["instance_type"]
+        a = got[f"neuron-device-{d.index}"]
+        assert a["deviceId"] == d.index and a["instanceType"] == truth.instance_type
         assert a["resourceType"] == "neuron_device" and a["neuronDriverVersion"] == "2.24.7.0"
-        assert a["topology4_id"] == d["index"] // 4
+        assert a["topology4_id"] == d.index // 4
         if len(neurons) == 16:
-            assert (a["topology_x"], a["topology_y"]) == tuple(d["torus"])
-        for k, v in d["aws_ids"].items():
-            assert a[f"resource.aws.com/{k}"] == v, (d["id"], k)
-        if not truth["efa_enabled"]:
+            assert (a["topology_x"], a["topology_y"]) == d.torus
+        for k, v in d.aws_ids.items():
+            assert a[f"resource.aws.com/{k}"] == v, (d.id, k)
+        if not truth.efa_enabled:
             assert not any(k.startswith("resource.aws.com/") for k in a)
-        assert a["resource.kubernetes.io/pcieRoot"] == d["root"]
-        assert a["resource.kubernetes.io/numaNode"] == d["numa_node"]
+        assert a["resource.kubernetes.io/pcieRoot"] == d.root
+        assert a["resource.kubernetes.io/numaNode"] == d.numa_node
 
 
 @needs_tool("umockdev-run")
@@ -54,16 +54,16 @@ def test_neuron_slices_match_truth(trees, name):
 def test_efa_slices_match_truth(trees, name):
     truth = fakedev.truth_of(trees[name])
     got = dry_run(trees[name], "efa")
-    efas = [d for d in truth["devices"] if d["kind"] == "efa"]
-    assert set(got) == {"pci-" + re.sub(r"[:.]", "-", d["bdf"]) for d in efas}
+    efas = truth.of_kind("efa")
+    assert set(got) == {"pci-" + re.sub(r"[:.]", "-", d.bdf) for d in efas}
     for d in efas:
-        a = got["pci-" + re.sub(r"[:.]", "-", d["bdf"])]
-        assert a["dra.net/pciAddress"] == d["bdf"] and a["dra.net/rdmaDevice"] == d["rdma"] and a["dra.net/rdma"] is True
+        a = got["pci-" + re.sub(r"[:.]", "-", d.bdf)]
+        assert a["dra.net/pciAddress"] == d.bdf and a["dra.net/rdmaDevice"] == d.rdma and a["dra.net/rdma"] is True
         assert a["dra.net/pciVendor"] == "Amazon.com, Inc."
         assert a["dra.net/pciDevice"] == "Elastic Fabric Adapter (EFA)"
-        assert a["dra.net/numaNode"] == a["resource.kubernetes.io/numaNode"] == d["numa_node"]
-        assert a["resource.kubernetes.io/pcieRoot"] == d["root"]
-        for k, v in d["aws_ids"].items():
+        assert a["dra.net/numaNode"] == a["resource.kubernetes.io/numaNode"] == d.numa_node
+        assert a["resource.kubernetes.io/pcieRoot"] == d.root
+        for k, v in d.aws_ids.items():
             assert a[f"resource.aws.com/{k}"] == v
 
 
@@ -81,7 +81,7 @@ def test_devicegroups_follow_the_tree_not_a_table(tmp_path):
     truth = fakedev.truth_of(tmp_path / "t")
     got = dry_run(tmp_path / "t", "neuron")
     assert got["neuron-device-0"]["resource.aws.com/devicegroup1_id"] == "0000:10:19.0"
-    assert got["neuron-device-0"]["resource.aws.com/devicegroup4_id"] == _dev(truth, "neuron0")["aws_ids"]["devicegroup4_id"]
+    assert got["neuron-device-0"]["resource.aws.com/devicegroup4_id"] == _dev(truth, "neuron0").aws_ids["devicegroup4_id"]
 
 
 def test_numa_minus_one_omits_the_attribute(tree):
@@ -104,7 +104,7 @@ def test_injected_bugs_change_the_output(trees):
     truth = fakedev.truth_of(t)
     ok = dry_run(t, "neuron", "--extended-attributes")
     shift = dry_run(t, "neuron", "--inject-bug", "efa-shift")
-    assert shift["neuron-device-0"]["resource.aws.com/devicegroup1_id"] == _dev(truth, "neuron1")["efa"]
+    assert shift["neuron-device-0"]["resource.aws.com/devicegroup1_id"] == _dev(truth, "neuron1").efa
     root = dry_run(t, "neuron", "--extended-attributes", "--inject-bug", "wrong-pcie-root")
     assert sum(root[d]["resource.kubernetes.io/pcieRoot"] != ok[d]["resource.kubernetes.io/pcieRoot"] for d in ok) >= 8
     numa = dry_run(t, "neuron", "--extended-attributes", "--inject-bug", "swapped-numa")

@@ -129,12 +129,12 @@ def test_rerender_is_idempotent_and_atomic(tmp_path):
 
 
 def test_failed_render_leaves_nothing(tmp_path, monkeypatch):
-    import fakedev.render as render
+    import fakedev.writer as writer
 
     def boom(self, g):
         raise OSError("disk full")
 
-    monkeypatch.setattr(render.TreeWriter, "write", boom)
+    monkeypatch.setattr(writer.TreeWriter, "write", boom)
     with pytest.raises(OSError):
         fakedev.generate(fakedev.load_preset("inf2.xlarge"), tmp_path / "node")
     assert list(tmp_path.iterdir()) == []

@@ -77,3 +77,45 @@ def test_yaml_round_trip_of_dump_is_valid():
     for name in presets.names():
         text = yaml.safe_dump(spec.dump(spec.load_preset(name)))
         spec.load_text(text)
+
+
+# -- YAML structure: anchors and aliases, odd strings, control characters (issue: hostile input)
+
+anchor_names = st.text(alphabet="abcdefgh", min_size=1, max_size=3)
+
+
+@st.composite
+def aliased_yaml(draw) -> str:
+    """A spec whose values are anchored blocks reused through aliases, nested a few levels."""
+    names = draw(st.lists(anchor_names, min_size=1, max_size=4, unique=True))
+    lines = ["preset: trn1.2xlarge", "memory_gib:"]
+    for i, n in enumerate(names):
+        refs = draw(st.lists(st.sampled_from(names[:i]) if i else st.just("x"), min_size=1, max_size=12))
+        items = ",".join(f"*{r}" if i else r for r in refs)
+        lines.append(f"  - &{n} [{items}]")
+    return "\n".join(lines) + "\n"
+
+
+@settings(max_examples=150, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
+@given(aliased_yaml())
+def test_aliases_never_expand_into_memory_or_messages(text):
+    try:
+        spec.load_text(text, "fuzz")
+    except spec.SpecError as e:
+        assert "\n" not in str(e) and len(str(e)) < 400, str(e)[:500]
+
+
+odd = st.text(alphabet=st.characters(codec="utf-8"), max_size=30)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(["instance_type", "neuron_driver_version", "seed"]), odd)
+def test_odd_strings_with_control_characters(key, value):
+    text = f"preset: trn1.2xlarge\n{key}: {yaml.safe_dump(value, default_style=chr(34)).strip()}\n"
+    try:
+        t = spec.load_text(text, "fuzz")
+    except spec.SpecError as e:
+        assert "\n" not in str(e)
+        return
+    for v in (t.instance_type, t.neuron_driver_version):  # whatever got in is printable, one line
+        assert v.isprintable() and "\n" not in v

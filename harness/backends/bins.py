@@ -1,0 +1,58 @@
+"""Control-plane binaries of the local backend, built from Go modules into a versioned cache."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]  # the repository (clusters/, deploy/)
+BUILD = ROOT / "clusters/local/build-bins.sh"
+NAMES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+
+
+class BinsError(Exception):
+    pass
+
+
+def versions() -> dict[str, str]:
+    out = {}
+    for line in (ROOT / "clusters/local/versions.env").read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            k, v = line.split("=", 1)
+            out[k.strip()] = v.split("#")[0].strip()
+    return out
+
+
+def resolve(version: str | None) -> str:
+    """'1.36', '1.36.3' or 'v1.36.3' (None: $K8S_VERSION, else the default minor) -> 'v1.36.3'."""
+    vs = versions()
+    v = (version or os.environ.get("K8S_VERSION") or vs["K8S_DEFAULT"]).lstrip("v")
+    if v.count(".") == 2:
+        return f"v{v}"
+    key = "K8S_" + v.replace(".", "_")
+    if key not in vs:
+        supported = sorted(k[4:].replace("_", ".") for k in vs if k.startswith("K8S_1_"))
+        raise BinsError(f"unsupported Kubernetes version {version!r} (supported: {', '.join(supported)})")
+    return vs[key]
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("DRA_HARNESS_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dra-harness")
+
+
+def bin_dir(version: str | None) -> Path:
+    return cache_root() / "k8s" / resolve(version) / "bin"
+
+
+def ensure(version: str | None, build: bool = True) -> Path:
+    """The bin directory for `version`, building it (minutes, with progress) when missing."""
+    d = bin_dir(version)
+    if all((d / n).exists() for n in NAMES) and (d / ".complete").exists():
+        return d
+    if not build:
+        raise BinsError(f"control-plane binaries for {resolve(version)} are not built; run: make bins K8S_VERSION={version or ''}")
+    r = subprocess.run([str(BUILD), resolve(version)], env={**os.environ, "DRA_HARNESS_CACHE": str(cache_root())})
+    if r.returncode != 0:
+        raise BinsError(f"building Kubernetes {resolve(version)} failed (exit {r.returncode}); see the output above")
+    return d

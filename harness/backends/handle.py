@@ -1,0 +1,73 @@
+"""The handle every backend returns: what tests and the CLI need to know about a running
+cluster, and the actions on it, which the cluster's backend carries out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import fakedev
+from fakedev import Truth
+
+if TYPE_CHECKING:
+    from .base import Backend
+
+# fakedev.Tree operations a test may apply to a running node (see `fakedev mutate --help`).
+MUTATIONS = ("remove", "add", "unbind", "bind", "set_numa_none", "duplicate_routing_id", "attr",
+             "set_instance_type", "reset")
+
+
+@dataclass
+class NodeInfo:
+    name: str
+    tree: Path | None  # the node's fakedev tree (None on real hardware)
+    topology: str
+    cdi_dir: Path | None = None  # where the node's drivers write CDI specs, when the harness can read them
+    plugins_dir: Path | None = None
+
+    def truth(self) -> Truth | None:
+        return fakedev.truth_of(self.tree) if self.tree and fakedev.is_tree(self.tree) else None
+
+
+@dataclass
+class Cluster:
+    name: str
+    backend: str  # a name in the backend registry (harness.backends.get)
+    kubeconfig: Path
+    artifacts: Path
+    nodes: dict[str, NodeInfo] = field(default_factory=dict)
+    k8s_version: str | None = None
+    state_dir: Path | None = None  # where the backend keeps this cluster's state, if anywhere
+
+    def truths(self) -> dict[str, Truth]:
+        """Ground truth of every fake node (nodes without a tree are not judged)."""
+        out = {}
+        for n, info in self.nodes.items():
+            t = info.truth()
+            if t is not None:
+                out[n] = t
+        return out
+
+    def _backend(self) -> "Backend":
+        from . import get
+
+        return get(self.backend)
+
+    def restart_driver(self, node: str, profile: str) -> None:
+        self._check_node(node)
+        self._backend().restart_driver(self, node, profile)
+
+    def mutate(self, node: str, op: str, *args: str) -> str:
+        """Change a node's fake hardware as its drivers see it, e.g. mutate(n, "remove", "neuron5")."""
+        self._check_node(node)
+        if op not in MUTATIONS:
+            raise ValueError(f"unknown mutation {op!r} (known: {', '.join(MUTATIONS)})")
+        return self._backend().mutate(self, node, op, *args)
+
+    def collect_logs(self, dest: Path) -> Path:
+        return self._backend().collect_logs(self, dest)
+
+    def _check_node(self, node: str) -> None:
+        if node not in self.nodes:
+            raise ValueError(f"cluster {self.name} has no node {node!r} (nodes: {', '.join(self.nodes)})")

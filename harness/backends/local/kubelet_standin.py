@@ -1,0 +1,247 @@
+"""A test stand-in for the kubelet (named as such: fake nodes have no kubelet).
+
+It does the kubelet's DRA part for pods bound to fake nodes, over the real gRPC protocol on
+unix sockets: the plugin registration handshake (GetInfo, NotifyRegistrationStatus), then
+NodePrepareResources for a pod's allocated claims before marking it Running, and
+NodeUnprepareResources when the pod is deleted, after which it removes the pod as a kubelet
+would. Failures become Events on the pod (FailedPrepareDynamicResources), like the kubelet's.
+Facts: research/dra-api.md §3.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from kubernetes.client.rest import ApiException
+
+from kubeletapi.gen.dra_v1 import api_pb2 as v1
+from kubeletapi.gen.dra_v1 import api_pb2_grpc as v1_grpc
+from kubeletapi.gen.dra_v1beta1 import api_pb2 as v1beta1
+from kubeletapi.gen.dra_v1beta1 import api_pb2_grpc as v1beta1_grpc
+from kubeletapi.gen.pluginregistration import api_pb2 as reg
+from kubeletapi.gen.pluginregistration import api_pb2_grpc as reg_grpc
+
+from ...kube import Kube
+
+log = logging.getLogger("kubelet-standin")
+SUPPORTED = ["v1.DRAPlugin", "v1beta1.DRAPlugin"]  # the kubelet's servicesSupportedByKubelet (1.34+)
+CDI_ANNOTATION = "dra-harness.io/cdi-devices"
+
+
+class RegistrationError(Exception):
+    pass
+
+
+@dataclass
+class Plugin:
+    driver: str
+    endpoint: str
+    service: str  # the negotiated service, e.g. v1.DRAPlugin
+
+
+def register(socket_path: Path, timeout: float = 10) -> Plugin:
+    """The kubelet's plugin-watcher handshake with one registration socket."""
+    with grpc.insecure_channel(f"unix:{socket_path}") as ch:
+        stub = reg_grpc.RegistrationStub(ch)
+        info = stub.GetInfo(reg.InfoRequest(), timeout=timeout)
+        if info.type != "DRAPlugin":
+            raise RegistrationError(f"{socket_path}: plugin type {info.type!r} is not DRAPlugin")
+        service = next((s for s in info.supported_versions if s in SUPPORTED), None)  # the plugin's order wins
+        if service is None:
+            stub.NotifyRegistrationStatus(reg.RegistrationStatus(
+                plugin_registered=False, error=f"none of {list(info.supported_versions)} are supported"), timeout=timeout)
+            raise RegistrationError(f"{socket_path}: none of the services {list(info.supported_versions)} "
+                                    f"are supported by the kubelet ({SUPPORTED})")
+        stub.NotifyRegistrationStatus(reg.RegistrationStatus(plugin_registered=True), timeout=timeout)
+        return Plugin(info.name, info.endpoint or str(socket_path), service)
+
+
+def call(plugin: Plugin, method: str, claims: list[dict], timeout: float = 45) -> dict[str, dict]:
+    """NodePrepareResources / NodeUnprepareResources with {namespace, uid, name} claims; returns
+    uid -> {"devices": [...], "error": str} decoded from the response."""
+    pb, grpc_mod = (v1, v1_grpc) if plugin.service.startswith("v1.") else (v1beta1, v1beta1_grpc)
+    req_cls = pb.NodePrepareResourcesRequest if method == "prepare" else pb.NodeUnprepareResourcesRequest
+    req = req_cls(claims=[pb.Claim(namespace=c["namespace"], uid=c["uid"], name=c["name"]) for c in claims])
+    with grpc.insecure_channel(f"unix:{plugin.endpoint}") as ch:
+        stub = grpc_mod.DRAPluginStub(ch)
+        if method == "prepare":
+            resp = stub.NodePrepareResources(req, timeout=timeout)
+            return {uid: {"error": r.error, "devices": [{"request_names": list(d.request_names), "pool": d.pool_name,
+                                                         "device": d.device_name, "cdi": list(d.cdi_device_ids)}
+                                                        for d in r.devices]} for uid, r in resp.claims.items()}
+        resp = stub.NodeUnprepareResources(req, timeout=timeout)
+        return {uid: {"error": r.error} for uid, r in resp.claims.items()}
+
+
+class KubeletStandIn:
+    """Serves every fake node of a cluster from one pod watch."""
+
+    def __init__(self, kube: Kube, registry_dirs: dict[str, Path]) -> None:
+        self.kube = kube
+        self.registry_dirs = registry_dirs  # node -> its plugins_registry directory
+        self.plugins: dict[tuple[str, str], Plugin] = {}
+        self.prepared: dict[str, list[dict]] = {}  # pod uid -> claims prepared
+        self.stop_event = threading.Event()
+        self.lock = threading.Lock()
+        self.retry: dict[str, tuple[dict, bool]] = {}  # pod uid -> (pod, gone) whose unprepare failed: retried
+
+    def plugin(self, node: str, driver: str) -> Plugin:
+        key = (node, driver)
+        if key not in self.plugins:
+            sock = self.registry_dirs[node] / f"{driver}-reg.sock"
+            if not sock.exists():
+                raise RegistrationError(f"no DRA plugin {driver} registered on node {node} ({sock} missing)")
+            self.plugins[key] = register(sock)
+        return self.plugins[key]
+
+    def forget(self, node: str, driver: str | None = None) -> None:
+        """Drop cached registrations (a driver restarted): the next call re-registers."""
+        for key in [k for k in self.plugins if k[0] == node and (driver is None or k[1] == driver)]:
+            del self.plugins[key]
+
+    def run(self) -> None:
+        threading.Thread(target=self._retry_loop, name="standin-retry", daemon=True).start()
+        while not self.stop_event.is_set():
+            try:
+                items, rv = self.kube.list("PodAll")
+                for pod in items:
+                    self.handle(pod)
+                for typ, pod in self.kube.stream("PodAll", None, rv, 30):
+                    if self.stop_event.is_set():
+                        return
+                    if typ in ("ADDED", "MODIFIED"):
+                        self.handle(pod)
+                    elif typ == "DELETED":
+                        self.handle(pod, gone=True)
+            except Exception as e:  # keep serving across API hiccups
+                if self.stop_event.is_set():
+                    return
+                log.warning("pod watch failed: %s", e)
+                self.stop_event.wait(0.5)
+
+    def handle(self, pod: dict, gone: bool = False) -> None:
+        """`gone`: the pod was removed without a graceful phase (e.g. a zero grace period on
+        some versions); its devices are unprepared all the same, as the kubelet's sync does."""
+        node = pod["spec"].get("nodeName")
+        if node not in self.registry_dirs:
+            return
+        with self.lock:
+            if gone:
+                if pod["metadata"]["uid"] in self.prepared:
+                    self._terminate(pod, node, gone=True)
+            elif pod["metadata"].get("deletionTimestamp"):
+                self._terminate(pod, node)
+            elif (pod.get("status") or {}).get("phase") == "Pending" and pod["metadata"]["uid"] not in self.prepared:
+                self._start(pod, node)
+
+    def _claims(self, pod: dict) -> list[dict]:
+        statuses = {s["name"]: s.get("resourceClaimName") for s in (pod.get("status") or {}).get("resourceClaimStatuses") or []}
+        out = []
+        for rc in pod["spec"].get("resourceClaims") or []:
+            name = rc.get("resourceClaimName") or statuses.get(rc["name"])
+            if name:
+                out.append({"namespace": pod["metadata"]["namespace"], "name": name})
+        return out
+
+    def _start(self, pod: dict, node: str) -> None:
+        ns, pname = pod["metadata"]["namespace"], pod["metadata"]["name"]
+        prepared: list[dict] = []
+        cdi: dict[str, list[str]] = {}
+        try:
+            for c in self._claims(pod):
+                claim = json.loads(self.kube.res.read_namespaced_resource_claim(c["name"], ns, _preload_content=False).data)
+                reserved = {r.get("uid") for r in (claim.get("status") or {}).get("reservedFor") or []}
+                if pod["metadata"]["uid"] not in reserved:
+                    return  # the kubelet only prepares claims reserved for the pod; wait for the update
+                c["uid"] = claim["metadata"]["uid"]
+                drivers = sorted({r["driver"] for r in claim["status"]["allocation"]["devices"]["results"]
+                                  if r.get("pool") == node})
+                for driver in drivers:
+                    res = call(self.plugin(node, driver), "prepare", [c])
+                    r = res.get(c["uid"])
+                    if r is None:
+                        raise RegistrationError(f"{driver} skipped claim {ns}/{c['name']} (no entry in its response)")
+                    if r["error"]:
+                        raise RegistrationError(f"{driver}: {r['error']}")
+                    cdi.setdefault(c["name"], []).extend(x for d in r["devices"] for x in d["cdi"])
+                    prepared.append({**c, "driver": driver})
+        except (RegistrationError, grpc.RpcError, ApiException, KeyError) as e:
+            msg = e.details() if isinstance(e, grpc.RpcError) else str(e)
+            self._event(pod, "FailedPrepareDynamicResources", f"Failed to prepare dynamic resources: {msg}")
+            log.warning("prepare failed for %s/%s: %s", ns, pname, msg)
+            self._unprepare(prepared, node)
+            return
+        self.prepared[pod["metadata"]["uid"]] = prepared
+        self._set_running(pod, cdi)
+
+    def _set_running(self, pod: dict, cdi: dict[str, list[str]]) -> None:
+        ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        conds = [{"type": t, "status": "True", "lastTransitionTime": now}
+                 for t in ("PodReadyToStartContainers", "Initialized", "ContainersReady", "Ready")]
+        containers = [{"name": c["name"], "image": c.get("image", ""), "imageID": "", "ready": True, "restartCount": 0,
+                       "started": True, "state": {"running": {"startedAt": now}}} for c in pod["spec"]["containers"]]
+        try:
+            self.kube.core.patch_namespaced_pod(name, ns, {"metadata": {"annotations": {CDI_ANNOTATION: json.dumps(cdi)}}})
+            self.kube.core.patch_namespaced_pod_status(name, ns, {"status": {
+                "phase": "Running", "conditions": conds, "containerStatuses": containers, "startTime": now}})
+        except ApiException as e:
+            log.warning("could not mark %s/%s running: %s", ns, name, e.reason)
+
+    def _retry_loop(self) -> None:
+        while not self.stop_event.wait(0.5):
+            for uid, (pod, gone) in list(self.retry.items()):
+                with self.lock:
+                    if uid in self.retry:
+                        self._terminate(pod, pod["spec"]["nodeName"], gone)
+
+    def _terminate(self, pod: dict, node: str, gone: bool = False) -> None:
+        uid = pod["metadata"]["uid"]
+        prepared = self.prepared.get(uid, [])
+        errors = self._unprepare(prepared, node)
+        if errors:
+            if uid not in self.retry:
+                self._event(pod, "FailedUnprepareDynamicResources", "; ".join(errors))
+            self.retry[uid] = (pod, gone)  # keep the pod (Terminating) until its devices are unprepared
+            self.forget(node)
+            return
+        self.prepared.pop(uid, None)
+        self.retry.pop(uid, None)
+        if gone:
+            return
+        try:
+            self.kube.core.delete_namespaced_pod(pod["metadata"]["name"], pod["metadata"]["namespace"],
+                                                 grace_period_seconds=0)
+        except ApiException as e:
+            if e.status != 404:
+                log.warning("could not remove pod: %s", e.reason)
+
+    def _unprepare(self, prepared: list[dict], node: str) -> list[str]:
+        errors = []
+        for c in prepared:
+            try:
+                r = call(self.plugin(node, c["driver"]), "unprepare", [c]).get(c["uid"], {})
+                if r.get("error"):
+                    errors.append(r["error"])
+            except (grpc.RpcError, RegistrationError) as e:
+                errors.append(str(e))
+        return errors
+
+    def _event(self, pod: dict, reason: str, message: str) -> None:
+        ns = pod["metadata"]["namespace"]
+        body = {"metadata": {"generateName": pod["metadata"]["name"] + ".", "namespace": ns},
+                "involvedObject": {"kind": "Pod", "namespace": ns, "name": pod["metadata"]["name"],
+                                   "uid": pod["metadata"]["uid"], "apiVersion": "v1"},
+                "reason": reason, "message": message[:1000], "type": "Warning",
+                "source": {"component": "kubelet-standin", "host": pod["spec"].get("nodeName")},
+                "firstTimestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "count": 1}
+        try:
+            self.kube.core.create_namespaced_event(ns, body)
+        except ApiException:
+            pass

@@ -1,0 +1,55 @@
+"""Where a local cluster keeps things. State (etcd data, PKI, trees, sockets) lives under a
+short root, because unix socket paths are limited to 107 bytes; logs live in the artifacts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SOCKET_MAX = 107
+MARKER = ".dra-harness-cluster"  # written first into a cluster's state dir; cleanup needs it
+
+
+class ClusterLayout:
+    def __init__(self, root: Path, artifacts: Path) -> None:
+        self.root = root
+        self.artifacts = artifacts
+        self.log_dir = artifacts / "logs"
+
+    @property
+    def control_dir(self) -> Path:
+        return self.root / "control"
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / "state.json"
+
+    @property
+    def marker(self) -> Path:
+        return self.root / MARKER
+
+    @property
+    def control_socket(self) -> Path:
+        return self.root / "supervisor.sock"
+
+    def node_dir(self, node: str) -> Path:
+        return self.root / "nodes" / node
+
+    def tree(self, node: str) -> Path:
+        return self.node_dir(node) / "tree"
+
+    def registry_dir(self, node: str) -> Path:
+        return self.node_dir(node) / "reg"
+
+    def plugins_dir(self, node: str) -> Path:
+        return self.node_dir(node) / "plg"
+
+    def cdi_dir(self, node: str) -> Path:
+        return self.node_dir(node) / "cdi"
+
+    def check_socket_paths(self, nodes: list[str], drivers: list[str]) -> None:
+        for n in nodes:
+            for d in drivers:
+                for p in (self.registry_dir(n) / f"{d}-reg.sock", self.plugins_dir(n) / d / "dra.sock"):
+                    if len(str(p)) > SOCKET_MAX:
+                        raise ValueError(f"socket path {p} is longer than {SOCKET_MAX} bytes; use a shorter "
+                                         "state root (DRA_HARNESS_STATE) or shorter node names")

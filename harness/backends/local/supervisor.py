@@ -1,0 +1,350 @@
+"""The supervisor of one local cluster: the single process that owns every component.
+
+It starts the control plane, renders each node's tree, creates the Node objects, starts each
+node's drivers, waits until every driver has published its slices, reports "ready" on a pipe,
+then serves: the kubelet stand-in, and a control socket (status, restart-driver, stop).
+All children are spawned from the main thread with PR_SET_PDEATHSIG, so if the supervisor dies
+for any reason, everything it started dies with it. On stop it tears down in reverse order and
+removes its state directory; logs stay in the artifacts directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import queue
+import shutil
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import fakedev
+
+from ...kube import Kube
+from .. import procs, profiles, shared
+from ..spec import ClusterSpec
+from .controlplane import ControlPlane, free_port
+from .kubelet_standin import KubeletStandIn
+from .layout import ClusterLayout
+from .state import LocalState, NodeState
+
+log = logging.getLogger("supervisor")
+
+# What a DRA driver needs and no more (research/dra-api.md §1.5, §3.6): slices (limited below to
+# its own node and driver), reading claims, claim status and on 1.36+ the per-driver
+# `resourceclaims/driver` associated-node verbs, events, DeviceClasses and its own Node (get).
+DRIVER_RBAC = [
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "dra-harness:driver"},
+     "rules": [
+         {"apiGroups": ["resource.k8s.io"], "resources": ["resourceslices"],
+          "verbs": ["get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"]},
+         {"apiGroups": ["resource.k8s.io"], "resources": ["resourceclaims"], "verbs": ["get", "list", "watch"]},
+         {"apiGroups": ["resource.k8s.io"], "resources": ["resourceclaims/status"], "verbs": ["get", "patch", "update"]},
+         {"apiGroups": ["resource.k8s.io"], "resources": ["resourceclaims/driver"],
+          "verbs": ["associated-node:update", "associated-node:patch"]},
+         {"apiGroups": ["resource.k8s.io"], "resources": ["deviceclasses"], "verbs": ["get", "list", "watch"]},
+         {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch", "update"]},
+         {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]},
+     ]},
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "dra-harness:driver"},
+     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "dra-harness:driver"},
+     "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "dra-harness:drivers"}]},
+    # A driver's identity is its certificate's CN, dra-driver:<node>:<driver>: it may write only
+    # ResourceSlices of that node and driver, as upstream recommends (dra-api.md §3.6).
+    {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+     "metadata": {"name": "dra-harness-driver-slices"},
+     "spec": {"failurePolicy": "Fail",
+              "matchConstraints": {"resourceRules": [{"apiGroups": ["resource.k8s.io"], "apiVersions": ["*"],
+                                                      "operations": ["CREATE", "UPDATE", "DELETE"],
+                                                      "resources": ["resourceslices"]}]},
+              "matchConditions": [{"name": "is-a-driver", "expression": "'dra-harness:drivers' in request.userInfo.groups"}],
+              "variables": [
+                  {"name": "mayWriteNew", "expression": "request.operation == 'DELETE' || (has(object.spec.nodeName) && "
+                   "request.userInfo.username == 'dra-driver:' + object.spec.nodeName + ':' + object.spec.driver)"},
+                  {"name": "mayTouchOld", "expression": "request.operation == 'CREATE' || (has(oldObject.spec.nodeName) && "
+                   "request.userInfo.username == 'dra-driver:' + oldObject.spec.nodeName + ':' + oldObject.spec.driver)"}],
+              "validations": [{"expression": "variables.mayWriteNew && variables.mayTouchOld",
+                               "messageExpression": "'driver identity ' + request.userInfo.username + ' may write only "
+                                                    "the ResourceSlices of its own node and driver'",
+                               "reason": "Forbidden"}]}},
+    {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+     "metadata": {"name": "dra-harness-driver-slices"},
+     "spec": {"policyName": "dra-harness-driver-slices", "validationActions": ["Deny"]}},
+]
+
+
+@dataclass
+class RunningDriver:
+    """A driver process and exactly what started it, so a restart is the same start again."""
+
+    proc: procs.Proc
+    popen: object
+    argv: list[str]
+    env: dict[str, str]
+    driver: str  # the DRA driver name (socket names)
+
+
+class Supervisor:
+    def __init__(self, spec: ClusterSpec, lay: ClusterLayout, bin_dir: Path, timeout: float) -> None:
+        self.spec, self.lay, self.bin_dir, self.timeout = spec, lay, bin_dir, timeout
+        self.cp = ControlPlane(bin_dir, lay.control_dir, lay.log_dir)
+        self.drivers: dict[tuple[str, str], RunningDriver] = {}  # (node, profile name) -> what runs
+        self.requests: queue.Queue = queue.Queue()
+        self.standin: KubeletStandIn | None = None
+        self.crashed: list[str] = []
+
+    # -- bring-up ----------------------------------------------------------------------------------
+    def up(self) -> None:
+        deadline = time.monotonic() + self.timeout
+        t0 = time.monotonic()
+        self.cp.start(deadline)
+        log.info("control plane healthy after %.2fs", time.monotonic() - t0)
+        kube = Kube(str(self.cp.admin_kubeconfig))
+        for obj in DRIVER_RBAC:
+            kube.apply(obj)
+        import yaml
+
+        manifests = {profiles.resolve(d).device_classes_path() for n in self.spec.nodes for d in n.drivers}
+        for path in sorted(filter(None, manifests)):  # the DeviceClasses each driver ships
+            for obj in yaml.safe_load_all(path.read_text()):
+                if obj:
+                    kube.apply(obj)
+        log.info("RBAC and DeviceClasses applied after %.2fs", time.monotonic() - t0)
+        for n in self.spec.nodes:
+            topo = n.load_topology()
+            fakedev.generate(topo, self.lay.tree(n.name))
+            self._create_node(kube, n.name, n.labels, topo)
+        log.info("trees rendered and nodes created after %.2fs", time.monotonic() - t0)
+        for n in self.spec.nodes:
+            for prof_name in n.drivers:
+                self._start_driver(n.name, prof_name, n.driver_args)
+        self._wait_slices(kube, deadline)
+        log.info("all slices published after %.2fs", time.monotonic() - t0)
+        self.standin = KubeletStandIn(kube, {n.name: self.lay.registry_dir(n.name) for n in self.spec.nodes})
+        threading.Thread(target=self.standin.run, name="kubelet-standin", daemon=True).start()
+        log.info("cluster up in %.2fs", time.monotonic() - t0)
+        self._write_state()
+
+    def _create_node(self, kube: Kube, name: str, labels: dict, topo: fakedev.Topology) -> None:
+        cpus, mem = topo.nr_cpus, sum(n.memory_gib for n in topo.numa_nodes)
+        kube.core.create_node({"metadata": {"name": name, "labels": {"kubernetes.io/hostname": name,
+                                                                    "kubernetes.io/os": "linux", **labels}},
+                               "spec": {}})
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        cap = {"cpu": str(cpus), "memory": f"{mem}Gi", "pods": "250"}
+        kube.core.patch_node_status(name, {"status": {
+            "capacity": cap, "allocatable": cap,
+            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletStandInReady",
+                            "message": "fake node served by the dra-harness kubelet stand-in",
+                            "lastHeartbeatTime": now, "lastTransitionTime": now}],
+            "nodeInfo": {"kubeletVersion": self.spec.k8s_version or "", "architecture": "amd64", "operatingSystem": "linux",
+                         "machineID": "", "systemUUID": "", "bootID": "", "kernelVersion": "", "osImage": "dra-harness fake node",
+                         "containerRuntimeVersion": "", "kubeProxyVersion": ""}}})
+        # TaintNodesByCondition admission taints new nodes not-ready; the node lifecycle
+        # controller (off: no kubelet heartbeats) would lift it once Ready, so the supervisor does.
+        kube.core.patch_node(name, {"spec": {"taints": None}})
+
+    def _start_driver(self, node: str, prof_name: str, extra: dict[str, list[str]]) -> None:
+        prof = profiles.resolve(prof_name, extra)
+        kc = self.cp.pki.kubeconfig(self.lay.node_dir(node) / f"{prof.name}.kubeconfig", self.cp.server,
+                                    f"{node}-{prof.name}", f"dra-driver:{node}:{prof.driver}", ["dra-harness:drivers"])
+        argv = prof.argv(node=node, tree=str(self.lay.tree(node)), kubeconfig=str(kc),
+                         registry_dir=str(self.lay.registry_dir(node)), plugins_dir=str(self.lay.plugins_dir(node)),
+                         cdi_root=str(self.lay.cdi_dir(node)), health_port=str(free_port()))
+        env = {**os.environ, **prof.env, "NODE_NAME": node}
+        p, popen = procs.spawn(f"{node}.{prof.name}", argv, self.lay.log_dir / f"{node}.{prof.name}.log", env=env)
+        self.drivers[(node, prof.name)] = RunningDriver(p, popen, argv, env, prof.driver)
+
+    def _wait_slices(self, kube: Kube, deadline: float) -> None:
+        want = {(n.name, profiles.resolve(d).driver) for n in self.spec.nodes for d in n.drivers}
+
+        def done(lst) -> bool:
+            have = {(s["spec"].get("nodeName"), s["spec"]["driver"]) for s in lst["items"]}
+            for p in (d.proc for d in self.drivers.values()):
+                if not procs.alive(p):
+                    raise RuntimeError(f"driver {p.name} exited during start-up; last log lines ({p.log}):\n"
+                                       f"{procs.tail(p.log)}")
+            return want <= have
+
+        kube.wait("ResourceSlice", done, what=f"ResourceSlices of {len(want)} node drivers",
+                  timeout=max(1, deadline - time.monotonic()),
+                  describe=lambda lst: "published: " + ", ".join(sorted(f"{s['spec'].get('nodeName')}/{s['spec']['driver']}"
+                                                                         for s in lst["items"])) + f"; wanted: {sorted(want)}")
+
+    # -- serving -----------------------------------------------------------------------------------
+    def state(self) -> LocalState:
+        lay = self.lay
+        return LocalState(
+            name=self.spec.name, pid=os.getpid(), k8s_version=self.spec.k8s_version, server=self.cp.server,
+            kubeconfig=str(self.cp.admin_kubeconfig), bin_dir=str(self.bin_dir), artifacts=str(lay.artifacts),
+            state_dir=str(lay.root), spec=self.spec.to_dict(),
+            nodes={n.name: NodeState(tree=str(lay.tree(n.name)), cdi_dir=str(lay.cdi_dir(n.name)),
+                                     plugins_dir=str(lay.plugins_dir(n.name)), registry_dir=str(lay.registry_dir(n.name)),
+                                     topology=n.topology) for n in self.spec.nodes},
+            procs=[p.to_dict() for p in self.cp.procs] + [d.proc.to_dict() for d in self.drivers.values()],
+            crashed=list(self.crashed))
+
+    def _write_state(self) -> None:
+        self.state().write(self.lay.state_file)
+
+    def open_control(self) -> None:
+        """Bind the control socket before reporting ready, so clients never race its creation."""
+        path = str(self.lay.control_socket)
+        self.srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.srv.bind(path)
+        os.chmod(path, 0o600)
+        self.srv.listen(8)
+        threading.Thread(target=self._control_socket, name="control", daemon=True).start()
+
+    def serve(self) -> None:
+        while True:
+            try:
+                req, reply = self.requests.get(timeout=1.0)
+            except queue.Empty:
+                self._check_children()
+                continue
+            if req.get("op") == "stop":
+                reply.put({"ok": True})
+                return
+            try:
+                reply.put({"ok": True, **self._handle(req)})
+            except Exception as e:
+                reply.put({"ok": False, "error": str(e)})
+
+    def _handle(self, req: dict) -> dict:
+        op = req.get("op")
+        if op == "status":
+            self._check_children()
+            st = self.state()
+            return {"state": json.loads(st.to_json()), "alive": {p["name"]: procs.alive(procs.Proc(**p)) for p in st.procs}}
+        if op == "restart-driver":
+            key = (req["node"], req["profile"])
+            if key not in self.drivers:
+                raise KeyError(f"no driver {req['profile']} on node {req['node']}")
+            d = self.drivers[key]
+            procs.stop(d.proc, popen=d.popen)
+            np_, npopen = procs.spawn(d.proc.name, d.argv, Path(d.proc.log), env=d.env)  # the same environment
+            self.drivers[key] = RunningDriver(np_, npopen, d.argv, d.env, d.driver)
+            if self.standin:
+                self.standin.forget(req["node"])
+            self._write_state()
+            sock = self.lay.registry_dir(req["node"]) / f"{d.driver}-reg.sock"
+            deadline = time.monotonic() + 30
+            while not sock.exists():  # bounded: report when the restarted driver serves again
+                if not procs.alive(np_) or time.monotonic() > deadline:
+                    raise RuntimeError(f"{np_.name} did not come back; see {np_.log}")
+                time.sleep(0.05)
+            return {"pid": np_.pid}
+        raise ValueError(f"unknown op {op!r}")
+
+    def _check_children(self) -> None:
+        for p in [*self.cp.procs, *(d.proc for d in self.drivers.values())]:
+            if not procs.alive(p) and p.name not in self.crashed:
+                self.crashed.append(p.name)
+                log.error("%s (pid %d) exited; see %s", p.name, p.pid, p.log)
+                self._write_state()
+
+    def _control_socket(self) -> None:
+        while True:
+            conn, _ = self.srv.accept()
+            with conn:
+                try:
+                    req = json.loads(conn.makefile().readline())
+                    reply: queue.Queue = queue.Queue()
+                    self.requests.put((req, reply))
+                    conn.sendall((json.dumps(reply.get(timeout=120)) + "\n").encode())
+                except Exception as e:  # a bad client must not stop the supervisor
+                    try:
+                        conn.sendall((json.dumps({"ok": False, "error": str(e)}) + "\n").encode())
+                    except OSError:
+                        pass
+
+    # -- teardown ----------------------------------------------------------------------------------
+    def down(self, grace: float = 3) -> None:
+        """Drivers first (all at once), then the control plane; the state is thrown away, so a
+        component that does not stop within `grace` seconds is killed."""
+        if self.standin:
+            self.standin.stop_event.set()
+        procs.stop_all([(d.proc, d.popen) for d in self.drivers.values()], timeout=grace)
+        self.cp.stop(grace)
+        if self.lay.marker.is_file():  # only a directory `up` made (it writes the marker first)
+            shutil.rmtree(self.lay.root, ignore_errors=True)
+        shared.forget(self.spec.name)  # the sharing files of test runs, also after an interrupted run
+
+
+def _watch(pid: int, stop) -> None:
+    """Stop the cluster when `pid` exits (a pidfd becomes readable then; no polling)."""
+    import select
+
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        stop()
+        return
+    select.select([fd], [], [])
+    log.info("watched process %d exited; stopping", pid)
+    stop()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description="supervisor of one local dra-harness cluster (internal)")
+    ap.add_argument("--spec", required=True, help="cluster spec JSON")
+    ap.add_argument("--state-dir", required=True)
+    ap.add_argument("--artifacts", required=True)
+    ap.add_argument("--bin-dir", required=True)
+    ap.add_argument("--ready-fd", type=int, required=True)
+    ap.add_argument("--timeout", type=float, default=120)
+    ap.add_argument("--watch-pid", type=int, default=None, help="stop when this process exits")
+    a = ap.parse_args()
+    ready = os.fdopen(a.ready_fd, "w")
+    spec = ClusterSpec.from_dict(json.loads(Path(a.spec).read_text()))
+    lay = ClusterLayout(Path(a.state_dir), Path(a.artifacts))
+    logging.basicConfig(filename=lay.log_dir / "supervisor.log", level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sup = Supervisor(spec, lay, Path(a.bin_dir), a.timeout)
+    stopping = threading.Event()
+    serving = threading.Event()
+
+    def on_signal(*_):
+        """Serving: stop in order. Still coming up: abort the bring-up at once (the main thread
+        gets the exception wherever it waits) and stop with a short grace: nothing is worth keeping."""
+        stopping.set()
+        sup.requests.put(({"op": "stop"}, queue.Queue()))
+        if not serving.is_set() and threading.current_thread() is threading.main_thread():
+            raise KeyboardInterrupt("stopped during start-up")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    if a.watch_pid:
+        threading.Thread(target=_watch, args=(a.watch_pid, on_signal), name="watch-pid", daemon=True).start()
+    try:
+        sup.up()
+        sup.open_control()
+        if stopping.is_set():
+            raise KeyboardInterrupt("stopped during start-up")
+        serving.set()
+        ready.write("ready\n")
+        ready.close()
+        sup.serve()
+        return 0
+    except BaseException as e:  # report why, then tear down whatever started
+        log.error("bring-up failed: %s\n%s", e, traceback.format_exc())
+        try:
+            ready.write(f"error: {e}\n")
+            ready.close()
+        except (OSError, ValueError):
+            pass
+        return 1
+    finally:
+        sup.down(grace=3 if serving.is_set() else 0.5)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""Driver profiles: how to start a DRA driver for one fake node, so any driver can be plugged in.
+
+A profile is a command template plus environment and the way the driver sees the node's tree:
+  sysfs-root   the command gets the tree through a flag or variable of its own ({tree})
+  fakedev-run  the command runs inside `fakedev run --tree TREE --` (mount namespace, root)
+Placeholders: {node} {tree} {kubeconfig} {registry_dir} {plugins_dir} {cdi_root} {python} {health_port}.
+Profiles load from YAML (`--driver-profile FILE`) with the same fields.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fakedev import safeyaml
+
+from .bins import ROOT
+from .paths import check_name
+
+
+class ProfileError(ValueError):
+    pass
+
+
+@dataclass
+class DriverProfile:
+    name: str
+    driver: str  # the DRA driver name (ResourceSlice spec.driver, socket names)
+    command: list[str]
+    tree_access: str = "sysfs-root"
+    env: dict[str, str] = field(default_factory=dict)
+    kind_chart: str | None = None  # for the kind backend: a Helm chart (path or oci://) ...
+    kind_values: dict = field(default_factory=dict)  # ... and its values
+    device_classes: str | None = None  # YAML of the DeviceClasses the driver ships (path; relative: to the repo)
+
+    def device_classes_path(self) -> Path | None:
+        if not self.device_classes:
+            return None
+        p = Path(self.device_classes)
+        return p if p.is_absolute() else ROOT / p
+
+    def argv(self, **values: str) -> list[str]:
+        values = {"python": sys.executable, **values}
+        try:
+            argv = [a.format(**values) for a in self.command]
+        except KeyError as e:
+            raise ProfileError(f"driver profile {self.name}: unknown placeholder {e} in command") from None
+        if self.tree_access == "fakedev-run":
+            argv = [sys.executable, "-m", "fakedev.cli", "run", "--tree", values["tree"], "--", *argv]
+        return argv
+
+
+def refdriver(kind: str, extra: list[str] = ()) -> DriverProfile:
+    driver = {"neuron": "neuron.aws.com", "efa": "dra.net"}[kind]
+    return DriverProfile(
+        name=f"refdriver-{kind}", driver=driver,
+        command=["{python}", "-m", "refdriver.cli", kind, "--node-name", "{node}", "--kubeconfig", "{kubeconfig}",
+                 "--sysfs-root", "{tree}", "--registry-dir", "{registry_dir}", "--plugins-dir", "{plugins_dir}",
+                 "--cdi-root", "{cdi_root}", "--health-port", "{health_port}", *extra],
+        kind_chart="deploy/chart/dra-harness-refdriver", kind_values={kind: {"enabled": True}},
+        device_classes="refdriver/manifests/deviceclasses.yaml",
+    )
+
+
+BUILTIN = {"refdriver-neuron": lambda: refdriver("neuron"), "refdriver-efa": lambda: refdriver("efa")}
+DEFAULT = ["refdriver-neuron", "refdriver-efa"]
+
+
+DRIVER_NAME_RE = re.compile(r"[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?\Z")  # a DNS subdomain, as DRA driver names are
+FIELDS = {"name", "driver", "command", "tree_access", "env", "kind_chart", "kind_values", "device_classes"}
+
+
+def load(path: str | Path) -> DriverProfile:
+    """A profile from YAML (bounded loader); every problem is one line naming the file and field."""
+    try:
+        data = safeyaml.load_file(path)
+    except safeyaml.YamlLimitError as e:
+        raise ProfileError(str(e)) from None
+    if not isinstance(data, dict) or not {"name", "driver", "command"} <= set(data) or set(data) - FIELDS:
+        raise ProfileError(f"{path}: a driver profile needs name, driver, command (optional: tree_access, env, "
+                           "kind_chart, kind_values, device_classes)")
+    try:
+        check_name(data["name"], "profile name")
+    except ValueError as e:
+        raise ProfileError(f"{path}: name: {e}") from None
+    if not isinstance(data["driver"], str) or not DRIVER_NAME_RE.match(data["driver"]):
+        raise ProfileError(f"{path}: driver: must be a DNS subdomain like neuron.example.com")
+    if not isinstance(data["command"], list) or not data["command"] or \
+            not all(isinstance(a, str) and "\0" not in a for a in data["command"]):
+        raise ProfileError(f"{path}: command: must be a non-empty list of strings")
+    env = data.get("env") or {}
+    if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, (str, int)) for k, v in env.items()):
+        raise ProfileError(f"{path}: env: must map variable names to strings")
+    data["env"] = {k: str(v) for k, v in env.items()}
+    if data.get("tree_access", "sysfs-root") not in ("sysfs-root", "fakedev-run"):
+        raise ProfileError(f"{path}: tree_access must be sysfs-root or fakedev-run")
+    for key in ("kind_chart", "device_classes"):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise ProfileError(f"{path}: {key}: must be a path or reference")
+    if not isinstance(data.get("kind_values") or {}, dict):
+        raise ProfileError(f"{path}: kind_values: must be a mapping")
+    return DriverProfile(**data)
+
+
+def resolve(name: str, extra_args: dict[str, list[str]] | None = None) -> DriverProfile:
+    """A built-in profile by name, or a YAML profile file; `extra_args` are keyed by profile name."""
+    if name in BUILTIN:
+        p = BUILTIN[name]()
+    elif Path(name).is_file():
+        p = load(name)
+    else:
+        raise ProfileError(f"unknown driver profile {name[:80]!r} (built-in: {', '.join(BUILTIN)}, or a YAML file)")
+    if extra_args:
+        p.command = p.command + list(extra_args.get(name, [])) + (list(extra_args.get(p.name, [])) if p.name != name else [])
+    return p
+
+
+def parse_driver_args(items: list[str]) -> dict[str, list[str]]:
+    """`PROFILE=ARG` items (--driver-arg) -> profile -> extra arguments."""
+    out: dict[str, list[str]] = {}
+    for item in items:
+        prof, _, arg = item.partition("=")
+        if not arg:
+            raise ProfileError(f"--driver-arg wants PROFILE=ARG, got {item!r}")
+        out.setdefault(prof, []).append(arg)
+    return out

@@ -1,0 +1,166 @@
+"""The oracle: judge a claim's allocation against the true topology.
+
+Every allocated device is mapped back to the fake hardware by its *identity* (the device the
+driver will hand to the container: neuron-device-N is /dev/neuronN, pci-DDDD-BB-SS-F is that PCI
+function), never by its topology attributes. Each `matchAttribute` is then read for its intent
+("these devices really share an EFA group / root complex / NUMA node") and checked against
+the ground truth. A driver that publishes a wrong pcieRoot or devicegroup id makes the
+scheduler "align" the wrong devices; this is what notices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fakedev import Truth, TruthDevice
+
+from .identity import INTENT, KIND_OF_DRIVER, WHAT, allocations, truth_id
+
+
+@dataclass
+class Verdict:
+    claim: str
+    ok: bool
+    node: str | None = None
+    reasons: list[str] = field(default_factory=list)  # why it is wrong (empty when ok)
+    checks: list[str] = field(default_factory=list)  # what was verified
+    devices: list[dict] = field(default_factory=list)  # allocation mapped to hardware
+    unjudged: list[str] = field(default_factory=list)  # intents the oracle does not know
+
+    def __str__(self) -> str:
+        head = f"claim {self.claim}: {'ALIGNED' if self.ok else 'WRONG'}" + (f" on {self.node}" if self.node else "")
+        lines = [head]
+        lines += [f"  - {r}" for r in self.reasons]
+        if self.ok:
+            lines += [f"  + {c}" for c in self.checks]
+        lines += [f"  ? {u}" for u in self.unjudged]
+        return "\n".join(lines)
+
+
+def _request_of(result: dict) -> tuple[str, str]:
+    """(main request, full name) of a result; firstAvailable results are `main/sub`."""
+    full = result["request"]
+    return full.split("/", 1)[0], full
+
+
+def judge(claim: dict, truths: dict[str, Truth], extra_claims: list[dict] = ()) -> Verdict:
+    """Judge `claim` (a ResourceClaim dict) against `truths` (node -> fakedev truth).
+    `extra_claims`: other allocated claims, to catch devices handed out twice."""
+    meta = claim["metadata"]
+    v = Verdict(f"{meta.get('namespace')}/{meta['name']}", ok=False)
+    alloc = (claim.get("status") or {}).get("allocation")
+    if not alloc:
+        v.reasons.append("not allocated")
+        return v
+    results = alloc["devices"].get("results") or []
+    spec = claim["spec"]["devices"]
+    pools = {r["pool"] for r in results}
+    if len(pools) > 1:
+        v.reasons.append(f"devices come from several nodes: {sorted(pools)}")
+    v.node = next(iter(pools), None)
+    sel_nodes = [val for t in ((alloc.get("nodeSelector") or {}).get("nodeSelectorTerms") or [])
+                 for f in t.get("matchFields") or [] if f.get("key") == "metadata.name" for val in f.get("values", [])]
+    if sel_nodes and v.node and v.node not in sel_nodes:
+        v.reasons.append(f"allocation is for node {sel_nodes} but its devices are in pool {v.node}")
+    truth = truths.get(v.node)
+    if truth is None:
+        v.reasons.append(f"no ground truth for node {v.node!r} (not a fake node of this cluster)")
+        return v
+    by_id = {d.id: d for d in truth.devices}
+    mapped: list[tuple[dict, TruthDevice]] = []
+    seen: dict[str, str] = {}
+    for r in results:
+        tid = truth_id(r["driver"], r["device"])
+        dev = by_id.get(tid) if tid else None
+        entry = {"request": r["request"], "driver": r["driver"], "device": r["device"], "truth_id": tid}
+        v.devices.append(entry)
+        if tid is None:
+            v.unjudged.append(f"{r['driver']}/{r['device']}: no known identity for this driver's devices")
+            continue
+        if dev is None:
+            v.reasons.append(f"{r['device']} ({tid}) does not exist on node {v.node}")
+            continue
+        if not dev.present:
+            v.reasons.append(f"{r['device']} ({tid}) was hot-removed from node {v.node}, yet it was allocated "
+                             "(the driver did not withdraw it)")
+        elif not dev.usable:
+            v.reasons.append(f"{r['device']} ({tid}) is not usable ({', '.join(dev.faults)}), yet it was allocated")
+        if tid in seen and not r.get("adminAccess"):
+            v.reasons.append(f"{r['device']} is allocated twice (requests {seen[tid]} and {r['request']})")
+        seen[tid] = r["request"]
+        entry.update(root=dev.root, switch=dev.switch, numa_node=dev.numa_node, kind=dev.kind)
+        mapped.append((r, dev))
+    if not _admin(results):
+        for name, other, r, tid in allocations(extra_claims):
+            if other["metadata"].get("uid") != meta.get("uid") and r["pool"] == v.node and not r.get("adminAccess") \
+                    and tid in seen:
+                v.reasons.append(f"{r['device']} is also allocated to claim {name}")
+    _check_counts(spec, results, truth, v)
+    _check_constraints(spec, mapped, v)
+    v.ok = not v.reasons
+    return v
+
+
+def _admin(results: list[dict]) -> bool:
+    return any(r.get("adminAccess") for r in results)
+
+
+def _check_counts(spec: dict, results: list[dict], truth: Truth, v: Verdict) -> None:
+    for req in spec.get("requests") or []:
+        got = [r for r in results if _request_of(r)[0] == req["name"]]
+        if "exactly" in req:
+            ex = req["exactly"]
+            if ex.get("allocationMode") == "All":
+                kinds = {KIND_OF_DRIVER.get(r["driver"]) for r in got}
+                usable = [d for d in truth.devices if d.kind in kinds and d.usable]
+                if len(got) != len(usable):
+                    v.reasons.append(f"request {req['name']} (All) got {len(got)} devices; the node really has "
+                                     f"{len(usable)} usable ones")
+                else:
+                    v.checks.append(f"request {req['name']}: all {len(got)} usable devices")
+            elif len(got) != ex.get("count", 1):
+                v.reasons.append(f"request {req['name']} asked for {ex.get('count', 1)} devices, got {len(got)}")
+            else:
+                v.checks.append(f"request {req['name']}: {len(got)} device(s)")
+        else:  # firstAvailable: all results must come from one subrequest, with its count
+            subs = {_request_of(r)[1] for r in got}
+            if len(subs) != 1:
+                v.reasons.append(f"request {req['name']} mixes subrequests {sorted(subs)}")
+                continue
+            sub = next(iter(subs)).split("/", 1)[1]
+            want = next((s for s in req["firstAvailable"] if s["name"] == sub), None)
+            if want is None:
+                v.reasons.append(f"request {req['name']} got unknown subrequest {sub}")
+            elif want.get("allocationMode") != "All" and len(got) != want.get("count", 1):
+                v.reasons.append(f"subrequest {req['name']}/{sub} asked for {want.get('count', 1)}, got {len(got)}")
+            else:
+                v.checks.append(f"request {req['name']}: subrequest {sub} with {len(got)} device(s)")
+
+
+def _check_constraints(spec: dict, mapped: list[tuple[dict, TruthDevice]], v: Verdict) -> None:
+    for c in spec.get("constraints") or []:
+        attr = c.get("matchAttribute")
+        if not attr:
+            continue
+        names = set(c.get("requests") or [])
+        members = [(r, d) for r, d in mapped
+                   if not names or _request_of(r)[0] in names or _request_of(r)[1] in names]
+        key = INTENT.get(attr)
+        if key is None:
+            v.unjudged.append(f"matchAttribute {attr}: the oracle knows no hardware intent for it")
+            continue
+        if not members:
+            continue
+        common: set[str] | None = None
+        for r, d in members:
+            groups = d.align.of(key)
+            if not groups:
+                v.reasons.append(f"{r['device']} ({d.id}) really belongs to no {key} group, but matched "
+                                 f"{attr} with the others")
+            common = groups if common is None else common & groups
+        if common:
+            v.checks.append(f"{attr}: {len(members)} devices really share {WHAT[key]} ({key} {sorted(common)[0]})")
+        elif all(d.align.of(key) for _, d in members):
+            where = "; ".join(f"{d.id}: {sorted(d.align.of(key))}" for _, d in members)
+            v.reasons.append(f"{attr} claims {len(members)} devices share {WHAT[key]}, but in the real topology "
+                             f"they do not ({where})")

@@ -1,0 +1,207 @@
+"""The small Python API tests use: build claims and pods, create them in the test's namespace,
+wait for outcomes (watch-based, with explanations on failure), and judge allocations.
+
+    def test_four_aligned(dra):
+        dra.create(dra.claim("c", dra.request("n", "neuron.aws.com", 4),
+                             match=("resource.aws.com/devicegroup4_id", ["n"])), dra.pod("p", "c"))
+        dra.assert_aligned("c")
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import yaml
+
+from fakedev import Truth
+
+from ..backends.handle import Cluster
+from ..judge.capacity import Stranded, stranded
+from ..judge.explain import Explanation, explain, scheduler_events
+from ..judge.oracle import Verdict, judge
+from ..judge.record import Judged, PendingTime, RunRecord, StrandedAt
+from ..kube import Kube, WaitTimeout
+
+
+WORKLOAD_IMAGE = os.environ.get("DRA_HARNESS_WORKLOAD_IMAGE", "localhost/dra-harness-refdriver:dev")
+
+
+class Dra:
+    def __init__(self, cluster: Cluster, namespace: str, kube: Kube, record: RunRecord | None = None,
+                 test: str = "") -> None:
+        self.cluster, self.ns, self.kube = cluster, namespace, kube
+        self.record = record if record is not None else RunRecord()
+        self.test = test
+        self.created: dict[tuple[str, str], float] = {}  # (kind, name) -> monotonic creation time
+        self.verdicts: list[Verdict] = []
+
+    # -- builders ---------------------------------------------------------------------------------
+    @staticmethod
+    def request(name: str, device_class: str, count: int = 1, *, selectors: list[str] = (), all: bool = False,
+                admin: bool = False) -> dict:
+        ex: dict = {"deviceClassName": device_class}
+        if all:
+            ex["allocationMode"] = "All"
+        else:
+            ex["count"] = count
+        if selectors:
+            ex["selectors"] = [{"cel": {"expression": s}} for s in selectors]
+        if admin:
+            ex["adminAccess"] = True
+        return {"name": name, "exactly": ex}
+
+    @staticmethod
+    def first_available(name: str, *subs: tuple[str, str, int]) -> dict:
+        return {"name": name, "firstAvailable": [{"name": s, "deviceClassName": c, "count": n} for s, c, n in subs]}
+
+    def claim(self, name: str, *requests: dict, match: tuple[str, list[str]] | list | None = None,
+              config: list[dict] | None = None) -> dict:
+        constraints = []
+        for attr, reqs in ([match] if isinstance(match, tuple) else match or []):
+            constraints.append({"requests": list(reqs), "matchAttribute": attr})
+        spec = {"devices": {"requests": list(requests), "constraints": constraints, "config": config or []}}
+        return {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+                "metadata": {"name": name, "namespace": self.ns}, "spec": spec}
+
+    def template(self, name: str, *requests: dict, match=None, config=None) -> dict:
+        c = self.claim(name, *requests, match=match, config=config)
+        return {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate",
+                "metadata": {"name": name, "namespace": self.ns}, "spec": {"spec": c["spec"]}}
+
+    @staticmethod
+    def neuron_config(lnc: int = 1, requests: list[str] = ()) -> dict:
+        return {"requests": list(requests), "opaque": {"driver": "neuron.aws.com", "parameters": {
+            "apiVersion": "neuron.aws.com/v1", "kind": "NeuronConfig", "logicalNeuronCore": lnc}}}
+
+    def pod(self, name: str, claim: str | None = None, *, template: str | None = None, node: str | None = None) -> dict:
+        rc = {"name": "devices", **({"resourceClaimName": claim} if claim else {"resourceClaimTemplateName": template})}
+        # A workload image every backend has: the driver image (kind loads it into the nodes); the
+        # local backend's kubelet stand-in never pulls it.
+        spec: dict = {"containers": [{"name": "main", "image": WORKLOAD_IMAGE, "imagePullPolicy": "IfNotPresent",
+                                      "command": ["sleep", "86400"], "resources": {"claims": [{"name": "devices"}]}}],
+                      "resourceClaims": [rc], "terminationGracePeriodSeconds": 0}
+        if node:
+            spec["nodeSelector"] = {"kubernetes.io/hostname": node}
+        return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": self.ns}, "spec": spec}
+
+    def load_yaml(self, path: str | Path) -> list[dict]:
+        """Objects from a YAML file, namespaced into the test's namespace."""
+        out = []
+        for obj in yaml.safe_load_all(Path(path).read_text()):
+            if obj:
+                obj = copy.deepcopy(obj)
+                if obj["kind"] in ("ResourceClaim", "ResourceClaimTemplate", "Pod"):
+                    obj["metadata"]["namespace"] = self.ns
+                out.append(obj)
+        return out
+
+    # -- actions ----------------------------------------------------------------------------------
+    def create(self, *objs: dict) -> list[dict]:
+        out = []
+        for o in objs:
+            if o["kind"] in ("ResourceClaim", "ResourceClaimTemplate", "Pod"):
+                o = {**o, "metadata": {**o["metadata"], "namespace": self.ns}}
+            out.append(self.kube.apply(o))
+            self.created[(o["kind"], o["metadata"]["name"])] = time.monotonic()
+        return out
+
+    def delete(self, kind: str, name: str, wait: bool = True) -> None:
+        api = "v1" if kind == "Pod" else "resource.k8s.io/v1"
+        self.kube.delete({"apiVersion": api, "kind": kind, "metadata": {"name": name, "namespace": self.ns}},
+                         wait=wait, timeout=60)
+
+    def get_claim(self, name: str) -> dict | None:
+        return self.kube.get("ResourceClaim", name, self.ns)
+
+    def claim_of_pod(self, pod: str, timeout: float = 30) -> str:
+        """The claim generated for a pod from a template."""
+        p = self.kube.wait("Pod", lambda o: bool(o and (o.get("status") or {}).get("resourceClaimStatuses")),
+                           namespace=self.ns, name=pod, timeout=timeout, what=f"pod {pod}'s generated claim")
+        return p["status"]["resourceClaimStatuses"][0]["resourceClaimName"]
+
+    # -- waits ------------------------------------------------------------------------------------
+    def allocated(self, claim: str, timeout: float = 30) -> dict:
+        try:
+            c = self.kube.wait("ResourceClaim", lambda o: bool(o and (o.get("status") or {}).get("allocation")),
+                               namespace=self.ns, name=claim, timeout=timeout, what=f"claim {self.ns}/{claim} allocated")
+        except WaitTimeout as e:
+            raise WaitTimeout(f"{e}\n{self.explain(claim)}") from None
+        t0 = self.created.get(("ResourceClaim", claim)) or self.created.get(("Pod", claim))
+        self.record.pending.append(PendingTime(self.test, claim, round(time.monotonic() - t0, 3) if t0 else None))
+        return c
+
+    def stays_pending(self, claim: str, seconds: float = 5) -> dict:
+        """Assert the claim is not allocated for `seconds` (watch until the deadline)."""
+        self.kube.stays("ResourceClaim", lambda o: not (o and (o.get("status") or {}).get("allocation")),
+                        namespace=self.ns, name=claim, seconds=seconds, what=f"claim {self.ns}/{claim} to stay pending",
+                        describe=lambda o: json.dumps((o or {}).get("status"), default=str)[:800])
+        return self.get_claim(claim)
+
+    def pod_running(self, pod: str, timeout: float = 30) -> dict:
+        def describe(o):
+            return f"phase {(o or {}).get('status', {}).get('phase')}; events: {self._pod_events(pod)}"
+
+        return self.kube.wait("Pod", lambda o: bool(o and (o.get("status") or {}).get("phase") == "Running"),
+                              namespace=self.ns, name=pod, timeout=timeout, describe=describe,
+                              what=f"pod {self.ns}/{pod} Running (devices prepared by the node's drivers)")
+
+    def _pod_events(self, pod: str) -> list[str]:
+        events, _ = self.kube.list("Event", namespace=self.ns)
+        return [f"{e.get('reason')}: {e.get('message', '')[:300]}" for e in events if e["involvedObject"].get("name") == pod][-3:]
+
+    # -- judging ----------------------------------------------------------------------------------
+    def truths(self) -> dict[str, Truth]:
+        return self.cluster.truths()
+
+    def mutate(self, node: str, op: str, *args: str) -> str:
+        """Change a node's fake hardware as its drivers see it (see Cluster.mutate)."""
+        return self.cluster.mutate(node, op, *args)
+
+    def all_claims(self) -> list[dict]:
+        return json.loads(self.kube.res.list_resource_claim_for_all_namespaces(_preload_content=False).data)["items"]
+
+    def judge(self, claim: str | dict) -> Verdict:
+        c = self.get_claim(claim) if isinstance(claim, str) else claim
+        if c is None:
+            raise AssertionError(f"claim {self.ns}/{claim} does not exist")
+        v = judge(c, self.truths(), self.all_claims())
+        self.verdicts.append(v)
+        self.record.verdicts.append(Judged(self.test, v.claim, v.ok, v.node))
+        return v
+
+    def assert_aligned(self, claim: str, timeout: float = 30) -> Verdict:
+        self.allocated(claim, timeout)
+        v = self.judge(claim)
+        if not v.ok:
+            raise AssertionError(f"the oracle rejects the allocation:\n{v}")
+        return v
+
+    def explain(self, claim: str, nodes: list[str] | None = None) -> Explanation:
+        """Why `claim` is pending; `nodes` limits the search (e.g. to a pod's pinned node)."""
+        c = self.get_claim(claim)
+        classes, _ = self.kube.list("DeviceClass")
+        truths = {n: t for n, t in self.truths().items() if nodes is None or n in nodes}
+        return explain(c, truths, self.all_claims(), classes, scheduler_events(self.kube, self.ns, claim))
+
+    def unschedulable(self, pod: str, timeout: float = 30) -> str:
+        """Wait for the scheduler's verdict that `pod` cannot be placed (its FailedScheduling
+        event): a definite "pending", without sleeping for an arbitrary time."""
+        ev = self.kube.wait("Event", lambda lst: any(e["involvedObject"].get("name") == pod and e.get("reason") == "FailedScheduling"
+                                                     for e in lst["items"]),
+                            namespace=self.ns, timeout=timeout, what=f"the scheduler to give up on pod {self.ns}/{pod}")
+        return next(e["message"] for e in ev["items"] if e["involvedObject"].get("name") == pod and e.get("reason") == "FailedScheduling")
+
+    def allow_admin_access(self) -> None:
+        """Label the namespace so adminAccess requests are admitted (1.34+ label name)."""
+        self.kube.core.patch_namespace(self.ns, {"metadata": {"labels": {"resource.kubernetes.io/admin-access": "true"}}})
+
+    def record_stranded(self) -> list[Stranded]:
+        rows = stranded(self.truths(), self.all_claims())
+        for r in rows:
+            self.record.stranded.append(StrandedAt(test=self.test, **asdict(r)))
+        return rows

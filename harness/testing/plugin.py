@@ -1,0 +1,279 @@
+"""pytest plugin of dra-harness (entry point `pytest11`, loaded wherever the package is installed).
+
+Options: --backend, --k8s-version, --nodes, --keep-cluster, --artifacts, --driver-arg.
+Markers: @pytest.mark.topology("trn2.48xlarge", nodes=2, driver_args={...}), @pytest.mark.k8s(min="1.35").
+Fixtures: dra_cluster, dra_kube, dra_truth, dra (a namespace per test + the harness API).
+Tests that need the same topology share one cluster; under pytest-xdist the workers of a run
+share it too (a lock and a reference count), each test isolated in its own namespace.
+On failure, a bundle (objects, events, truths, pictures, logs) lands in the artifacts directory;
+at the end, the summary lists each judged claim and what the run recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import uuid
+from pathlib import Path
+
+import pytest
+
+from ..backends import NAMES as BACKENDS, Cluster, get as get_backend, shared
+from ..backends.spec import DEFAULT_NODES
+from ..judge.record import RunRecord
+
+SESSION = pytest.StashKey["DraSession"]()
+RUN_UID = pytest.StashKey[str]()
+CLUSTER_KEY = pytest.StashKey[str]()  # on items: which cluster the test needs
+API = pytest.StashKey["object"]()  # on items: the test's Dra API, for the report hook
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("dra-harness", "DRA driver end-to-end harness")
+    g.addoption("--backend", default="local", choices=list(BACKENDS),
+                help="cluster backend for tests using the dra fixtures (default: local)")
+    g.addoption("--k8s-version", default=None, help="Kubernetes version, e.g. 1.36 (default: the pinned default)")
+    g.addoption("--nodes", default=None, help=f"comma-separated presets or spec files, one per node (default: {DEFAULT_NODES})")
+    g.addoption("--keep-cluster", action="store_true", help="leave the clusters running after the session")
+    g.addoption("--artifacts", default=None, help="directory for logs, failure bundles and the summary (default: ./artifacts)")
+    g.addoption("--driver-arg", action="append", default=[], metavar="PROFILE=ARG",  # noqa: E501
+                help="extra driver argument for every cluster, e.g. refdriver-neuron=--extended-attributes")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "topology(*topologies, nodes=1, driver_args=None, exclusive=False): the cluster "
+                            "this test needs (presets or spec files, each repeated `nodes` times; exclusive: a private "
+                            "cluster for the module's tests that fill or mutate nodes)")
+    config.addinivalue_line("markers", "k8s(min=None, max=None): Kubernetes versions this test applies to")
+    if not hasattr(config, "workerinput"):
+        config.stash[RUN_UID] = uuid.uuid4().hex[:8]
+
+
+# -- the session: clusters keyed by topology -------------------------------------------------------
+
+
+class DraSession:
+    """The clusters of one test run, keyed by what they are made of; shared across xdist workers
+    through the backend layer (harness.backends.shared)."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        from ..backends.profiles import ProfileError, parse_driver_args
+
+        self.config = config
+        self.backend = get_backend(config.getoption("--backend"))
+        self.version = config.getoption("--k8s-version")
+        self.keep = config.getoption("--keep-cluster")
+        self.artifacts = Path(config.getoption("--artifacts") or "artifacts").resolve()
+        self.default_nodes = config.getoption("--nodes") or DEFAULT_NODES
+        try:
+            self.driver_args = parse_driver_args(config.getoption("--driver-arg"))
+        except ProfileError as e:
+            raise pytest.UsageError(str(e)) from None
+        wi = getattr(config, "workerinput", None)
+        self.runuid = wi["testrunuid"][:8] if wi else config.stash[RUN_UID]
+        self.owner_pid = os.getppid() if wi else os.getpid()  # the run's controlling process
+        self.clusters: dict[str, Cluster] = {}
+        self.record = RunRecord()
+        self.remaining: dict[str, int] = {}
+        self.failed = False  # a test failed: backends export their logs on the way down
+        self.kubes: dict[str, object] = {}
+
+    def key(self, marker: pytest.Mark | None, test: str = "") -> tuple[str, dict]:
+        nodes, args = self.default_nodes, dict(self.driver_args)
+        private = test.split("::")[0] if marker and marker.kwargs.get("exclusive") else ""  # per module
+        if marker:
+            n = marker.kwargs.get("nodes", 1)
+            nodes = ",".join(t for t in marker.args for _ in range(n))
+            for prof, a in (marker.kwargs.get("driver_args") or {}).items():
+                args[prof] = args.get(prof, []) + list(a)
+        return json.dumps([nodes, sorted(args.items()), private]), {"nodes": nodes, "args": args}
+
+    def cluster(self, marker: pytest.Mark | None, test: str = "") -> Cluster:
+        key, want = self.key(marker, test)
+        if key not in self.clusters:
+            self.clusters[key] = self._acquire(key, want)
+        return self.clusters[key]
+
+    def _acquire(self, key: str, want: dict) -> Cluster:
+        from ..backends.spec import ClusterSpec, ClusterSpecError, parse_nodes
+
+        name = f"pt-{self.runuid}-{hashlib.sha256(key.encode()).hexdigest()[:6]}"  # same in every worker
+        try:
+            spec = ClusterSpec(name=name, nodes=parse_nodes(want["nodes"], driver_args=want["args"]),
+                               k8s_version=self.version)
+        except ClusterSpecError as e:
+            raise pytest.UsageError(str(e)) from None
+        return shared.acquire(self.backend, spec, self.artifacts / name, self.owner_pid)
+
+    def release(self) -> None:
+        for key in list(self.clusters):
+            self.release_one(key)
+
+    def release_one(self, key: str) -> None:
+        """Drop this session's use of a cluster; the last user (across xdist workers) stops it."""
+        c = self.clusters.pop(key)
+        shared.release(self.backend, c, keep=self.keep, export_logs_to=c.artifacts if self.failed else None)
+
+
+def _session(config: pytest.Config) -> DraSession:
+    if SESSION not in config.stash:
+        config.stash[SESSION] = DraSession(config)
+    return config.stash[SESSION]
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Run the tests of one cluster together (the default cluster first), and remember how many
+    each cluster has, so it can be stopped right after its last test instead of at the end."""
+    s = _session(config)
+    keyed = []
+    for i, item in enumerate(items):
+        if "dra_cluster" in getattr(item, "fixturenames", ()):
+            key, _ = s.key(item.get_closest_marker("topology"), item.nodeid)
+            item.stash[CLUSTER_KEY] = key
+            keyed.append(key)
+    order = {k: n for n, k in enumerate(dict.fromkeys(sorted(keyed, key=lambda k: k != s.key(None)[0])))}
+    items.sort(key=lambda it: order.get(it.stash.get(CLUSTER_KEY, None), -1))
+    s.remaining = {k: keyed.count(k) for k in order}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    yield
+    s = item.config.stash.get(SESSION, None)
+    key = item.stash.get(CLUSTER_KEY, None)
+    if s is None or key is None or key not in s.remaining:
+        return
+    s.remaining[key] -= 1
+    if s.remaining[key] == 0 and key in s.clusters:
+        s.release_one(key)
+
+
+@pytest.fixture(scope="session")
+def dra_session(pytestconfig):
+    s = _session(pytestconfig)
+    yield s
+    s.release()
+
+
+@pytest.fixture
+def dra_cluster(request, dra_session):
+    cluster = dra_session.cluster(request.node.get_closest_marker("topology"), request.node.nodeid)
+    k8s = request.node.get_closest_marker("k8s")
+    if k8s and cluster.k8s_version:
+        have = _minor(cluster.k8s_version)
+        if k8s.kwargs.get("min") and have < _minor(k8s.kwargs["min"]):
+            pytest.skip(f"needs Kubernetes >= {k8s.kwargs['min']} (cluster: {cluster.k8s_version})")
+        if k8s.kwargs.get("max") and have > _minor(k8s.kwargs["max"]):
+            pytest.skip(f"needs Kubernetes <= {k8s.kwargs['max']} (cluster: {cluster.k8s_version})")
+    return cluster
+
+
+def _minor(v: str) -> tuple[int, int]:
+    m = re.match(r"v?(\d+)\.(\d+)", v)
+    return (int(m[1]), int(m[2])) if m else (0, 0)
+
+
+@pytest.fixture
+def dra_kube(dra_cluster, dra_session):
+    """One client per cluster for the session (its API discovery is not free)."""
+    from ..kube import Kube
+
+    key = str(dra_cluster.kubeconfig)
+    if key not in dra_session.kubes:
+        dra_session.kubes[key] = Kube(key)
+    return dra_session.kubes[key]
+
+
+@pytest.fixture
+def dra_truth(dra_cluster) -> dict:
+    return dra_cluster.truths()
+
+
+@pytest.fixture
+def dra(request, dra_cluster, dra_kube, dra_session):
+    """A fresh namespace (deleted after the test) and the harness API bound to it."""
+    from .api import Dra
+
+    ns = "t-" + re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:40].strip("-") + "-" + uuid.uuid4().hex[:5]
+    dra_kube.create_namespace(ns, labels={"dra-harness.io/test": "true"})
+    api = Dra(dra_cluster, ns, dra_kube, dra_session.record, request.node.nodeid)
+    request.node.stash[API] = api
+    yield api
+    try:
+        release_namespace(dra_kube, ns)
+    except Exception as e:  # cleanup must not hide the test's own result
+        print(f"dra-harness: cleanup of namespace {ns}: {e}")
+
+
+def release_namespace(kube, ns: str, timeout: float = 60) -> None:
+    """Give the test's devices back before the next test starts: pods, then claims, must be
+    gone (the controller deallocates a claim once no pod reserves it); the namespace itself is
+    then deleted in the background."""
+    kube.core.delete_collection_namespaced_pod(ns, grace_period_seconds=0)
+    kube.wait("Pod", lambda lst: not lst["items"], namespace=ns, timeout=timeout, what=f"the pods of {ns} to be gone")
+    kube.res.delete_collection_namespaced_resource_claim(ns)
+    kube.wait("ResourceClaim", lambda lst: not lst["items"], namespace=ns, timeout=timeout,
+              what=f"the claims of {ns} to be deleted (devices released)")
+    kube.core.delete_namespace(ns)
+
+
+# -- reports -----------------------------------------------------------------------------------------
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    api = item.stash.get(API, None)
+    if api is None or rep.when != "call":
+        return
+    if api.verdicts:
+        rep.sections.append(("dra-harness verdicts", "\n".join(str(v) for v in api.verdicts)))
+    if rep.failed:
+        from ..judge.report import bundle
+
+        sess = _session(item.config)
+        sess.failed = True  # backends export their logs on the way down
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", item.nodeid)[-120:]
+        notes = [str(v) for v in api.verdicts]
+        try:
+            claims, _ = api.kube.list("ResourceClaim", namespace=api.ns)
+            notes += [str(api.explain(c["metadata"]["name"])) for c in claims if not (c.get("status") or {}).get("allocation")]
+            out = bundle(sess.artifacts / "failures" / safe, api.kube, api.truths(), api.ns,
+                         api.cluster.artifacts / "logs" if api.cluster.artifacts else None, "\n\n".join(notes))
+            rep.sections.append(("dra-harness", f"failure bundle: {out}\n" + "\n\n".join(notes)))
+        except Exception as e:  # the bundle is best effort; the failure itself must stay visible
+            rep.sections.append(("dra-harness", f"could not write the failure bundle: {e}"))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    sess = config.stash.get(SESSION, None)
+    if sess is None or not (sess.record.verdicts or sess.record.pending):
+        return
+    from ..judge.summary import render, write
+
+    tr = terminalreporter
+    tr.section("dra-harness summary")
+    for line in render(sess.record, tr.stats):
+        tr.write_line(line)
+    path = write(sess.record, tr.stats, sess.artifacts)
+    tr.write_line(f"(written to {path})")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    sess = session.config.stash.get(SESSION, None)
+    if sess is not None and sess.clusters:
+        sess.release()
+    if sess is not None and hasattr(session.config, "workeroutput"):  # xdist worker: hand its record over
+        session.config.workeroutput["dra_record"] = sess.record.to_json()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """xdist controller: merge a worker's record into the run's summary."""
+    data = getattr(node, "workeroutput", {}).get("dra_record")
+    if data:
+        _session(node.config).record.merge_json(data)
+
