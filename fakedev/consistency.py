@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .fields import SpecError, join
+from .fields import SpecError, join, short
 from .model import Topology, parse_bdf
 
 
@@ -36,7 +36,7 @@ def check(t: Topology) -> None:
                 raise SpecError(join(p, "bdf"), f"PCI address {f.bdf} is already used by {seen_bdf[f.bdf]}")
             seen_bdf[f.bdf] = p
             if f.parent not in parents:
-                raise SpecError(join(p, "parent"), f"{f.parent!r} is neither a root in pci_roots nor a switch in pcie_switches")
+                raise SpecError(join(p, "parent"), f"{short(f.parent)} is neither a root in pci_roots nor a switch in pcie_switches")
             domain, bus, _, _ = parse_bdf(f.bdf)
             root = t.root_of(f.parent)
             if domain != root.domain:

@@ -14,7 +14,7 @@ from typing import Any
 
 from . import presets, safeyaml
 from .consistency import check, resolve_defaults
-from .fields import SpecError, join as _join, opt as _opt, read_bdf as _bdf, read_bus as _bus, read_hex16 as _hex16
+from .fields import SpecError, short, join as _join, opt as _opt, read_bdf as _bdf, read_bus as _bus, read_hex16 as _hex16
 from .fields import read_int as _int, read_list as _list, read_map as _map, read_root_name as _root_name, read_str as _str
 from .model import (
     GENERATIONS,
@@ -83,10 +83,10 @@ def _merge_list(base: list, over: list, key: str, path: str) -> list:
         match = [j for j, b in enumerate(out) if isinstance(b, dict) and b.get(key) == item[key]]
         remove = item.get("remove", False)
         if not isinstance(remove, bool):
-            raise SpecError(_join(p, "remove"), f"expected true or false, got {remove!r}")
+            raise SpecError(_join(p, "remove"), f"expected true or false, got {short(remove)}")
         if remove:
             if not match:
-                raise SpecError(p, f"cannot remove {key}={item[key]!r}: no such entry in the preset")
+                raise SpecError(p, f"cannot remove {key}={short(item[key])}: no such entry in the preset")
             del out[match[0]]
         elif match:
             out[match[0]] = {**out[match[0]], **{k: v for k, v in item.items() if k != "remove"}}
@@ -130,7 +130,7 @@ def load_data(data: Any, source: str = "spec") -> Topology:
         if "preset" in data:
             name = _str(data["preset"], "preset")
             if name not in presets.names():
-                raise SpecError("preset", f"unknown preset {name!r} (known: {', '.join(presets.names())})")
+                raise SpecError("preset", f"unknown preset {short(name)} (known: {', '.join(presets.names())})")
             over = {k: v for k, v in data.items() if k != "preset"}
             data = merge(presets.raw(name), over)
         return _build(data)
@@ -144,12 +144,12 @@ def _build(d: dict) -> Topology:
     _map(d, "", TOP_KEYS - {"preset"}, {"instance_type", "cpu", "pci_roots"})
     instance = _str(d["instance_type"], "instance_type", re.compile(r"^[a-z0-9][a-z0-9.-]{0,63}\Z"),
                     "an EC2 instance type like trn2.48xlarge")
-    generation = _opt(d, "neuron_generation", "neuron_generation", _str)
+    generation = _opt(d, "neuron_generation", "", _str)
     if generation is not None and generation not in GENERATIONS:
-        raise SpecError("neuron_generation", f"unknown generation {generation!r} (known: {', '.join(GENERATIONS)})")
-    version = _opt(d, "neuron_driver_version", "neuron_driver_version",
+        raise SpecError("neuron_generation", f"unknown generation {short(generation)} (known: {', '.join(GENERATIONS)})")
+    version = _opt(d, "neuron_driver_version", "",
                    lambda o, p: _str(o, p, VERSION_RE, "a version string"), "2.24.7.0")
-    seed = _opt(d, "seed", "seed", _str, instance)
+    seed = _opt(d, "seed", "", _str, instance)
 
     cpu = _map(d["cpu"], "cpu", {"sockets", "cores_per_socket", "threads_per_core"}, {"sockets", "cores_per_socket"})
     sockets = _int(cpu["sockets"], "cpu.sockets", 1, 16)
@@ -158,7 +158,7 @@ def _build(d: dict) -> Topology:
     nr_cpus = sockets * cores * threads
     if nr_cpus > 4096:
         raise SpecError("cpu", f"{nr_cpus} CPUs is more than the 4096 supported")
-    memory = _opt(d, "memory_gib", "memory_gib", lambda o, p: _int(o, p, 1, 1 << 20), 64)
+    memory = _opt(d, "memory_gib", "", lambda o, p: _int(o, p, 1, 1 << 20), 64)
 
     numa = _numa_nodes(d, sockets, cores, threads, memory)
     numa_ids = {n.id for n in numa}

@@ -72,7 +72,12 @@ class Driver:
             if p not in self.reported:
                 self.reported.add(p)
                 log.warning("discovery problem", extra={"fields": {"problem": p}})
-        return devices_of(self.node, self.opts)
+        devices = devices_of(self.node, self.opts)
+        if not devices and "none" not in self.reported:
+            self.reported.add("none")
+            log.warning("no devices found", extra={"fields": {"driver": self.opts.driver, "problem":
+                        "no devices under /sys (a node without this hardware, or a wrong --sysfs-root?)"}})
+        return devices
 
     def run(self) -> None:
         from kubernetes import client

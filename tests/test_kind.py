@@ -82,7 +82,8 @@ def test_chart_renders_and_validates_against_openapi(tools, minor):
     objs = _helm_template(tools, "--set", "efa.args={--inject-bug=efa-shift}")
     kinds = sorted(o["kind"] for o in objs)
     assert kinds == sorted(["ServiceAccount"] * 2 + ["ClusterRole"] * 2 + ["ClusterRoleBinding"] * 2 +
-                           ["DaemonSet"] * 2 + ["DeviceClass"] * 2)
+                           ["DaemonSet"] * 2 + ["DeviceClass"] * 2 + ["ValidatingAdmissionPolicy"] * 2 +
+                           ["ValidatingAdmissionPolicyBinding"] * 2)
     for o in objs:
         assert validate(o, K8S[minor]) == [], o["metadata"]["name"]
     ds = next(o for o in objs if o["kind"] == "DaemonSet" and o["metadata"]["name"].endswith("-efa"))
@@ -92,6 +93,10 @@ def test_chart_renders_and_validates_against_openapi(tools, minor):
     role = next(o for o in objs if o["kind"] == "ClusterRole" and o["metadata"]["name"].endswith("-neuron"))
     driver_rule = next(r for r in role["rules"] if r["resources"] == ["resourceclaims/driver"])
     assert driver_rule["resourceNames"] == ["neuron.aws.com"]
+    vap = next(o for o in objs if o["kind"] == "ValidatingAdmissionPolicy" and o["metadata"]["name"].endswith("-neuron-slices"))
+    rules = " ".join(v["expression"] for v in vap["spec"]["validations"])
+    assert "authentication.kubernetes.io/node-name" in vap["spec"]["variables"][0]["expression"]
+    assert '"neuron.aws.com"' in rules and "nodeName" in rules
 
 
 def test_openapi_validation_can_fail(tools):

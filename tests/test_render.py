@@ -156,3 +156,14 @@ def _snapshot(root: Path) -> dict:
             else:
                 out[rel] = ("dir", stat.S_IMODE(st.st_mode))
     return out
+
+
+def test_stale_staging_of_a_killed_render_is_swept(tmp_path):
+    """A render killed by SIGKILL leaves its staging directory; the next render of that tree
+    removes it (its process is gone), and leaves a live render's staging alone."""
+    dead = tmp_path / f".node.fakedev-{2**22 + 7}-x1"  # above pid_max: no such process
+    live = tmp_path / f".node.fakedev-{os.getpid()}-x2"
+    for d in (dead, live):
+        (d / "sys").mkdir(parents=True)
+    fakedev.generate(fakedev.load_preset("inf2.xlarge"), tmp_path / "node")
+    assert not dead.exists() and live.exists()

@@ -53,3 +53,13 @@ def inside(root: Path, *parts: str) -> Path:
     if rp == rr or not rp.startswith(rr + os.sep):
         raise BadName(f"{p} is not inside the state root {root}")
     return p
+
+
+def write_private(path: Path, data: bytes | str) -> None:
+    """Create (or replace) a file readable by its owner only, never briefly wider."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)

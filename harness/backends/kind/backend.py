@@ -25,7 +25,7 @@ from fakedev import Truth
 from .. import bins, profiles
 from ..base import BackendError
 from ..handle import Cluster, NodeInfo
-from ..paths import check_name, ensure_root, inside
+from ..paths import check_name, ensure_root, inside, write_private
 from ..spec import ClusterSpec
 from . import config as kindcfg
 
@@ -115,7 +115,7 @@ def _up(spec: ClusterSpec, artifacts: Path, build_image: bool = True, chart: str
     image = kindcfg.node_image(spec.k8s_version)
     _run(["kind", "create", "cluster", "--name", spec.name, "--config", str(cfg_path), "--image", image, "--wait", "3m"])
     kubeconfig = artifacts / "kubeconfig"
-    kubeconfig.write_text(_run(["kind", "get", "kubeconfig", "--name", spec.name]).stdout)
+    write_private(kubeconfig, _run(["kind", "get", "kubeconfig", "--name", spec.name]).stdout)
     try:
         kube = _kube(kubeconfig)
         for n in spec.nodes:  # a kind node's container is named like the Kubernetes node

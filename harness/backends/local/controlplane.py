@@ -41,6 +41,7 @@ class ControlPlane:
     procs: list[procs.Proc] = field(default_factory=list)
     popens: dict[int, object] = field(default_factory=dict)
     apiserver_port: int = 0
+    etcd_port: int = 0
     pki: Pki | None = None
 
     @property
@@ -60,20 +61,30 @@ class ControlPlane:
     def start(self, deadline: float) -> None:
         pki_dir = self.state_dir / "pki"
         self.pki = pki = Pki(pki_dir)
+        # etcd trusts only its own CA, whose one client certificate is the API server's: no other
+        # credential of the cluster (drivers, admin) can reach etcd directly.
+        etcd_pki = Pki(self.state_dir / "etcd-pki", "etcd-ca", service_accounts=False)
+        etcd_crt, etcd_key = etcd_pki.issue("etcd-server", "etcd", server=True, client=True)
+        etcd_client = etcd_pki.issue("apiserver-etcd-client", "kube-apiserver-etcd-client")
         srv_crt, srv_key = pki.issue("apiserver", "kube-apiserver", server=True)
         proxy_crt, proxy_key = pki.issue("front-proxy-client", "front-proxy-client")
         etcd_port, peer_port = free_port(), free_port()
         self.apiserver_port = free_port()
+        self.etcd_port = etcd_port
         b = self.bin_dir
+        tls = [f"--cert-file={etcd_crt}", f"--key-file={etcd_key}", f"--trusted-ca-file={etcd_pki.ca_path}",
+               "--client-cert-auth", f"--peer-cert-file={etcd_crt}", f"--peer-key-file={etcd_key}",
+               f"--peer-trusted-ca-file={etcd_pki.ca_path}", "--peer-client-cert-auth"]
         etcd = self._spawn("etcd", [
             str(b / "etcd"), "--name=n0", f"--data-dir={self.state_dir / 'etcd'}",
-            f"--listen-client-urls=http://127.0.0.1:{etcd_port}", f"--advertise-client-urls=http://127.0.0.1:{etcd_port}",
-            f"--listen-peer-urls=http://127.0.0.1:{peer_port}", f"--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}",
-            f"--initial-cluster=n0=http://127.0.0.1:{peer_port}", "--unsafe-no-fsync", "--log-level=warn",
+            f"--listen-client-urls=https://127.0.0.1:{etcd_port}", f"--advertise-client-urls=https://127.0.0.1:{etcd_port}",
+            f"--listen-peer-urls=https://127.0.0.1:{peer_port}", f"--initial-advertise-peer-urls=https://127.0.0.1:{peer_port}",
+            f"--initial-cluster=n0=https://127.0.0.1:{peer_port}", *tls, "--unsafe-no-fsync", "--log-level=warn",
             "--quota-backend-bytes=4294967296", "--auto-compaction-retention=1"])
-        self._wait_http(etcd, f"http://127.0.0.1:{etcd_port}/health", deadline)
+        self._wait_http(etcd, f"https://127.0.0.1:{etcd_port}/health", deadline, client=etcd_client)
         api = self._spawn("kube-apiserver", [
-            str(b / "kube-apiserver"), f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+            str(b / "kube-apiserver"), f"--etcd-servers=https://127.0.0.1:{etcd_port}",
+            f"--etcd-cafile={etcd_pki.ca_path}", f"--etcd-certfile={etcd_client[0]}", f"--etcd-keyfile={etcd_client[1]}",
             "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={self.apiserver_port}",
             f"--tls-cert-file={srv_crt}", f"--tls-private-key-file={srv_key}", f"--client-ca-file={pki.ca_path}",
             "--service-account-issuer=https://kubernetes.default.svc", f"--service-account-key-file={pki_dir / 'sa.pub'}",
