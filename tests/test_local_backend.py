@@ -121,7 +121,7 @@ def test_scheduler_allocates_aligned_claim_and_pod_runs(cluster, kube, ns):
 
 def test_kubelet_plugin_handshake_prepare_errors_and_checkpoint(cluster, kube, ns):
     info = cluster.nodes["trn1-32xlarge-0"]
-    reg_dir = Path(str(info.plugins_dir).replace("/plg", "/reg"))
+    reg_dir = info.plugins_dir.parent / "plugins_registry"  # the node's kubelet root
     plugin = register(reg_dir / "neuron.aws.com-reg.sock")
     assert plugin.driver == "neuron.aws.com" and plugin.service == "v1.DRAPlugin"
     kube.apply(claim("one", ns, [{"name": "n", "exactly": {"deviceClassName": "neuron.aws.com",

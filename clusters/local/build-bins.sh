@@ -37,8 +37,11 @@ bin="$cache/k8s/$K8S_VERSION/bin"
 if [ "${DRA_HARNESS_PRINT_BIN_DIR:-}" = 1 ]; then echo "$bin"; exit 0; fi
 
 k8s_bins=(kube-apiserver kube-scheduler kube-controller-manager kubectl)
+# Upstream's e2e DRA test driver (built on the kubeletplugin library): the harness's example of a
+# third-party driver, run unmodified (research/external-drivers.md Part 1).
+test_pkgs=(k8s.io/kubernetes/test/e2e/dra/test-driver)
 stamp="$bin/.complete"
-want_stamp="k8s=$K8S_VERSION etcd=$ETCD_VERSION bins=${k8s_bins[*]} etcd"
+want_stamp="k8s=$K8S_VERSION etcd=$ETCD_VERSION bins=${k8s_bins[*]} test-driver etcd"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want_stamp" ]; then
   echo "build-bins: $K8S_VERSION and etcd $ETCD_VERSION already built in $bin (nothing to do)"
   exit 0
@@ -94,9 +97,10 @@ build_k8s() {
   echo "build-bins: wrapper module with $n staging replaces at v0.$minor_patch in $src"
   local pkgs=() b
   for b in "${k8s_bins[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$b"); done
+  pkgs+=("${test_pkgs[@]}")
   echo "build-bins: compiling ${k8s_bins[*]} (a cold build takes 20-40 minutes on 2 cores)"
   (cd "$src" && go build -v -trimpath -ldflags "$(ldflags)" -o "$bin/" "${pkgs[@]}" 2>&1) | progress k8s
-  for b in "${k8s_bins[@]}"; do [ -x "$bin/$b" ] || die "$b was not built"; done
+  for b in "${k8s_bins[@]}" test-driver; do [ -x "$bin/$b" ] || die "$b was not built"; done
 }
 
 build_etcd() {

@@ -3,12 +3,15 @@
 A profile is a command template plus environment and the way the driver sees the node's tree:
   sysfs-root   the command gets the tree through a flag or variable of its own ({tree})
   fakedev-run  the command runs inside `fakedev run --tree TREE --` (mount namespace, root)
-Placeholders: {node} {tree} {kubeconfig} {registry_dir} {plugins_dir} {cdi_root} {python} {health_port}.
-Profiles load from YAML (`--driver-profile FILE`) with the same fields.
+Placeholders (in `command` and `env`): {node} {tree} {kubeconfig} {kubelet_dir} {registry_dir}
+{plugins_dir} {cdi_root} {python} {health_port} {bin_dir} (the control-plane binaries, where
+`make bins` also builds upstream's e2e test driver).
+Profiles load from YAML (`--driver FILE`) with the same fields.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from dataclasses import dataclass, field
@@ -41,6 +44,18 @@ class DriverProfile:
         p = Path(self.device_classes)
         return p if p.is_absolute() else ROOT / p
 
+    def environment(self, **values: str) -> dict[str, str]:
+        """A clean environment: the profile's variables (templated like the command), the
+        node's name, and only the basics of ours (PATH, locale, HOME, TMPDIR, PYTHONPATH).
+        Anything else of the harness's environment (an AWS_CA_BUNDLE, a KUBECONFIG) stays out."""
+        base = {k: os.environ[k] for k in CLEAN_ENV if k in os.environ}
+        values = {"python": sys.executable, **values}
+        try:
+            own = {k: v.format(**values) for k, v in self.env.items()}
+        except (KeyError, IndexError) as e:
+            raise ProfileError(f"driver profile {self.name}: unknown placeholder {e} in env") from None
+        return {**base, "PYTHONPATH": str(ROOT), "NODE_NAME": values.get("node", ""), **own}
+
     def argv(self, **values: str) -> list[str]:
         values = {"python": sys.executable, **values}
         try:
@@ -64,10 +79,24 @@ def refdriver(kind: str, extra: list[str] = ()) -> DriverProfile:
     )
 
 
-BUILTIN = {"refdriver-neuron": lambda: refdriver("neuron"), "refdriver-efa": lambda: refdriver("efa")}
+def e2e_test_driver() -> DriverProfile:
+    """Upstream's e2e DRA test driver, built on the kubeletplugin library, run unmodified: the
+    example of plugging in a Go driver (research/external-drivers.md Part 1)."""
+    return DriverProfile(
+        name="e2e-test-driver", driver="test-driver.cdi.k8s.io",
+        command=["{bin_dir}/test-driver", "-v=5", "--kubeconfig={kubeconfig}", "kubelet-plugin", "--node-name={node}",
+                 "--plugin-registration-path={registry_dir}", "--datadir={plugins_dir}", "--cdi-dir={cdi_root}",
+                 "--num-devices=4"],
+        device_classes="clusters/drivers/e2e-test-driver.deviceclass.yaml",
+    )
+
+
+BUILTIN = {"refdriver-neuron": lambda: refdriver("neuron"), "refdriver-efa": lambda: refdriver("efa"),
+           "e2e-test-driver": e2e_test_driver}
 DEFAULT = ["refdriver-neuron", "refdriver-efa"]
 
 
+CLEAN_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "HOME", "TMPDIR", "USER", "LOGNAME")
 DRIVER_NAME_RE = re.compile(r"[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?\Z")  # a DNS subdomain, as DRA driver names are
 FIELDS = {"name", "driver", "command", "tree_access", "env", "kind_chart", "kind_values", "device_classes"}
 

@@ -70,7 +70,7 @@ class LocalBackend:
                                    "another --name")
         bin_dir = bins.ensure(spec.k8s_version, build=build)
         spec.k8s_version = bins.resolve(spec.k8s_version)
-        lay = ClusterLayout(root, artifacts)
+        lay = ClusterLayout(root, artifacts, [n.name for n in spec.nodes])
         lay.check_socket_paths([n.name for n in spec.nodes],
                                sorted({profiles.resolve(d).driver for n in spec.nodes for d in n.drivers}))
         ensure_root()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from kubeletapi.gen.pluginregistration import api_pb2 as reg
 from kubeletapi.gen.pluginregistration import api_pb2_grpc as reg_grpc
 
 from ...kube import Kube
+from .pluginwatcher import PluginWatcher
 
 log = logging.getLogger("kubelet-standin")
 SUPPORTED = ["v1.DRAPlugin", "v1beta1.DRAPlugin"]  # the kubelet's servicesSupportedByKubelet (1.34+)
@@ -40,7 +42,7 @@ class RegistrationError(Exception):
 
 @dataclass
 class Plugin:
-    driver: str
+    driver: str  # the name GetInfo gave
     endpoint: str
     service: str  # the negotiated service, e.g. v1.DRAPlugin
 
@@ -79,33 +81,67 @@ def call(plugin: Plugin, method: str, claims: list[dict], timeout: float = 45) -
         return {uid: {"error": r.error} for uid, r in resp.claims.items()}
 
 
-class KubeletStandIn:
-    """Serves every fake node of a cluster from one pod watch."""
+WIPING_DELAY = float(os.environ.get("DRA_HARNESS_WIPING_DELAY", "30"))  # the kubelet's defaultWipingDelay
 
-    def __init__(self, kube: Kube, registry_dirs: dict[str, Path]) -> None:
+
+class KubeletStandIn:
+    """Serves every fake node of a cluster: plugin registration (a plugin watcher on each node's
+    plugins_registry/), and the DRA part of running pods, from one pod watch."""
+
+    def __init__(self, kube: Kube, registry_dirs: dict[str, Path], wiping_delay: float = WIPING_DELAY) -> None:
         self.kube = kube
         self.registry_dirs = registry_dirs  # node -> its plugins_registry directory
         self.plugins: dict[tuple[str, str], Plugin] = {}
+        self.wiping_delay = wiping_delay
+        self.wipes: dict[tuple[str, str], threading.Timer] = {}
+        self.watcher = PluginWatcher(registry_dirs, self._register, self._deregister)
         self.prepared: dict[str, list[dict]] = {}  # pod uid -> claims prepared
         self.stop_event = threading.Event()
         self.lock = threading.Lock()
         self.retry: dict[str, tuple[dict, bool]] = {}  # pod uid -> (pod, gone) whose unprepare failed: retried
 
     def plugin(self, node: str, driver: str) -> Plugin:
-        key = (node, driver)
-        if key not in self.plugins:
-            sock = self.registry_dirs[node] / f"{driver}-reg.sock"
-            if not sock.exists():
-                raise RegistrationError(f"no DRA plugin {driver} registered on node {node} ({sock} missing)")
-            self.plugins[key] = register(sock)
-        return self.plugins[key]
+        p = self.plugins.get((node, driver))
+        if p is None:
+            raise RegistrationError(f"no DRA plugin {driver} is registered on node {node} "
+                                    f"(no socket of it in {self.registry_dirs[node]})")
+        return p
 
-    def forget(self, node: str, driver: str | None = None) -> None:
-        """Drop cached registrations (a driver restarted): the next call re-registers."""
-        for key in [k for k in self.plugins if k[0] == node and (driver is None or k[1] == driver)]:
-            del self.plugins[key]
+    def _register(self, node: str, socket_path: Path) -> str:
+        p = register(socket_path)
+        self.plugins[(node, p.driver)] = p
+        timer = self.wipes.pop((node, p.driver), None)
+        if timer:
+            timer.cancel()  # back before its slices were wiped, as after a restart
+        return p.driver
+
+    def _deregister(self, node: str, driver: str) -> None:
+        """As the kubelet: once no plugin of the driver is connected for the wiping delay, its
+        ResourceSlices on the node are deleted (defaultWipingDelay, research/dra-api.md §3.6)."""
+        self.plugins.pop((node, driver), None)
+        timer = threading.Timer(self.wiping_delay, self._wipe, args=(node, driver))
+        timer.daemon = True
+        self.wipes[(node, driver)] = timer
+        timer.start()
+
+    def _wipe(self, node: str, driver: str) -> None:
+        self.wipes.pop((node, driver), None)
+        if (node, driver) in self.plugins or self.stop_event.is_set():
+            return
+        try:
+            self.kube.res.delete_collection_resource_slice(field_selector=f"spec.nodeName={node},spec.driver={driver}")
+            log.info("wiped the ResourceSlices of %s on node %s (plugin gone for %.0fs)", driver, node, self.wiping_delay)
+        except ApiException as e:
+            log.warning("wiping slices of %s on %s: %s", driver, node, e.reason)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.watcher.stop()
+        for t in list(self.wipes.values()):
+            t.cancel()
 
     def run(self) -> None:
+        threading.Thread(target=self.watcher.run, name="plugin-watcher", daemon=True).start()
         threading.Thread(target=self._retry_loop, name="standin-retry", daemon=True).start()
         while not self.stop_event.is_set():
             try:
@@ -209,7 +245,6 @@ class KubeletStandIn:
             if uid not in self.retry:
                 self._event(pod, "FailedUnprepareDynamicResources", "; ".join(errors))
             self.retry[uid] = (pod, gone)  # keep the pod (Terminating) until its devices are unprepared
-            self.forget(node)
             return
         self.prepared.pop(uid, None)
         self.retry.pop(uid, None)

@@ -10,10 +10,11 @@ MARKER = ".dra-harness-cluster"  # written first into a cluster's state dir; cle
 
 
 class ClusterLayout:
-    def __init__(self, root: Path, artifacts: Path) -> None:
+    def __init__(self, root: Path, artifacts: Path, nodes: list[str] = ()) -> None:
         self.root = root
         self.artifacts = artifacts
         self.log_dir = artifacts / "logs"
+        self.index = {n: i for i, n in enumerate(nodes)}  # short kubelet roots: socket paths are bounded
 
     @property
     def control_dir(self) -> Path:
@@ -37,11 +38,16 @@ class ClusterLayout:
     def tree(self, node: str) -> Path:
         return self.node_dir(node) / "tree"
 
+    def kubelet_dir(self, node: str) -> Path:
+        """The node's kubelet root (/var/lib/kubelet on a real node), kept short: the sockets
+        below it must fit in 107 bytes, as with the real kubelet's paths."""
+        return self.root / "k" / str(self.index[node])
+
     def registry_dir(self, node: str) -> Path:
-        return self.node_dir(node) / "reg"
+        return self.kubelet_dir(node) / "plugins_registry"
 
     def plugins_dir(self, node: str) -> Path:
-        return self.node_dir(node) / "plg"
+        return self.kubelet_dir(node) / "plugins"
 
     def cdi_dir(self, node: str) -> Path:
         return self.node_dir(node) / "cdi"

@@ -20,6 +20,7 @@ class NodeState:
     plugins_dir: str
     registry_dir: str
     topology: str
+    kubelet_dir: str = ""
 
 
 @dataclass

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import fakedev
 
-from ...kube import Kube
+from ...kube import Kube, WaitTimeout
 from .. import procs, profiles, shared
 from ..spec import ClusterSpec
 from .controlplane import ControlPlane, free_port
@@ -99,6 +99,7 @@ class Supervisor:
         self.requests: queue.Queue = queue.Queue()
         self.standin: KubeletStandIn | None = None
         self.crashed: list[str] = []
+        self.crashed_at: dict[str, float] = {}
 
     # -- bring-up ----------------------------------------------------------------------------------
     def up(self) -> None:
@@ -122,13 +123,17 @@ class Supervisor:
             fakedev.generate(topo, self.lay.tree(n.name))
             self._create_node(kube, n.name, n.labels, topo)
         log.info("trees rendered and nodes created after %.2fs", time.monotonic() - t0)
+        for n in self.spec.nodes:  # the kubelet's directories, as it creates them before any plugin runs
+            self.lay.registry_dir(n.name).mkdir(parents=True, exist_ok=True)
+            self.lay.plugins_dir(n.name).mkdir(parents=True, exist_ok=True)
+        # The kubelet side runs before any driver: registration is eager, as the plugin watcher's.
+        self.standin = KubeletStandIn(kube, {n.name: self.lay.registry_dir(n.name) for n in self.spec.nodes})
+        threading.Thread(target=self.standin.run, name="kubelet-standin", daemon=True).start()
         for n in self.spec.nodes:
             for prof_name in n.drivers:
                 self._start_driver(n.name, prof_name, n.driver_args)
         self._wait_slices(kube, deadline)
         log.info("all slices published after %.2fs", time.monotonic() - t0)
-        self.standin = KubeletStandIn(kube, {n.name: self.lay.registry_dir(n.name) for n in self.spec.nodes})
-        threading.Thread(target=self.standin.run, name="kubelet-standin", daemon=True).start()
         log.info("cluster up in %.2fs", time.monotonic() - t0)
         self._write_state()
 
@@ -154,11 +159,17 @@ class Supervisor:
     def _start_driver(self, node: str, prof_name: str, extra: dict[str, list[str]]) -> None:
         prof = profiles.resolve(prof_name, extra)
         kc = self.cp.pki.kubeconfig(self.lay.node_dir(node) / f"{prof.name}.kubeconfig", self.cp.server,
-                                    f"{node}-{prof.name}", f"dra-driver:{node}:{prof.driver}", ["dra-harness:drivers"])
-        argv = prof.argv(node=node, tree=str(self.lay.tree(node)), kubeconfig=str(kc),
-                         registry_dir=str(self.lay.registry_dir(node)), plugins_dir=str(self.lay.plugins_dir(node)),
-                         cdi_root=str(self.lay.cdi_dir(node)), health_port=str(free_port()))
-        env = {**os.environ, **prof.env, "NODE_NAME": node}
+                                    f"{node}-{prof.name}", f"dra-driver:{node}:{prof.driver}",
+                                    ["dra-harness:drivers", f"dra-harness:driver:{prof.driver}"])
+        # plugins/<driver>/ exists before the driver starts, as a DaemonSet's hostPath makes it
+        (self.lay.plugins_dir(node) / prof.driver).mkdir(parents=True, exist_ok=True)
+        self.lay.cdi_dir(node).mkdir(parents=True, exist_ok=True)
+        values = dict(node=node, tree=str(self.lay.tree(node)), kubeconfig=str(kc),
+                      kubelet_dir=str(self.lay.kubelet_dir(node)), registry_dir=str(self.lay.registry_dir(node)),
+                      plugins_dir=str(self.lay.plugins_dir(node)), cdi_root=str(self.lay.cdi_dir(node)),
+                      health_port=str(free_port()), bin_dir=str(self.bin_dir))
+        argv = prof.argv(**values)
+        env = prof.environment(**values)
         p, popen = procs.spawn(f"{node}.{prof.name}", argv, self.lay.log_dir / f"{node}.{prof.name}.log", env=env)
         self.drivers[(node, prof.name)] = RunningDriver(p, popen, argv, env, prof.driver)
 
@@ -166,17 +177,29 @@ class Supervisor:
         want = {(n.name, profiles.resolve(d).driver) for n in self.spec.nodes for d in n.drivers}
 
         def done(lst) -> bool:
-            have = {(s["spec"].get("nodeName"), s["spec"]["driver"]) for s in lst["items"]}
+            return want <= {(s["spec"].get("nodeName"), s["spec"]["driver"]) for s in lst["items"]}
+
+        def dead_driver() -> None:
             for p in (d.proc for d in self.drivers.values()):
                 if not procs.alive(p):
                     raise RuntimeError(f"driver {p.name} exited during start-up; last log lines ({p.log}):\n"
                                        f"{procs.tail(p.log)}")
-            return want <= have
 
-        kube.wait("ResourceSlice", done, what=f"ResourceSlices of {len(want)} node drivers",
-                  timeout=max(1, deadline - time.monotonic()),
-                  describe=lambda lst: "published: " + ", ".join(sorted(f"{s['spec'].get('nodeName')}/{s['spec']['driver']}"
-                                                                         for s in lst["items"])) + f"; wanted: {sorted(want)}")
+        # Short watches in turn with a look at the drivers: a driver that dies produces no slice
+        # event, and must be named within a second, not at the timeout.
+        while True:
+            dead_driver()
+            left = deadline - time.monotonic()
+            try:
+                kube.wait("ResourceSlice", done, what=f"ResourceSlices of {len(want)} node drivers",
+                          timeout=max(0.05, min(0.5, left)),
+                          describe=lambda lst: "published: " + ", ".join(sorted(
+                              f"{s['spec'].get('nodeName')}/{s['spec']['driver']}" for s in lst["items"]))
+                          + f"; wanted: {sorted(want)}")
+                return
+            except WaitTimeout:
+                if left <= 0.5:
+                    raise
 
     # -- serving -----------------------------------------------------------------------------------
     def state(self) -> LocalState:
@@ -187,7 +210,8 @@ class Supervisor:
             state_dir=str(lay.root), spec=self.spec.to_dict(),
             nodes={n.name: NodeState(tree=str(lay.tree(n.name)), cdi_dir=str(lay.cdi_dir(n.name)),
                                      plugins_dir=str(lay.plugins_dir(n.name)), registry_dir=str(lay.registry_dir(n.name)),
-                                     topology=n.topology) for n in self.spec.nodes},
+                                     topology=n.topology, kubelet_dir=str(lay.kubelet_dir(n.name)))
+                   for n in self.spec.nodes},
             procs=[p.to_dict() for p in self.cp.procs] + [d.proc.to_dict() for d in self.drivers.values()],
             crashed=list(self.crashed))
 
@@ -206,7 +230,7 @@ class Supervisor:
     def serve(self) -> None:
         while True:
             try:
-                req, reply = self.requests.get(timeout=1.0)
+                req, reply = self.requests.get(timeout=0.25)  # a dead child is noticed within a second
             except queue.Empty:
                 self._check_children()
                 continue
@@ -223,7 +247,9 @@ class Supervisor:
         if op == "status":
             self._check_children()
             st = self.state()
-            return {"state": json.loads(st.to_json()), "alive": {p["name"]: procs.alive(procs.Proc(**p)) for p in st.procs}}
+            return {"state": json.loads(st.to_json()), "alive": {p["name"]: procs.alive(procs.Proc(**p)) for p in st.procs},
+                    "registration_ms": self.standin.watcher.latency_ms if self.standin else [],
+                    "plugins": {n: self.standin.watcher.drivers(n) for n in self.lay.index} if self.standin else {}}
         if op == "restart-driver":
             key = (req["node"], req["profile"])
             if key not in self.drivers:
@@ -232,24 +258,42 @@ class Supervisor:
             procs.stop(d.proc, popen=d.popen)
             np_, npopen = procs.spawn(d.proc.name, d.argv, Path(d.proc.log), env=d.env)  # the same environment
             self.drivers[key] = RunningDriver(np_, npopen, d.argv, d.env, d.driver)
-            if self.standin:
-                self.standin.forget(req["node"])
             self._write_state()
-            sock = self.lay.registry_dir(req["node"]) / f"{d.driver}-reg.sock"
             deadline = time.monotonic() + 30
-            while not sock.exists():  # bounded: report when the restarted driver serves again
+            since = time.monotonic()
+            while not self._registered_since(req["node"], d.driver, since):  # bounded: until it serves again
                 if not procs.alive(np_) or time.monotonic() > deadline:
-                    raise RuntimeError(f"{np_.name} did not come back; see {np_.log}")
+                    raise RuntimeError(f"{np_.name} did not register again; see {np_.log}")
                 time.sleep(0.05)
             return {"pid": np_.pid}
         raise ValueError(f"unknown op {op!r}")
+
+    def _registered_since(self, node: str, driver: str, since: float) -> bool:
+        t = self.standin.watcher.registered_at.get((node, driver)) if self.standin else None
+        return t is not None and t >= since
 
     def _check_children(self) -> None:
         for p in [*self.cp.procs, *(d.proc for d in self.drivers.values())]:
             if not procs.alive(p) and p.name not in self.crashed:
                 self.crashed.append(p.name)
+                self.crashed_at[p.name] = time.monotonic()
                 log.error("%s (pid %d) exited; see %s", p.name, p.pid, p.log)
                 self._write_state()
+                node = next((k[0] for k, d in self.drivers.items() if d.proc is p), None)
+                if node is not None:
+                    self._node_event(node, "DriverExited", f"driver {p.name} (pid {p.pid}) exited; "
+                                     f"last log line: {procs.tail(p.log, 1)[:300]}")
+
+    def _node_event(self, node: str, reason: str, message: str) -> None:
+        try:
+            Kube(str(self.cp.admin_kubeconfig)).core.create_namespaced_event("default", {
+                "metadata": {"generateName": f"{node}.", "namespace": "default"},
+                "involvedObject": {"kind": "Node", "name": node, "uid": node, "apiVersion": "v1"},
+                "reason": reason, "message": message, "type": "Warning",
+                "source": {"component": "dra-harness-supervisor", "host": node}, "count": 1,
+                "firstTimestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        except Exception as e:  # an event is a courtesy; the log and the state already say it
+            log.warning("could not record event %s on %s: %s", reason, node, e)
 
     def _control_socket(self) -> None:
         while True:
@@ -271,7 +315,7 @@ class Supervisor:
         """Drivers first (all at once), then the control plane; the state is thrown away, so a
         component that does not stop within `grace` seconds is killed."""
         if self.standin:
-            self.standin.stop_event.set()
+            self.standin.stop()
         procs.stop_all([(d.proc, d.popen) for d in self.drivers.values()], timeout=grace)
         self.cp.stop(grace)
         if self.lay.marker.is_file():  # only a directory `up` made (it writes the marker first)
@@ -305,7 +349,7 @@ def main() -> int:
     a = ap.parse_args()
     ready = os.fdopen(a.ready_fd, "w")
     spec = ClusterSpec.from_dict(json.loads(Path(a.spec).read_text()))
-    lay = ClusterLayout(Path(a.state_dir), Path(a.artifacts))
+    lay = ClusterLayout(Path(a.state_dir), Path(a.artifacts), [n.name for n in spec.nodes])
     logging.basicConfig(filename=lay.log_dir / "supervisor.log", level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     sup = Supervisor(spec, lay, Path(a.bin_dir), a.timeout)
