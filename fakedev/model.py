@@ -219,6 +219,7 @@ class EnaDevice:
     bdf: str
     parent: str
     numa_node: int | None = None
+    ifname: str = ""  # its network interface (EC2's primary ENA is ens5); "" until the spec resolves it
 
     @property
     def id(self) -> str:

@@ -8,6 +8,7 @@ groups to add or remove exactly one device. File formats cite ../shared/research
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 
@@ -149,6 +150,9 @@ def _numa_nodes(p: Plan, t: Topology) -> None:
         p.link(f"{d}/subsystem", "sys/bus/node")
         for c in n.cpus:
             p.link(f"{d}/cpu{c}", f"{CPU_DIR}/cpu{c}")
+        for size in ("2048kB", "1048576kB"):  # per-node hugepage pools (none reserved)
+            for k in ("nr_hugepages", "free_hugepages", "surplus_hugepages"):
+                p.file(f"{d}/hugepages/hugepages-{size}/{k}", "0\n", 0o644 if k == "nr_hugepages" else 0o444)
 
 
 def _cpus(p: Plan, t: Topology) -> None:
@@ -205,7 +209,10 @@ def _root_complexes(p: Plan, t: Topology) -> None:
 
 
 def _classes_and_modules(p: Plan, t: Topology) -> None:
-    """Class attributes and kernel modules of the drivers the machine has."""
+    """Class attributes and kernel modules of the drivers the machine has, and the loopback
+    interface (class/net always has it)."""
+    _net_interface(p, "sys/devices/virtual/net/lo", "lo", 1, "00:00:00:00:00:00", mtu=65536, kind=772,
+                   operstate="unknown")
     p.file("sys/class/infiniband_verbs/abi_version", "6\n")  # NE §2.3
     # Class attributes of neuron_device (NE §1.5): V2 / non-pod values unless an UltraServer.
     if t.neuron:
@@ -449,8 +456,27 @@ def _efa(p: Plan, t: Topology, lay: Layout, e: EfaDevice, state: TreeState) -> N
 
 def _ena(p: Plan, t: Topology, lay: Layout, e: EnaDevice, state: TreeState) -> None:
     ident = PciIdentity(AMAZON_VENDOR, 0xEC20, CLASS_ETHERNET, AMAZON_VENDOR, 0xEC20)
+    bound = state.bound(e.id)
     _pci_function(p, t, PciFunction(e.bdf, lay.pci_paths[e.bdf], ident, _bars(e.bdf, {0: 16 << 10}),
-                                    state.numa(t, e), "ena" if state.bound(e.id) else None))
+                                    state.numa(t, e), "ena" if bound else None))
+    if bound:  # the ena driver's network interface; `device` leads back to the PCI function
+        ifindex = 2 + t.ena.index(e)
+        mac = "02:" + ":".join(hashlib.sha256(f"{t.instance_type}/{e.bdf}".encode()).hexdigest()[i:i + 2]
+                               for i in range(0, 10, 2))
+        d = f"{lay.pci_paths[e.bdf]}/net/{e.ifname}"
+        _net_interface(p, d, e.ifname, ifindex, mac, mtu=9001, kind=1, operstate="up")
+        p.raw_link(f"{d}/device", "../../../" + e.bdf)
+
+
+def _net_interface(p: Plan, d: str, name: str, ifindex: int, mac: str, mtu: int, kind: int, operstate: str) -> None:
+    """A class/net device as the kernel shows it (the files drivers and hwloc read)."""
+    for k, v in (("address", mac), ("broadcast", "ff:ff:ff:ff:ff:ff"), ("addr_len", 6), ("ifindex", ifindex),
+                 ("iflink", ifindex), ("mtu", mtu), ("type", kind), ("operstate", operstate), ("carrier", 1),
+                 ("tx_queue_len", 1000), ("flags", "0x1003"), ("dev_id", "0x0"), ("dev_port", 0)):
+        p.file(f"{d}/{k}", f"{v}\n")
+    p.file(f"{d}/uevent", f"INTERFACE={name}\nIFINDEX={ifindex}\n", 0o644)
+    p.link(f"{d}/subsystem", "sys/class/net")
+    p.link(f"sys/class/net/{name}", d)
 
 
 def _vendor_files(p: Plan, t: Topology, state: TreeState) -> None:

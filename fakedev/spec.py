@@ -166,7 +166,7 @@ def _build(d: dict) -> Topology:
     switches = _switches(d, roots)
     neuron = _neuron(d, generation, seed, numa_ids)
     efa = _efa(d, seed, numa_ids)
-    ena = [_ena(e, _join("ena_devices", i), numa_ids) for i, e in enumerate(_counted(d, "ena_devices", MAX_ENA))]
+    ena = [_ena(e, _join("ena_devices", i), numa_ids, i) for i, e in enumerate(_counted(d, "ena_devices", MAX_ENA))]
     ultra = _ultraserver(d, seed)
     devfs = _map(d.get("devfs") or {}, "devfs", {"neuron_major", "uverbs_major"})
     majors = {
@@ -345,10 +345,17 @@ def _efa(d: dict, seed: str, numa_ids: set[int]) -> list[EfaDevice]:
     return out
 
 
-def _ena(e: Any, p: str, numa_ids: set[int]) -> EnaDevice:
-    _map(e, p, {"bdf", "parent", "numa_node"}, {"bdf", "parent"})
+IFNAME_RE = re.compile(r"[a-z][a-z0-9]{0,14}")
+
+
+def _ena(e: Any, p: str, numa_ids: set[int], position: int) -> EnaDevice:
+    """An ENA and its network interface: ens5, ens6, ... in order unless named (EC2 Nitro names
+    the primary interface ens5)."""
+    _map(e, p, {"bdf", "parent", "numa_node", "ifname"}, {"bdf", "parent"})
     return EnaDevice(_bdf(e["bdf"], _join(p, "bdf")), _str(e["parent"], _join(p, "parent")),
-                     _opt(e, "numa_node", p, lambda o, q: _numa_ref(o, _join(p, "numa_node"), numa_ids)))
+                     _opt(e, "numa_node", p, lambda o, q: _numa_ref(o, _join(p, "numa_node"), numa_ids)),
+                     _opt(e, "ifname", p, lambda o, q: _str(o, _join(p, "ifname"), IFNAME_RE, "an interface name"),
+                          f"ens{5 + position}"))
 
 
 def _ultraserver(d: dict, seed: str) -> UltraServer | None:
@@ -397,7 +404,8 @@ def dump(t: Topology) -> dict:
                                    "uverbs": e.uverbs, "node_guid": e.node_guid, "rate": e.rate}, "numa_node", e.numa_node)
                               for e in t.efa]
     if t.ena:
-        out["ena_devices"] = [opt({"bdf": e.bdf, "parent": e.parent}, "numa_node", e.numa_node) for e in t.ena]
+        out["ena_devices"] = [opt({"bdf": e.bdf, "parent": e.parent, "ifname": e.ifname}, "numa_node", e.numa_node)
+                              for e in t.ena]
     if t.ultraserver:
         u = t.ultraserver
         out["ultraserver"] = {"node_id_4": u.node_id_4, "server_id": u.server_id, "modes": u.modes}

@@ -150,3 +150,29 @@ def test_fakedev_run_passes_exit_status_and_refuses_non_trees(trees, tmp_path):
     assert r.returncode == 7
     r = cli("fakedev", "run", "--tree", str(tmp_path), "--", "true")
     assert r.returncode == 2 and "not a fakedev tree" in r.stderr
+
+
+FIDELITY_PROBE = r"""
+import json, os
+n0 = "/sys/devices/system/node/node0"
+cpus = sorted(int(c[3:]) for c in os.listdir(n0) if c.startswith("cpu") and c[3:].isdigit())
+first = os.path.realpath(f"{n0}/cpu{cpus[0]}")
+ena = os.path.realpath("/sys/class/net/ens5/device")
+print(json.dumps({"cpus": len(cpus), "core_id": open(first + "/topology/core_id").read().strip(),
+                  "ena": os.path.basename(ena), "hugepages": os.listdir(n0 + "/hugepages"),
+                  "lo": os.path.exists("/sys/class/net/lo/ifindex")}))
+"""
+
+
+@needs_root
+def test_fakedev_run_shows_the_trees_cpus_net_and_hugepages(trees):
+    """What a real driver (DRANET) exposed: node0/cpuN must resolve to the tree's CPUs (not the
+    host's), the ENA's interface must lead back to its PCI function, hugepage pools exist."""
+    r = subprocess.run([sys.executable, "-m", "fakedev.cli", "run", "--tree", str(trees["trn1.32xlarge"]), "--",
+                        sys.executable, "-c", FIDELITY_PROBE], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    t = fakedev.load_preset("trn1.32xlarge")
+    assert got["cpus"] == len(t.numa_nodes[0].cpus) == 64 and got["core_id"].isdigit()
+    assert got["ena"] == t.ena[0].bdf and sorted(got["hugepages"]) == ["hugepages-1048576kB", "hugepages-2048kB"]
+    assert got["lo"]
