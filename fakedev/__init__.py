@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 
 from . import presets
-from .model import Topology
+from .model import Topology, ena_mac
 from .mutate import MutationError, Tree
 from .spec import SpecError, load_file as load_spec, load_preset, load_text
 from .tree import TreeError, generate, is_tree
@@ -30,5 +30,5 @@ def truth_of(root: str | os.PathLike) -> Truth:
     return truth(topo, state)
 
 
-__all__ = ["Alignment", "DevNode", "Truth", "TruthDevice", "presets", "Topology", "Tree", "MutationError", "SpecError", "TreeError", "load_spec", "load_preset", "load_text",
+__all__ = ["Alignment", "DevNode", "ena_mac", "Truth", "TruthDevice", "presets", "Topology", "Tree", "MutationError", "SpecError", "TreeError", "load_spec", "load_preset", "load_text",
            "generate", "is_tree", "truth_of"]

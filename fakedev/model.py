@@ -104,6 +104,13 @@ def stable_hex(seed: str, *parts: object, digits: int = 16) -> str:
     return hashlib.sha256("/".join([seed, *map(str, parts)]).encode()).hexdigest()[:digits]
 
 
+def ena_mac(instance_type: str, bdf: str) -> str:
+    """The MAC address of an ENA's interface: locally administered, stable per instance type and
+    address (the tree's class/net file and the node's IMDS answer agree)."""
+    h = hashlib.sha256(f"{instance_type}/{bdf}".encode()).hexdigest()
+    return "02:" + ":".join(h[i:i + 2] for i in range(0, 10, 2))
+
+
 def format_cpulist(cpus: list[int]) -> str:
     """Kernel cpulist format: ranges joined by commas, e.g. 0-31,64-95."""
     out: list[str] = []

@@ -8,7 +8,6 @@ groups to add or remove exactly one device. File formats cite ../shared/research
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 
@@ -19,6 +18,7 @@ from .model import (
     EnaDevice,
     NeuronDevice,
     Topology,
+    ena_mac,
     format_cpulist,
     format_cpumask,
     parse_bdf,
@@ -461,8 +461,7 @@ def _ena(p: Plan, t: Topology, lay: Layout, e: EnaDevice, state: TreeState) -> N
                                     state.numa(t, e), "ena" if bound else None))
     if bound:  # the ena driver's network interface; `device` leads back to the PCI function
         ifindex = 2 + t.ena.index(e)
-        mac = "02:" + ":".join(hashlib.sha256(f"{t.instance_type}/{e.bdf}".encode()).hexdigest()[i:i + 2]
-                               for i in range(0, 10, 2))
+        mac = ena_mac(t.instance_type, e.bdf)
         d = f"{lay.pci_paths[e.bdf]}/net/{e.ifname}"
         _net_interface(p, d, e.ifname, ifindex, mac, mtu=9001, kind=1, operstate="up")
         p.raw_link(f"{d}/device", "../../../" + e.bdf)

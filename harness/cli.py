@@ -42,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
                            help="extra argument for a profile, e.g. refdriver-neuron=--inject-bug=efa-shift")
             s.add_argument("--artifacts", default=None, help="logs and reports (default: ./artifacts/NAME)")
             s.add_argument("--timeout", type=float, default=300, help="seconds to wait for the cluster to be ready")
+            s.add_argument("--netns", choices=["auto", "on", "off"], default="auto",
+                           help="local backend: a network namespace per node with its ENA interface, IMDS and "
+                                "the API server forwarded in (auto: when running as root)")
 
     s = sub.add_parser("up", help="start a cluster and return (it runs until `down`)")
     cluster_args(s)
@@ -89,7 +92,7 @@ def _spec(args):
 
     extra = parse_driver_args(args.driver_arg)
     spec = ClusterSpec(name=check_name(args.name, "cluster name"), nodes=parse_nodes(args.nodes, args.driver, extra),
-                       k8s_version=args.k8s_version)
+                       k8s_version=args.k8s_version, netns={"auto": None, "on": True, "off": False}[args.netns])
     for prof in {d for n in spec.nodes for d in n.drivers}:  # every profile valid before anything starts
         resolve(prof, extra)
     return spec

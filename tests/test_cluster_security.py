@@ -92,10 +92,11 @@ def test_etcd_serves_tls_to_the_api_server_only(cluster):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/v3/kv/range", data=b"{}", timeout=5)
 
 
-def _listening_inodes() -> dict[int, str]:
-    """socket inode -> local address of every TCP socket in LISTEN state (IPv4 and IPv6)."""
+def _listening_inodes(pid: int | str = "self") -> dict[int, str]:
+    """socket inode -> local address of every TCP socket in LISTEN state (IPv4 and IPv6) in the
+    network namespace of process `pid`."""
     out = {}
-    for f, v6 in (("/proc/net/tcp", False), ("/proc/net/tcp6", True)):
+    for f in (f"/proc/{pid}/net/tcp", f"/proc/{pid}/net/tcp6"):
         for line in Path(f).read_text().splitlines()[1:]:
             parts = line.split()
             if parts[3] == "0A":  # LISTEN
@@ -116,18 +117,26 @@ def _socket_inodes(pid: int) -> set[int]:
 
 
 LOOPBACK = {"0100007F", "00000000000000000000000001000000"}  # 127.0.0.1 and ::1 as /proc/net shows them
+IMDS = "FEA9FEA9"  # 169.254.169.254: on a node's own loopback device, inside its namespace only
 
 
 def test_nothing_listens_beyond_loopback(cluster):
+    """Every listening socket of the cluster (control plane, supervisor, drivers), each read in
+    its own process's network namespace: the host's loopback, or inside a node's namespace its
+    loopback and the IMDS address on its lo device; never a routable address."""
     st = backend.load_state(cluster.name)
-    listening = _listening_inodes()
-    seen = []
-    for p in st.procs:
-        for inode in _socket_inodes(p["pid"]) & set(listening):
-            addr = listening[inode].split(":")[0]
-            seen.append((p["name"], addr))
-    assert len(seen) >= 6, seen  # etcd x2, apiserver, kcm, scheduler, driver health ports
-    assert [s for s in seen if s[1] not in LOOPBACK] == []
+    sup = __import__("json").loads((cluster.state_dir / "supervisor.json").read_text())
+    host_ns = os.stat("/proc/self/ns/net").st_ino
+    everyone = [*st.procs, sup]
+    tables: dict[int, tuple[str, bool]] = {}  # inode -> (address, in a node's namespace), from every namespace
+    for p in everyone:
+        in_node = os.stat(f"/proc/{p['pid']}/ns/net").st_ino != host_ns
+        tables.update({i: (a, in_node) for i, a in _listening_inodes(p["pid"]).items()})
+    seen = [(p["name"], *tables[i]) for p in everyone for i in _socket_inodes(p["pid"]) if i in tables]
+    seen = [(name, addr.split(":")[0], in_node) for name, addr, in_node in seen]
+    assert any(s[1] == IMDS for s in seen), "the IMDS listeners inside the nodes are among those checked"
+    assert len(seen) >= 6, seen  # etcd x2, apiserver, kcm, scheduler, health ports, forwarders
+    assert [s for s in seen if s[1] not in LOOPBACK and not (s[2] and s[1] == IMDS)] == []
     # the check can fail: a socket on 0.0.0.0 is seen as such
     with socket.socket() as s:
         s.bind(("0.0.0.0", 0))

@@ -158,8 +158,15 @@ def test_driver_health_endpoints(cluster):
     assert len(drivers) == 4
     for p in drivers:
         port = p["argv"][p["argv"].index("--health-port") + 1]
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
-            body = json.loads(r.read())
+        deadline = time.monotonic() + 10  # a driver restarted by an earlier test may still be starting its server
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
+                    body = json.loads(r.read())
+                break
+            except OSError:
+                assert time.monotonic() < deadline, f"no health answer from {p['name']}"
+                time.sleep(0.1)
         assert r.status == 200 and body["serving"] and body["devices"] in (8, 16) and body["error"] == ""
 
 
@@ -181,6 +188,9 @@ def test_explain_cli_and_existing_backend(cluster, kube, ns, tmp_path):
                         "--artifacts", str(tmp_path / "art"), str(suite)], capture_output=True, text=True, cwd=tmp_path,
                        env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}, timeout=300)
     assert r.returncode == 0 and "1 passed" in r.stdout, r.stdout[-2000:]
+    from harness.backends.paths import state_root
+
+    assert not list(state_root().glob("pt-*.lock")) + list(state_root().glob("pt-*.refs")), "sharing files left"
 
 
 def test_v1beta1_service_answers_too(cluster):

@@ -5,7 +5,8 @@ A profile is a command template plus environment and the way the driver sees the
   fakedev-run  the command runs inside `fakedev run --tree TREE --` (mount namespace, root)
 Placeholders (in `command` and `env`): {node} {tree} {kubeconfig} {kubelet_dir} {registry_dir}
 {plugins_dir} {cdi_root} {python} {health_port} {bin_dir} (the control-plane binaries, where
-`make bins` also builds upstream's e2e test driver).
+`make bins` also builds upstream's e2e test driver) {imds_endpoint} (the node's fake IMDS, for
+AWS_EC2_METADATA_SERVICE_ENDPOINT).
 Profiles load from YAML (`--driver FILE`) with the same fields.
 """
 

@@ -51,9 +51,12 @@ def acquire(backend: Backend, spec: ClusterSpec, artifacts: Path, owner_pid: int
     return cluster
 
 
-def release(backend: Backend, cluster: Cluster, keep: bool = False, export_logs_to: Path | None = None) -> bool:
-    """Drop one reference; the last one brings the cluster down (unless `keep`). True if it did."""
-    with _locked(cluster.name) as refs:
+def release(backend: Backend, cluster: Cluster, keep: bool = False, export_logs_to: Path | None = None,
+            name: str | None = None) -> bool:
+    """Drop one reference; the last one brings the cluster down (unless `keep`). True if it did.
+    `name`: the name it was acquired under, when the backend's cluster has another (existing)."""
+    name = name or cluster.name
+    with _locked(name) as refs:
         n = refs.read() - 1
         refs.write(max(n, 0))
         last = n <= 0
@@ -62,7 +65,7 @@ def release(backend: Backend, cluster: Cluster, keep: bool = False, export_logs_
                 backend.down(cluster.name, export_logs_to=export_logs_to)
             refs.path.unlink(missing_ok=True)
     if last:
-        forget(cluster.name)
+        forget(name)
     return last
 
 

@@ -41,13 +41,15 @@ class ClusterSpec:
     name: str = "dra-harness"
     nodes: list[NodeSpec] = field(default_factory=list)
     k8s_version: str | None = None
+    netns: bool | None = None  # a network namespace per node (local backend); None: wherever it can be made
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "ClusterSpec":
-        return cls(name=d["name"], k8s_version=d.get("k8s_version"), nodes=[NodeSpec(**n) for n in d["nodes"]])
+        return cls(name=d["name"], k8s_version=d.get("k8s_version"), nodes=[NodeSpec(**n) for n in d["nodes"]],
+                   netns=d.get("netns"))
 
 
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,40}[a-z0-9])?\Z")

@@ -75,6 +75,7 @@ class DraSession:
         self.runuid = wi["testrunuid"][:8] if wi else config.stash[RUN_UID]
         self.owner_pid = os.getppid() if wi else os.getpid()  # the run's controlling process
         self.clusters: dict[str, Cluster] = {}
+        self.names: dict[str, str] = {}  # key -> the name the cluster was acquired under
         self.record = RunRecord()
         self.remaining: dict[str, int] = {}
         self.failed = False  # a test failed: backends export their logs on the way down
@@ -105,6 +106,7 @@ class DraSession:
                                k8s_version=self.version)
         except ClusterSpecError as e:
             raise pytest.UsageError(str(e)) from None
+        self.names[key] = name
         return shared.acquire(self.backend, spec, self.artifacts / name, self.owner_pid)
 
     def release(self) -> None:
@@ -114,7 +116,8 @@ class DraSession:
     def release_one(self, key: str) -> None:
         """Drop this session's use of a cluster; the last user (across xdist workers) stops it."""
         c = self.clusters.pop(key)
-        shared.release(self.backend, c, keep=self.keep, export_logs_to=c.artifacts if self.failed else None)
+        shared.release(self.backend, c, keep=self.keep, export_logs_to=c.artifacts if self.failed else None,
+                       name=self.names.pop(key, None))
 
 
 def _session(config: pytest.Config) -> DraSession:

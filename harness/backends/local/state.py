@@ -21,6 +21,8 @@ class NodeState:
     registry_dir: str
     topology: str
     kubelet_dir: str = ""
+    netns: str = ""  # /proc/<pid>/ns/net of the node's network namespace ("" when it has none)
+    imds_endpoint: str = ""  # as seen from the node's drivers
 
 
 @dataclass

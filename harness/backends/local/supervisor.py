@@ -30,6 +30,7 @@ import fakedev
 from ...kube import Kube, WaitTimeout
 from .. import procs, profiles, shared
 from ..spec import ClusterSpec
+from . import imds, netns
 from .controlplane import ControlPlane, free_port
 from .kubelet_standin import KubeletStandIn
 from .layout import ClusterLayout
@@ -100,6 +101,8 @@ class Supervisor:
         self.standin: KubeletStandIn | None = None
         self.crashed: list[str] = []
         self.crashed_at: dict[str, float] = {}
+        self.nets: dict[str, netns.NodeNet] = {}
+        self.imds: dict[str, tuple[imds.Imds, str]] = {}  # node -> (server, endpoint as its drivers see it)
 
     # -- bring-up ----------------------------------------------------------------------------------
     def up(self) -> None:
@@ -123,6 +126,9 @@ class Supervisor:
             fakedev.generate(topo, self.lay.tree(n.name))
             self._create_node(kube, n.name, n.labels, topo)
         log.info("trees rendered and nodes created after %.2fs", time.monotonic() - t0)
+        self._networks(kube)
+        log.info("node networks and IMDS up after %.2fs (%s)", time.monotonic() - t0,
+                 "a namespace per node" if self.nets else "host network")
         for n in self.spec.nodes:  # the kubelet's directories, as it creates them before any plugin runs
             self.lay.registry_dir(n.name).mkdir(parents=True, exist_ok=True)
             self.lay.plugins_dir(n.name).mkdir(parents=True, exist_ok=True)
@@ -136,6 +142,32 @@ class Supervisor:
         log.info("all slices published after %.2fs", time.monotonic() - t0)
         log.info("cluster up in %.2fs", time.monotonic() - t0)
         self._write_state()
+
+    def _networks(self, kube: Kube) -> None:
+        """A network namespace per node where it can be made (netns.py), and a fake IMDS per node:
+        at 169.254.169.254 inside the namespace, else on a loopback port of the host."""
+        why = netns.available()
+        want = self.spec.netns if self.spec.netns is not None else why is None
+        if want and why:
+            raise RuntimeError(f"--netns was asked for, but {why}")
+        port = int(self.cp.server.rsplit(":", 1)[1])
+        for n in self.spec.nodes:
+            topo = n.load_topology()
+            macs = [fakedev.ena_mac(topo.instance_type, e.bdf) for e in topo.ena]
+            if want:
+                net = netns.NodeNet(self.spec.name, n.name, topo.ena[0].ifname if topo.ena else "ens5",
+                                    self.lay.log_dir / f"{n.name}.netns.log")
+                self.nets[n.name] = net
+                data = imds.metadata(n.name, topo.instance_type, macs, self.spec.name, net.node_ip)
+                self.cp.procs.append(net.holder)  # recorded, so a crashed supervisor's leftovers are found
+                net.forward_in(port)
+                self.imds[n.name] = (imds.Imds(net.listen(netns.IMDS_ADDR, 80), data), f"http://{netns.IMDS_ADDR}")
+            else:
+                data = imds.metadata(n.name, topo.instance_type, macs, self.spec.name)
+                listener = socket.socket()
+                listener.bind(("127.0.0.1", 0))
+                listener.listen(16)
+                self.imds[n.name] = (imds.Imds(listener, data), f"http://127.0.0.1:{listener.getsockname()[1]}")
 
     def _create_node(self, kube: Kube, name: str, labels: dict, topo: fakedev.Topology) -> None:
         cpus, mem = topo.nr_cpus, sum(n.memory_gib for n in topo.numa_nodes)
@@ -167,9 +199,14 @@ class Supervisor:
         values = dict(node=node, tree=str(self.lay.tree(node)), kubeconfig=str(kc),
                       kubelet_dir=str(self.lay.kubelet_dir(node)), registry_dir=str(self.lay.registry_dir(node)),
                       plugins_dir=str(self.lay.plugins_dir(node)), cdi_root=str(self.lay.cdi_dir(node)),
-                      health_port=str(free_port()), bin_dir=str(self.bin_dir))
+                      health_port=str(free_port()), bin_dir=str(self.bin_dir), imds_endpoint=self.imds[node][1])
         argv = prof.argv(**values)
         env = prof.environment(**values)
+        net = self.nets.get(node)
+        if net is not None:  # the driver lives in its node's network namespace
+            argv = net.wrap(argv)
+            if any("{health_port}" in a for a in prof.command):
+                net.forward_out(int(values["health_port"]))
         p, popen = procs.spawn(f"{node}.{prof.name}", argv, self.lay.log_dir / f"{node}.{prof.name}.log", env=env)
         self.drivers[(node, prof.name)] = RunningDriver(p, popen, argv, env, prof.driver)
 
@@ -210,7 +247,9 @@ class Supervisor:
             state_dir=str(lay.root), spec=self.spec.to_dict(),
             nodes={n.name: NodeState(tree=str(lay.tree(n.name)), cdi_dir=str(lay.cdi_dir(n.name)),
                                      plugins_dir=str(lay.plugins_dir(n.name)), registry_dir=str(lay.registry_dir(n.name)),
-                                     topology=n.topology, kubelet_dir=str(lay.kubelet_dir(n.name)))
+                                     topology=n.topology, kubelet_dir=str(lay.kubelet_dir(n.name)),
+                                     netns=self.nets[n.name].ns_path if n.name in self.nets else "",
+                                     imds_endpoint=self.imds[n.name][1] if n.name in self.imds else "")
                    for n in self.spec.nodes},
             procs=[p.to_dict() for p in self.cp.procs] + [d.proc.to_dict() for d in self.drivers.values()],
             crashed=list(self.crashed))
@@ -317,6 +356,10 @@ class Supervisor:
         if self.standin:
             self.standin.stop()
         procs.stop_all([(d.proc, d.popen) for d in self.drivers.values()], timeout=grace)
+        for server, _ in self.imds.values():
+            server.close()
+        for net in self.nets.values():
+            net.close()
         self.cp.stop(grace)
         if self.lay.marker.is_file():  # only a directory `up` made (it writes the marker first)
             shutil.rmtree(self.lay.root, ignore_errors=True)
