@@ -165,7 +165,10 @@ def _explain(args) -> int:
     ns, _, name = args.claim.partition("/")
     if not name:
         raise ValueError("claim must be NAMESPACE/NAME")
-    print(explain_claim(kubeconfig, ns, name, truths))
+    from .judge.identity import Identity
+
+    identities = {d: Identity.from_profile(d, i) for d, i in cluster.identities().items()} if cluster else {}
+    print(explain_claim(kubeconfig, ns, name, truths, identities))
     return 0
 
 

@@ -6,7 +6,7 @@ import pytest
 
 import fakedev
 from harness.judge.capacity import stranded
-from harness.judge.explain import explain, fits
+from harness.judge.explain import candidates, class_selectors, explain, fits
 from harness.judge.oracle import judge
 
 CLASSES = [{"metadata": {"name": "neuron.aws.com"}, "spec": {"selectors": [{"cel": {"expression": 'device.driver == "neuron.aws.com"'}}]}},
@@ -107,7 +107,7 @@ def test_explain_unsatisfiable_full_and_fits(truths):
     e = explain(four, truths, holders, CLASSES)
     assert e.verdict == "cluster full" and "ns/hn10" in str(e)
     assert explain(four, truths, holders[:4], CLASSES).verdict == "fits now"
-    assert fits(four["spec"]["devices"], truths["n1"], set(), {"neuron.aws.com": ("neuron", False)}).ok
+    assert fits(four["spec"]["devices"], candidates("n1", truths["n1"], None), set(), class_selectors(CLASSES)).ok
 
 
 def test_stranded_capacity(truths):
@@ -129,3 +129,61 @@ def test_cdi_checker_can_fail():
     assert "unknown top-level keys" in p and "not vendor/class" in p and "needs cdiVersion >= 0.5.0" in p
     assert "not NAME=value" in p and "unknown containerEdits keys" in p
     assert qualified("k8s.dra.net/efa=abc-pci-0000-10-19-0") and not qualified("efa=x")
+
+
+# -- any driver: identities from profiles, CEL selectors, every driver's devices counted
+
+
+def _slice(node: str, driver: str, devices: dict[str, dict]) -> dict:
+    return {"spec": {"driver": driver, "nodeName": node, "pool": {"name": node},
+                     "devices": [{"name": n, "attributes": a} for n, a in devices.items()]}}
+
+
+TD_CLASS = {"metadata": {"name": "td"}, "spec": {"selectors": [{"cel": {"expression": 'device.driver == "test-driver.cdi.k8s.io"'}}]}}
+
+
+def test_explain_counts_another_drivers_devices_and_evaluates_cel(truths):
+    td = _slice("n1", "test-driver.cdi.k8s.io", {f"device-0{i}": {"index": {"int": i}} for i in range(4)})
+    four = claim([R("t", "td", 4)])
+    e = explain(four, {"n1": truths["n1"]}, [], [TD_CLASS], slices=[td])
+    assert e.verdict == "fits now", str(e)
+    five = claim([R("t", "td", 5)])
+    e = explain(five, {"n1": truths["n1"]}, [], [TD_CLASS], slices=[td])
+    assert e.verdict == "cannot be satisfied with this topology" and "only 4 usable" in str(e), str(e)
+    picky = claim([{"name": "t", "exactly": {"deviceClassName": "td", "count": 2, "selectors": [
+        {"cel": {"expression": "device.attributes['test-driver.cdi.k8s.io'].index >= 3"}}]}}])
+    e = explain(picky, {"n1": truths["n1"]}, [], [TD_CLASS], slices=[td])
+    assert "only 1 usable" in str(e), "the request's CEL selector was evaluated"
+    missing = claim([{"name": "t", "exactly": {"deviceClassName": "td", "selectors": [
+        {"cel": {"expression": "device.attributes['nope.example.com'].x == 1"}}]}}])
+    assert "only 0 usable" in str(explain(missing, {"n1": truths["n1"]}, [], [TD_CLASS], slices=[td]))
+    # held devices of another driver count as held
+    holder = claim([R("t", "td", 3)], results=[("t", "test-driver.cdi.k8s.io", f"device-0{i}") for i in range(3)],
+                   name="h", uid="h")
+    e = explain(claim([R("t", "td", 2)]), {"n1": truths["n1"]}, [holder], [TD_CLASS], slices=[td])
+    assert e.verdict == "cluster full" and "ns/h" in str(e), str(e)
+
+
+def test_profile_identities_map_another_drivers_devices(truths):
+    from harness.judge.identity import Identity
+
+    ids = {"neuron.example.com": Identity.from_profile("neuron.example.com", {"index_attribute": "neuron.example.com/index"}),
+           "nic.example.com": Identity.from_profile("nic.example.com", {"pci_attribute": "nic.example.com/pci"}),
+           "named.example.com": Identity.from_profile("named.example.com", {"name_pattern": r"nd(?P<index>\d+)"})}
+    devs = {("neuron.example.com", "n1", f"x{i}"): {"neuron.example.com/index": {"int": i}} for i in range(8)}
+    devs[("nic.example.com", "n1", "nic0")] = {"nic.example.com/pci": {"string": "0000:10:1a.0"}}
+    c = claim([R("n", "c", 4)], [DG(4, ["n"])])
+    c["status"]["allocation"] = {"devices": {"results": [
+        {"request": "n", "driver": "neuron.example.com", "pool": "n1", "device": f"x{i}"} for i in (0, 1, 2, 4)]}}
+    v = judge(c, truths, [], ids, devs)
+    assert not v.ok and "one EFA group of 4" in str(v), str(v)
+    c["status"]["allocation"]["devices"]["results"][3]["device"] = "x3"
+    assert judge(c, truths, [], ids, devs).ok
+    pair = claim([R("n", "c"), R("e", "e")], [DG(1, ["n", "e"])], [("n", "named.example.com", "nd1"),
+                                                                     ("e", "nic.example.com", "nic0")])
+    assert judge(pair, truths, [], ids, devs).ok, "a name pattern and a PCI attribute map too"
+    stranger = claim([R("n", "c")], [], [("n", "unknown.example.com", "gpu-0")])
+    v = judge(stranger, truths, [], ids, devs)
+    assert v.unjudged and "not judged" in v.unjudged[0]
+    with pytest.raises(ValueError, match="needs a group"):
+        Identity.from_profile("bad.example.com", {"name_pattern": "gpu-(\\d+)"})

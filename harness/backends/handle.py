@@ -39,6 +39,22 @@ class Cluster:
     nodes: dict[str, NodeInfo] = field(default_factory=dict)
     k8s_version: str | None = None
     state_dir: Path | None = None  # where the backend keeps this cluster's state, if anywhere
+    drivers: list[str] = field(default_factory=list)  # the driver profiles its nodes run
+
+    def identities(self) -> dict[str, dict]:
+        """driver -> how its devices map to the hardware, as its profile states it (the oracle
+        and explanations use these for drivers other than AWS's)."""
+        from .profiles import ProfileError, resolve
+
+        out = {}
+        for name in self.drivers:
+            try:
+                p = resolve(name)
+            except ProfileError:
+                continue
+            if p.identity:
+                out[p.driver] = p.identity
+        return out
 
     def truths(self) -> dict[str, Truth]:
         """Ground truth of every fake node (nodes without a tree are not judged)."""

@@ -38,6 +38,7 @@ class DriverProfile:
     kind_chart: str | None = None  # for the kind backend: a Helm chart (path or oci://) ...
     kind_values: dict = field(default_factory=dict)  # ... and its values
     device_classes: str | None = None  # YAML of the DeviceClasses the driver ships (path; relative: to the repo)
+    identity: dict | None = None  # how its devices map to the hardware: one of name_pattern, pci_attribute, index_attribute
 
     def device_classes_path(self) -> Path | None:
         if not self.device_classes:
@@ -99,7 +100,7 @@ DEFAULT = ["refdriver-neuron", "refdriver-efa"]
 
 CLEAN_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "HOME", "TMPDIR", "USER", "LOGNAME")
 DRIVER_NAME_RE = re.compile(r"[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?\Z")  # a DNS subdomain, as DRA driver names are
-FIELDS = {"name", "driver", "command", "tree_access", "env", "kind_chart", "kind_values", "device_classes"}
+FIELDS = {"name", "driver", "command", "tree_access", "env", "kind_chart", "kind_values", "device_classes", "identity"}
 
 
 def load(path: str | Path) -> DriverProfile:
@@ -131,6 +132,11 @@ def load(path: str | Path) -> DriverProfile:
             raise ProfileError(f"{path}: {key}: must be a path or reference")
     if not isinstance(data.get("kind_values") or {}, dict):
         raise ProfileError(f"{path}: kind_values: must be a mapping")
+    ident = data.get("identity")
+    if ident is not None and (not isinstance(ident, dict) or len(ident) != 1 or
+                              set(ident) - {"name_pattern", "pci_attribute", "index_attribute"} or
+                              not all(isinstance(v, str) for v in ident.values())):
+        raise ProfileError(f"{path}: identity: one of name_pattern, pci_attribute or index_attribute (a string)")
     return DriverProfile(**data)
 
 

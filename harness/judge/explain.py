@@ -1,9 +1,13 @@
-"""Why is a claim pending? A search over the ground truth of each node answers two questions:
-would the claim fit this node's topology if the node were empty, and does it fit now? No node
-fits even empty: "cannot be satisfied with this topology" (and which request or constraint is
-the blocker). Some node fits empty but none now: "cluster full", with the claims holding the
-devices. Device classes are mapped to hardware kinds through their `device.driver == ...`
-selectors; other CEL conditions are not evaluated, and the explanation says so.
+"""Why is a claim pending? A search over each node's devices answers two questions: would the
+claim fit this node if it were empty, and does it fit now? No node fits even empty: "cannot be
+satisfied with this topology" (and which request or constraint is the blocker). Some node fits
+empty but none now: "cluster full", with the claims holding the devices.
+
+The devices are every driver's published devices (or, without slices, those the truth says the
+reference drivers publish). DeviceClass and request selectors are evaluated with a real CEL
+implementation (the `common-expression-language` package) on each device's driver and
+attributes, as the scheduler does. A `matchAttribute` whose intent the oracle knows groups
+devices by their true topology; any other attribute groups them by its published value.
 """
 
 from __future__ import annotations
@@ -13,19 +17,109 @@ import json
 import re
 from dataclasses import dataclass, field
 
+import cel
 from fakedev import Truth, TruthDevice
 
-from .identity import INTENT, KIND_OF_DRIVER, WHAT, holders as held_by
+from .identity import INTENT, WHAT, Identity, holders as held_by, published, truth_id
 
-DRIVER_RE = re.compile(r"""device\.driver\s*==\s*["']([^"']+)["']""")
+
+@dataclass(frozen=True)
+class Candidate:
+    """A device a request could get: what the scheduler sees, joined with the hardware it is."""
+
+    driver: str
+    pool: str
+    name: str
+    attributes: dict  # CEL shape: {domain: {name: value}}
+    truth: TruthDevice | None  # None: not mapped to the hardware (another driver's device)
+
+    @property
+    def id(self) -> str:
+        """As identity.holders keys devices: the truth id, else driver/pool/device."""
+        return self.truth.id if self.truth else f"{self.driver}/{self.pool}/{self.name}"
+
+    def groups(self, attr: str) -> frozenset[str]:
+        key = INTENT.get(attr)
+        if key and self.truth is not None:
+            return self.truth.align.of(key)
+        domain, _, name = attr.rpartition("/")
+        v = (self.attributes.get(domain) or {}).get(name)
+        return frozenset() if v is None else frozenset([json.dumps(v)])
+
+
+def _cel_attributes(raw: dict, driver: str) -> dict:
+    """Slice attributes ({"dra.net/rdma": {"bool": true}} or {"deviceId": {"int": 5}}) in the shape
+    CEL sees them: device.attributes["domain"].name; unqualified names belong to the driver."""
+    out: dict[str, dict] = {}
+    for k, v in raw.items():
+        domain, _, name = k.rpartition("/")
+        value = next(iter(v.values())) if isinstance(v, dict) and len(v) == 1 else v
+        out.setdefault(domain or driver, {})[name] = value
+    return out
+
+
+def candidates(node: str, truth: Truth | None, slices: list[dict] | None,
+               identities: dict[str, Identity] | None = None) -> list[Candidate]:
+    """The node's devices as published; without slices, what the reference drivers publish for
+    the truth's usable devices (offline explanations, `kit check`)."""
+    if slices is not None:
+        by_id = {d.id: d for d in truth.devices} if truth else {}
+        out = []
+        for s in slices:
+            if s["spec"].get("nodeName") != node:
+                continue
+            for d in s["spec"].get("devices") or []:
+                raw = d.get("attributes") or {}
+                tid = truth_id(s["spec"]["driver"], d["name"], raw, identities)
+                out.append(Candidate(s["spec"]["driver"], node, d["name"], _cel_attributes(raw, s["spec"]["driver"]),
+                                     by_id.get(tid) if tid else None))
+        return out
+    out = []
+    for d in truth.devices if truth else ():
+        if not d.usable:
+            continue
+        if d.kind == "neuron":
+            out.append(Candidate("neuron.aws.com", node, f"neuron-device-{d.index}",
+                                 {"neuron.aws.com": {"deviceId": d.index, "resourceType": "neuron_device"}}, d))
+        elif d.kind == "efa":
+            out.append(Candidate("dra.net", node, "pci-" + d.bdf.replace(":", "-").replace(".", "-"),
+                                 {"dra.net": {"pciAddress": d.bdf, "rdma": True, "pciDevice": "Elastic Fabric Adapter (EFA)"}},
+                                 d))
+    return out
+
+
+class Selector:
+    """CEL selectors, compiled once; a runtime error (a missing attribute) means no match."""
+
+    def __init__(self, expressions: list[str]) -> None:
+        self.expressions = expressions
+        self.programs = []
+        self.errors: list[str] = []
+        for e in expressions:
+            try:
+                self.programs.append(cel.compile(e))
+            except Exception as ex:  # an expression this CEL cannot compile: reported, never ignored
+                self.errors.append(f"{e[:80]!r}: {str(ex)[:120]}")
+
+    def matches(self, c: Candidate) -> bool:
+        if self.errors:
+            return False
+        ctx = {"device": {"driver": c.driver, "attributes": c.attributes, "capacity": {}}}
+        for p in self.programs:
+            try:
+                if p.execute(ctx) is not True:
+                    return False
+            except Exception:
+                return False
+        return True
 
 
 @dataclass
 class Req:
     name: str
-    kind: str | None
+    cls: str
     count: int | None  # None: allocationMode All
-    cel_ignored: bool = False
+    selector: Selector
 
 
 @dataclass
@@ -46,44 +140,35 @@ class Explanation:
         return "\n".join([f"claim {self.claim}: {self.verdict}", *("  " + line for line in self.lines)])
 
 
-def class_kinds(classes: list[dict]) -> dict[str, tuple[str | None, bool]]:
-    """DeviceClass name -> (hardware kind, whether other CEL conditions were ignored)."""
-    out = {}
-    for c in classes:
-        kind, ignored = None, False
-        for s in c["spec"].get("selectors") or []:
-            expr = (s.get("cel") or {}).get("expression", "")
-            m = DRIVER_RE.search(expr)
-            if m:
-                kind = KIND_OF_DRIVER.get(m[1], m[1])
-            rest = DRIVER_RE.sub("", expr).strip(" &()")
-            ignored |= bool(rest)
-        out[c["metadata"]["name"]] = (kind, ignored)
-    return out
+def class_selectors(classes: list[dict]) -> dict[str, list[str]]:
+    """DeviceClass name -> its CEL selector expressions."""
+    return {c["metadata"]["name"]: [(s.get("cel") or {}).get("expression", "") for s in c["spec"].get("selectors") or []]
+            for c in classes}
 
 
-def requests_of(spec: dict, kinds: dict[str, tuple[str | None, bool]]) -> list[list[Req]]:
+def requests_of(spec: dict, classes: dict[str, list[str]]) -> list[list[Req]]:
     """Each request as its alternatives (one for `exactly`, several for firstAvailable)."""
     out = []
     for r in spec.get("requests") or []:
         alts = [r["exactly"]] if "exactly" in r else r.get("firstAvailable") or []
         reqs = []
         for a in alts:
-            kind, ignored = kinds.get(a["deviceClassName"], (None, False))
+            exprs = classes.get(a["deviceClassName"], ["false"]) + [(s.get("cel") or {}).get("expression", "")
+                                                                  for s in a.get("selectors") or []]
             count = None if a.get("allocationMode") == "All" else a.get("count", 1)
             name = r["name"] if "exactly" in r else f"{r['name']}/{a['name']}"
-            reqs.append(Req(name, kind, count, ignored or bool(a.get("selectors"))))
+            reqs.append(Req(name, a["deviceClassName"], count, Selector(exprs)))
         out.append(reqs)
     return out
 
 
-def fits(spec: dict, truth: Truth, busy: set[str], kinds: dict) -> Fit:
-    """Can the claim be allocated on this node with the devices not in `busy`?"""
-    free = [d for d in truth.devices if d.usable and d.id not in busy]
-    constraints = [(set(c.get("requests") or []), INTENT.get(c["matchAttribute"]), c["matchAttribute"])
+def fits(spec: dict, cands: list[Candidate], busy: set[str], classes: dict[str, list[str]]) -> Fit:
+    """Can the claim be allocated among `cands` without the devices in `busy`?"""
+    free = [c for c in cands if c.id not in busy]
+    constraints = [(set(c.get("requests") or []), c["matchAttribute"])
                    for c in spec.get("constraints") or [] if c.get("matchAttribute")]
     best_detail = ""
-    for choice in itertools.product(*requests_of(spec, kinds)):
+    for choice in itertools.product(*requests_of(spec, classes)):
         fit = _fits_choice(list(choice), constraints, free)
         if fit.ok:
             return Fit(True, fit.detail, ",".join(r.name for r in choice if "/" in r.name) or None)
@@ -91,40 +176,37 @@ def fits(spec: dict, truth: Truth, busy: set[str], kinds: dict) -> Fit:
     return Fit(False, best_detail)
 
 
-def _fits_choice(reqs: list[Req], constraints: list, free: list[TruthDevice]) -> Fit:
-    def covered(req: Req, names: set[str]) -> bool:
-        return not names or req.name in names or req.name.split("/", 1)[0] in names
+def _covered(req: Req, names: set[str]) -> bool:
+    return not names or req.name in names or req.name.split("/", 1)[0] in names
 
-    keys = [(names, key, attr) for names, key, attr in constraints if key]
-    candidates = []
-    for names, key, _ in keys:
-        vals = sorted({g for d in free for g in d.align.of(key)})
-        candidates.append(vals or [None])
+
+def _fits_choice(reqs: list[Req], constraints: list[tuple[set[str], str]], free: list[Candidate]) -> Fit:
+    pools = {r.name: [c for c in free if r.selector.matches(c)] for r in reqs}
+    candidates_per = []
+    for names, attr in constraints:
+        vals = sorted({g for r in reqs if _covered(r, names) for c in pools[r.name] for g in c.groups(attr)})
+        candidates_per.append(vals or [None])
     worst = ""
-    for values in itertools.product(*candidates) if keys else [()]:
+    for values in itertools.product(*candidates_per) if constraints else [()]:
         need: dict[tuple, int] = {}
         ok = True
         for req in reqs:
-            pool = [d for d in free if req.kind is None or d.kind == req.kind]
-            for (names, key, attr), val in zip(keys, values):
-                if covered(req, names):
-                    pool = [d for d in pool if val is not None and val in d.align.of(key)]
-            want = len([d for d in free if req.kind is None or d.kind == req.kind]) if req.count is None else req.count
-            ids = tuple(sorted(d.id for d in pool))
+            pool = pools[req.name]
+            for (names, attr), val in zip(constraints, values):
+                if _covered(req, names):
+                    pool = [c for c in pool if val is not None and val in c.groups(attr)]
+            want = len(pools[req.name]) if req.count is None else req.count
+            ids = tuple(sorted(c.id for c in pool))
             need[ids] = need.get(ids, 0) + want
-            if req.count is None and not pool:
+            if (req.count is None and not pool) or len(pool) < need[ids]:
                 ok = False
-            if len(pool) < need[ids]:
-                ok = False
-                if keys:
-                    grp = ", ".join(f"{key} {val}" for (_, key, _), val in zip(keys, values))
-                    msg = f"request {req.name} needs {need[ids]} x {req.kind}; {grp} has {len(pool)}"
-                else:
-                    msg = f"request {req.name} needs {need[ids]} x {req.kind}; {len(pool)} free"
+                where = "; ".join(f"{INTENT.get(a, a)} {v}" for (_, a), v in zip(constraints, values)) if constraints else ""
+                msg = (f"request {req.name} needs {need[ids]} x {req.cls}; " +
+                       (f"{where} has {len(pool)}" if where else f"{len(pool)} free"))
                 worst = worst if worst and _count(worst) >= len(pool) else msg
         if ok:
             return Fit(True, "")
-    return Fit(False, _blocker(reqs, keys, free) or worst)
+    return Fit(False, _blocker(reqs, constraints, pools) or worst)
 
 
 def _count(msg: str) -> int:
@@ -132,62 +214,68 @@ def _count(msg: str) -> int:
     return int(m[1] or m[2]) if m else -1
 
 
-def _blocker(reqs: list[Req], keys: list, free: list[TruthDevice]) -> str:
-    """The first constraint without which the requests would fit, with the best group's size."""
+def _blocker(reqs: list[Req], constraints: list[tuple[set[str], str]], pools: dict[str, list[Candidate]]) -> str:
+    """The first request or constraint without which the claim would fit, with the best group's size."""
     for req in reqs:
-        n = len([d for d in free if req.kind is None or d.kind == req.kind])
-        if req.count is not None and n < req.count:
-            return f"request {req.name} needs {req.count} x {req.kind}; only {n} usable"
-    for names, key, attr in keys:
+        if req.selector.errors:
+            return f"request {req.name}: selector not evaluable ({'; '.join(req.selector.errors)})"
+        if req.count is not None and len(pools[req.name]) < req.count:
+            return f"request {req.name} needs {req.count} x {req.cls}; only {len(pools[req.name])} usable"
+    for names, attr in constraints:
         for req in reqs:
-            if names and req.name not in names and req.name.split("/", 1)[0] not in names:
+            if not _covered(req, names):
                 continue
-            groups: dict[str, int] = {}
-            for d in free:
-                if req.kind is None or d.kind == req.kind:
-                    for g in d.align.of(key):
-                        groups[g] = groups.get(g, 0) + 1
-            best = max(groups.values(), default=0)
+            sizes: dict[str, int] = {}
+            for c in pools[req.name]:
+                for g in c.groups(attr):
+                    sizes[g] = sizes.get(g, 0) + 1
+            best = max(sizes.values(), default=0)
             if req.count is not None and best < req.count:
-                return (f"constraint {attr}: request {req.name} needs {req.count} x {req.kind} in {WHAT[key]}, "
-                        f"the largest has {best}")
+                what = WHAT.get(INTENT.get(attr, ""), f"one value of {attr}")
+                return f"constraint {attr}: request {req.name} needs {req.count} x {req.cls} in {what}, the largest has {best}"
     return ""
 
 
 def explain(claim: dict, truths: dict[str, Truth], claims: list[dict], classes: list[dict],
-            events: list[str] = ()) -> Explanation:
+            events: list[str] = (), slices: list[dict] | None = None,
+            identities: dict[str, Identity] | None = None) -> Explanation:
     meta = claim["metadata"]
     name = f"{meta['namespace']}/{meta['name']}"
-    if (claim.get("status") or {}).get("allocation"):
-        node = claim["status"]["allocation"]["devices"]["results"][0]["pool"] if claim["status"]["allocation"]["devices"].get("results") else "?"
+    alloc = (claim.get("status") or {}).get("allocation")
+    if alloc:
+        node = alloc["devices"]["results"][0]["pool"] if alloc["devices"].get("results") else "?"
         return Explanation(name, True, "allocated", [f"allocated on {node}"])
-    kinds = class_kinds(classes)
+    sel = class_selectors(classes)
     spec = claim["spec"]["devices"]
     lines = []
-    for alts in requests_of(spec, kinds):
+    for alts in requests_of(spec, sel):
         for r in alts:
-            lines.append(f"request {r.name}: {'all' if r.count is None else r.count} x {r.kind or '?'}"
-                         + (" (CEL conditions beyond the driver not evaluated)" if r.cel_ignored else ""))
+            lines.append(f"request {r.name}: {'all' if r.count is None else r.count} x {r.cls}"
+                         + (f" (selector not evaluable: {'; '.join(r.selector.errors)})" if r.selector.errors else ""))
     for c in spec.get("constraints") or []:
         if c.get("matchAttribute"):
             key = INTENT.get(c["matchAttribute"])
             lines.append(f"constraint matchAttribute {c['matchAttribute']} over {c.get('requests') or 'all requests'}"
-                         f" = {WHAT.get(key, 'unknown intent')}")
-    holders = held_by(claims)  # node -> truth id -> claim
+                         f" = {WHAT.get(key, 'one published value')}")
+    devices = published(slices) if slices is not None else None
+    holders = held_by(claims, identities, devices)  # node -> device id -> claim
+    nodes = sorted(set(truths) | {s["spec"].get("nodeName") for s in slices or [] if s["spec"].get("nodeName")})
     any_empty, any_now = False, False
-    for node, truth in sorted(truths.items()):
-        empty = fits(spec, truth, set(), kinds)
-        busy = holders.get(node, {})
-        now = fits(spec, truth, set(busy), kinds)
+    for node in nodes:
+        truth = truths.get(node)
+        cands = candidates(node, truth, slices, identities)
+        busy = set(holders.get(node, {}))
+        empty = fits(spec, cands, set(), sel)
+        now = fits(spec, cands, busy, sel)
         any_empty |= empty.ok
         any_now |= now.ok
-        topo = truth.instance_type
+        topo = truth.instance_type if truth else "not a fake node"
         if not empty.ok:
             lines.append(f"node {node} ({topo}): cannot fit even when empty: {empty.detail}")
         elif now.ok:
             lines.append(f"node {node} ({topo}): fits now" + (f" (as {now.sub})" if now.sub else ""))
         else:
-            held = sorted(set(busy.values()))
+            held = sorted(set(holders.get(node, {}).values()))
             lines.append(f"node {node} ({topo}): fits when empty" + (f" (as {empty.sub})" if empty.sub else "")
                          + f"; now: {now.detail}; devices held by {', '.join(held) or 'nobody'}")
     verdict = ("fits now" if any_now else "cluster full" if any_empty else "cannot be satisfied with this topology")
@@ -195,19 +283,19 @@ def explain(claim: dict, truths: dict[str, Truth], claims: list[dict], classes: 
     return Explanation(name, False, verdict, lines)
 
 
-def explain_claim(kubeconfig: str, namespace: str, name: str, truths: dict[str, Truth] | None) -> Explanation:
+def explain_claim(kubeconfig: str, namespace: str, name: str, truths: dict[str, Truth] | None,
+                  identities: dict[str, Identity] | None = None) -> Explanation:
     from ..kube import Kube
 
     kube = Kube(kubeconfig)
     claim = kube.get("ResourceClaim", name, namespace)
     if claim is None:
         raise ValueError(f"claim {namespace}/{name} not found")
-    if truths is None:
-        raise ValueError("no ground truth: explain needs a dra-harness cluster of fake nodes")
     claims = json.loads(kube.res.list_resource_claim_for_all_namespaces(_preload_content=False).data)["items"]
     classes, _ = kube.list("DeviceClass")
+    slices, _ = kube.list("ResourceSlice")
     events = scheduler_events(kube, namespace, name)
-    return explain(claim, truths, claims, classes, events)
+    return explain(claim, truths or {}, claims, classes, events, slices, identities)
 
 
 def scheduler_events(kube, namespace: str, claim: str) -> list[str]:

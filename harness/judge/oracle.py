@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from fakedev import Truth, TruthDevice
 
-from .identity import INTENT, KIND_OF_DRIVER, WHAT, allocations, truth_id
+from .identity import INTENT, KIND_OF_DRIVER, WHAT, Identity, Published, allocations, truth_id
 
 
 @dataclass
@@ -43,9 +43,12 @@ def _request_of(result: dict) -> tuple[str, str]:
     return full.split("/", 1)[0], full
 
 
-def judge(claim: dict, truths: dict[str, Truth], extra_claims: list[dict] = ()) -> Verdict:
+def judge(claim: dict, truths: dict[str, Truth], extra_claims: list[dict] = (),
+          identities: dict[str, Identity] | None = None, devices: Published | None = None) -> Verdict:
     """Judge `claim` (a ResourceClaim dict) against `truths` (node -> fakedev truth).
-    `extra_claims`: other allocated claims, to catch devices handed out twice."""
+    `extra_claims`: other allocated claims, to catch devices handed out twice. `identities`: how
+    other drivers' devices map to the hardware (their profiles'), `devices`: published attributes
+    (for identities that read one)."""
     meta = claim["metadata"]
     v = Verdict(f"{meta.get('namespace')}/{meta['name']}", ok=False)
     alloc = (claim.get("status") or {}).get("allocation")
@@ -70,12 +73,13 @@ def judge(claim: dict, truths: dict[str, Truth], extra_claims: list[dict] = ()) 
     mapped: list[tuple[dict, TruthDevice]] = []
     seen: dict[str, str] = {}
     for r in results:
-        tid = truth_id(r["driver"], r["device"])
+        tid = truth_id(r["driver"], r["device"], (devices or {}).get((r["driver"], r["pool"], r["device"])), identities)
         dev = by_id.get(tid) if tid else None
         entry = {"request": r["request"], "driver": r["driver"], "device": r["device"], "truth_id": tid}
         v.devices.append(entry)
         if tid is None:
-            v.unjudged.append(f"{r['driver']}/{r['device']}: no known identity for this driver's devices")
+            v.unjudged.append(f"{r['driver']}/{r['device']}: not mapped to the hardware (its driver profile states "
+                              "no identity, or the device does not match it): not judged")
             continue
         if dev is None:
             v.reasons.append(f"{r['device']} ({tid}) does not exist on node {v.node}")
@@ -91,7 +95,7 @@ def judge(claim: dict, truths: dict[str, Truth], extra_claims: list[dict] = ()) 
         entry.update(root=dev.root, switch=dev.switch, numa_node=dev.numa_node, kind=dev.kind)
         mapped.append((r, dev))
     if not _admin(results):
-        for name, other, r, tid in allocations(extra_claims):
+        for name, other, r, tid in allocations(extra_claims, identities, devices):
             if other["metadata"].get("uid") != meta.get("uid") and r["pool"] == v.node and not r.get("adminAccess") \
                     and tid in seen:
                 v.reasons.append(f"{r['device']} is also allocated to claim {name}")

@@ -23,6 +23,7 @@ from fakedev import Truth
 from ..backends.handle import Cluster
 from ..judge.capacity import Stranded, stranded
 from ..judge.explain import Explanation, explain, scheduler_events
+from ..judge.identity import Identity, published
 from ..judge.oracle import Verdict, judge
 from ..judge.record import Judged, PendingTime, RunRecord, StrandedAt
 from ..kube import Kube, WaitTimeout
@@ -169,7 +170,7 @@ class Dra:
         c = self.get_claim(claim) if isinstance(claim, str) else claim
         if c is None:
             raise AssertionError(f"claim {self.ns}/{claim} does not exist")
-        v = judge(c, self.truths(), self.all_claims())
+        v = judge(c, self.truths(), self.all_claims(), self.identities(), published(self.kube.list("ResourceSlice")[0]))
         self.verdicts.append(v)
         self.record.verdicts.append(Judged(self.test, v.claim, v.ok, v.node))
         return v
@@ -186,7 +187,13 @@ class Dra:
         c = self.get_claim(claim)
         classes, _ = self.kube.list("DeviceClass")
         truths = {n: t for n, t in self.truths().items() if nodes is None or n in nodes}
-        return explain(c, truths, self.all_claims(), classes, scheduler_events(self.kube, self.ns, claim))
+        slices = [s for s in self.kube.list("ResourceSlice")[0] if nodes is None or s["spec"].get("nodeName") in nodes]
+        return explain(c, truths, self.all_claims(), classes, scheduler_events(self.kube, self.ns, claim), slices,
+                       self.identities())
+
+    def identities(self) -> dict[str, Identity]:
+        """How the cluster's drivers' devices map to the hardware (their profiles')."""
+        return {d: Identity.from_profile(d, spec) for d, spec in self.cluster.identities().items()}
 
     def unschedulable(self, pod: str, timeout: float = 30) -> str:
         """Wait for the scheduler's verdict that `pod` cannot be placed (its FailedScheduling

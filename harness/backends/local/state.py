@@ -74,5 +74,6 @@ class LocalState:
     def cluster(self) -> Cluster:
         nodes = {n: NodeInfo(n, Path(s.tree), s.topology, Path(s.cdi_dir), Path(s.plugins_dir))
                  for n, s in self.nodes.items()}
+        drivers = sorted({d for n in self.spec.get("nodes", []) for d in n.get("drivers", [])})
         return Cluster(self.name, "local", Path(self.kubeconfig), Path(self.artifacts), nodes, self.k8s_version,
-                       Path(self.state_dir))
+                       Path(self.state_dir), drivers)
