@@ -21,7 +21,7 @@ def test_more_devices_than_any_node_has(dra, on):
     dra.unschedulable("p")
     e = dra.explain("c")
     assert e.verdict == "cannot be satisfied with this topology"
-    assert "needs 17 x neuron; only 16 usable" in str(e)
+    assert "needs 17 x neuron.aws.com; only 16 usable" in str(e)
 
 
 def test_pinned_pod_on_a_node_without_enough_efa_groups(dra, on):
