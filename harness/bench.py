@@ -154,7 +154,7 @@ def bench_prepare_and_overhead(artifacts: Path) -> dict:
                        name="c", timeout=30, what="bench claim allocated")
         kube.wait("Pod", lambda o: bool(o and o["status"].get("phase") == "Running"), namespace="bench", name="p",
                   timeout=30, what="bench pod running")
-        plugin = register(Path(str(c.nodes[node].plugins_dir).replace("/plg", "/reg")) / "neuron.aws.com-reg.sock")
+        plugin = register(c.nodes[node].plugins_dir.parent / "plugins_registry" / "neuron.aws.com-reg.sock")
         ref = [{"namespace": "bench", "name": "c", "uid": cl["metadata"]["uid"]}]
         lat = []
         for _ in range(100):  # unprepare + prepare: each prepare GETs the claim and writes a CDI spec

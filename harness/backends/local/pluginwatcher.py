@@ -58,6 +58,7 @@ class PluginWatcher:
         self.seen_at: dict[tuple[str, str], float] = {}  # (node, socket) -> when it appeared (until registered)
         self.latency_ms: list[float] = []  # socket appeared -> registered, per registration
         self.stop_event = threading.Event()
+        self.probe_now = threading.Event()
         self.lock = threading.Lock()
         self.fd = _libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
         if self.fd < 0:
@@ -74,12 +75,23 @@ class PluginWatcher:
         with self.lock:
             return sorted({d for (n, _), d in self.sockets.items() if n == node})
 
+    PROBE_INTERVAL = 5.0  # liveness of registered sockets, as newer kubelets re-send GetInfo
+
     def run(self) -> None:
         self.rescan()
+        last_probe = time.monotonic()
         while not self.stop_event.is_set():
             ready, _, _ = select.select([self.fd], [], [], 0.5)
             replaced = self._drain() if ready else set()
-            self.rescan(replaced)  # cheap (a few directory listings); also retries failed handshakes
+            probe = self.probe_now.is_set() or time.monotonic() - last_probe > self.PROBE_INTERVAL
+            if probe:
+                self.probe_now.clear()
+                last_probe = time.monotonic()
+            self.rescan(replaced, probe)  # cheap (a few directory listings); also retries failed handshakes
+
+    def probe_soon(self) -> None:
+        """Check the registered sockets at the next scan (a driver process was seen to die)."""
+        self.probe_now.set()
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -106,7 +118,7 @@ class PluginWatcher:
                 removed.add((node, name))
         return removed
 
-    def rescan(self, removed: set[tuple[str, str]] = frozenset()) -> None:
+    def rescan(self, removed: set[tuple[str, str]] = frozenset(), probe: bool = False) -> None:
         for node, d in self.dirs.items():
             try:
                 present = {e.name for e in os.scandir(d)
@@ -114,7 +126,7 @@ class PluginWatcher:
             except OSError:
                 present = set()
             self._forget([k for k in self.sockets if k[0] == node and
-                          (k[1] not in present or k in removed or not _answers(d / k[1]))])
+                          (k[1] not in present or k in removed or (probe and not _answers(d / k[1])))])
             for name in sorted(present):
                 key = (node, name)
                 if key in self.sockets:

@@ -30,7 +30,7 @@ import fakedev
 from ...kube import Kube, WaitTimeout
 from .. import procs, profiles, shared
 from ..spec import ClusterSpec
-from . import imds, netns
+from . import imds, netns, rbac
 from .controlplane import ControlPlane, free_port
 from .kubelet_standin import KubeletStandIn
 from .layout import ClusterLayout
@@ -38,47 +38,25 @@ from .state import LocalState, NodeState
 
 log = logging.getLogger("supervisor")
 
-# What a DRA driver needs and no more (research/dra-api.md §1.5, §3.6): slices (limited below to
-# its own node and driver), reading claims, claim status and on 1.36+ the per-driver
-# `resourceclaims/driver` associated-node verbs, events, DeviceClasses and its own Node (get).
-DRIVER_RBAC = [
-    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "dra-harness:driver"},
-     "rules": [
-         {"apiGroups": ["resource.k8s.io"], "resources": ["resourceslices"],
-          "verbs": ["get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"]},
-         {"apiGroups": ["resource.k8s.io"], "resources": ["resourceclaims"], "verbs": ["get", "list", "watch"]},
-         {"apiGroups": ["resource.k8s.io"], "resources": ["resourceclaims/status"], "verbs": ["get", "patch", "update"]},
-         {"apiGroups": ["resource.k8s.io"], "resources": ["resourceclaims/driver"],
-          "verbs": ["associated-node:update", "associated-node:patch"]},
-         {"apiGroups": ["resource.k8s.io"], "resources": ["deviceclasses"], "verbs": ["get", "list", "watch"]},
-         {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch", "update"]},
-         {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]},
-     ]},
-    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "dra-harness:driver"},
-     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "dra-harness:driver"},
-     "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "dra-harness:drivers"}]},
-    # A driver's identity is its certificate's CN, dra-driver:<node>:<driver>: it may write only
-    # ResourceSlices of that node and driver, as upstream recommends (dra-api.md §3.6).
-    {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
-     "metadata": {"name": "dra-harness-driver-slices"},
-     "spec": {"failurePolicy": "Fail",
-              "matchConstraints": {"resourceRules": [{"apiGroups": ["resource.k8s.io"], "apiVersions": ["*"],
-                                                      "operations": ["CREATE", "UPDATE", "DELETE"],
-                                                      "resources": ["resourceslices"]}]},
-              "matchConditions": [{"name": "is-a-driver", "expression": "'dra-harness:drivers' in request.userInfo.groups"}],
-              "variables": [
-                  {"name": "mayWriteNew", "expression": "request.operation == 'DELETE' || (has(object.spec.nodeName) && "
-                   "request.userInfo.username == 'dra-driver:' + object.spec.nodeName + ':' + object.spec.driver)"},
-                  {"name": "mayTouchOld", "expression": "request.operation == 'CREATE' || (has(oldObject.spec.nodeName) && "
-                   "request.userInfo.username == 'dra-driver:' + oldObject.spec.nodeName + ':' + oldObject.spec.driver)"}],
-              "validations": [{"expression": "variables.mayWriteNew && variables.mayTouchOld",
-                               "messageExpression": "'driver identity ' + request.userInfo.username + ' may write only "
-                                                    "the ResourceSlices of its own node and driver'",
-                               "reason": "Forbidden"}]}},
-    {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
-     "metadata": {"name": "dra-harness-driver-slices"},
-     "spec": {"policyName": "dra-harness-driver-slices", "validationActions": ["Deny"]}},
-]
+class _Background:
+    """A function run on a thread; join() re-raises what it raised."""
+
+    def __init__(self, fn) -> None:
+        self.error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                fn()
+            except BaseException as e:  # handed to join()
+                self.error = e
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+
+    def join(self) -> None:
+        self.thread.join()
+        if self.error:
+            raise self.error
 
 
 @dataclass
@@ -108,10 +86,11 @@ class Supervisor:
     def up(self) -> None:
         deadline = time.monotonic() + self.timeout
         t0 = time.monotonic()
+        trees = _Background(self._render_trees)  # files only: overlaps the control plane's start-up
         self.cp.start(deadline)
         log.info("control plane healthy after %.2fs", time.monotonic() - t0)
         kube = Kube(str(self.cp.admin_kubeconfig))
-        for obj in DRIVER_RBAC:
+        for obj in rbac.DRIVER_RBAC:
             kube.apply(obj)
         import yaml
 
@@ -121,10 +100,9 @@ class Supervisor:
                 if obj:
                     kube.apply(obj)
         log.info("RBAC and DeviceClasses applied after %.2fs", time.monotonic() - t0)
+        trees.join()
         for n in self.spec.nodes:
-            topo = n.load_topology()
-            fakedev.generate(topo, self.lay.tree(n.name))
-            self._create_node(kube, n.name, n.labels, topo)
+            self._create_node(kube, n.name, n.labels, n.load_topology())
         log.info("trees rendered and nodes created after %.2fs", time.monotonic() - t0)
         self._networks(kube)
         log.info("node networks and IMDS up after %.2fs (%s)", time.monotonic() - t0,
@@ -142,6 +120,10 @@ class Supervisor:
         log.info("all slices published after %.2fs", time.monotonic() - t0)
         log.info("cluster up in %.2fs", time.monotonic() - t0)
         self._write_state()
+
+    def _render_trees(self) -> None:
+        for n in self.spec.nodes:
+            fakedev.generate(n.load_topology(), self.lay.tree(n.name))
 
     def _networks(self, kube: Kube) -> None:
         """A network namespace per node where it can be made (netns.py), and a fake IMDS per node:
@@ -190,9 +172,9 @@ class Supervisor:
 
     def _start_driver(self, node: str, prof_name: str, extra: dict[str, list[str]]) -> None:
         prof = profiles.resolve(prof_name, extra)
+        user, groups = rbac.driver_subject(node, prof.driver)
         kc = self.cp.pki.kubeconfig(self.lay.node_dir(node) / f"{prof.name}.kubeconfig", self.cp.server,
-                                    f"{node}-{prof.name}", f"dra-driver:{node}:{prof.driver}",
-                                    ["dra-harness:drivers", f"dra-harness:driver:{prof.driver}"])
+                                    f"{node}-{prof.name}", user, groups)
         # plugins/<driver>/ exists before the driver starts, as a DaemonSet's hostPath makes it
         (self.lay.plugins_dir(node) / prof.driver).mkdir(parents=True, exist_ok=True)
         self.lay.cdi_dir(node).mkdir(parents=True, exist_ok=True)
@@ -319,6 +301,8 @@ class Supervisor:
                 log.error("%s (pid %d) exited; see %s", p.name, p.pid, p.log)
                 self._write_state()
                 node = next((k[0] for k, d in self.drivers.items() if d.proc is p), None)
+                if node is not None and self.standin:
+                    self.standin.watcher.probe_soon()  # its socket is likely left behind, unanswered
                 if node is not None:
                     self._node_event(node, "DriverExited", f"driver {p.name} (pid {p.pid}) exited; "
                                      f"last log line: {procs.tail(p.log, 1)[:300]}")
