@@ -21,6 +21,8 @@ examples:
   dra-harness explain default/my-claim                      why is this claim pending?
   dra-harness down                                          stop everything, leave nothing behind
   dra-harness e2e                                           up + the e2e suites + down (what `make e2e` runs)
+  dra-harness kit check platform/golden-paths.yaml          where each golden path fits, judged by the oracle
+  dra-harness kit render platform/golden-paths.yaml | kubectl apply -f -
 """
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,6 +58,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("claim", help="NAMESPACE/NAME")
     cluster_args(s, nodes=False)
     s.add_argument("--kubeconfig", default=None, help="(default: the named cluster's)")
+    s = sub.add_parser("kit", help="a golden-path kit: render it to Kubernetes objects, or check where each class fits",
+                       description="A golden-path kit is one YAML file a platform team owns (see platform/golden-paths.yaml).")
+    s.add_argument("action", choices=["render", "check"], help="render: objects as YAML on stdout; check: every class "
+                                                                  "on every preset, judged by the oracle")
+    s.add_argument("kit", help="the kit's YAML file")
+    s.add_argument("--presets", default=None, help="check: comma-separated presets (default: all)")
     s = sub.add_parser("e2e", help="up, run e2e/ with pytest, down, print the summary")
     cluster_args(s)
     s.add_argument("--keep-cluster", action="store_true")
@@ -72,10 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops what was started, as Ctrl-C does
     from .backends import BackendError, StateError
     from .backends.bins import BinsError
+    from .platform.kit import KitError
 
     try:
-        return {"up": _up, "status": _status, "down": _down, "explain": _explain, "e2e": _e2e}[args.cmd](args)
-    except (BackendError, BinsError, StateError, ValueError) as e:
+        return {"up": _up, "status": _status, "down": _down, "explain": _explain, "e2e": _e2e, "kit": _kit}[args.cmd](args)
+    except (BackendError, BinsError, StateError, KitError, ValueError) as e:
         print(f"dra-harness: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -170,6 +179,25 @@ def _explain(args) -> int:
     identities = {d: Identity.from_profile(d, i) for d, i in cluster.identities().items()} if cluster else {}
     print(explain_claim(kubeconfig, ns, name, truths, identities))
     return 0
+
+
+def _kit(args) -> int:
+    import yaml
+
+    from .platform import kit
+
+    k = kit.load(args.kit)
+    if args.action == "render":
+        sys.stdout.write(yaml.safe_dump_all(kit.render(k), sort_keys=False))
+        return 0
+    from .platform.check import check
+
+    rows = check(k, args.presets.split(",") if args.presets else None)
+    w = max(len(r.golden_path) for r in rows)
+    for r in rows:
+        verdict = ("ALIGNED" if r.aligned else "WRONG") if r.fits else "UNSATISFIABLE"
+        print(f"{r.golden_path:{w}}  {r.preset:15}  {verdict:13}  {r.why}")
+    return 1 if any(r.fits and not r.aligned for r in rows) else 0
 
 
 def _e2e(args) -> int:

@@ -54,6 +54,11 @@ def _resolve(s: dict, comps: dict) -> dict:
 
 
 def _check(v, s: dict, comps: dict, path: str, errors: list[str]) -> None:
+    ref = s.get("$ref", "") or next((a.get("$ref", "") for a in s.get("allOf", []) if isinstance(a, dict)), "")
+    if ref.endswith("runtime.RawExtension"):  # opaque driver parameters: any JSON object (RawExtension)
+        if not isinstance(v, dict):
+            errors.append(f"{path}: want an object, got {type(v).__name__}")
+        return
     s = _resolve(s, comps)
     if s.get("x-kubernetes-int-or-string"):
         if not isinstance(v, (int, str)) or isinstance(v, bool):

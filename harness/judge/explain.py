@@ -176,6 +176,35 @@ def fits(spec: dict, cands: list[Candidate], busy: set[str], classes: dict[str, 
     return Fit(False, best_detail)
 
 
+def allocate(spec: dict, cands: list[Candidate], busy: set[str], classes: dict[str, list[str]]) \
+        -> list[tuple[str, Candidate]] | None:
+    """One allocation the claim could get among `cands`: (request name, device) pairs, or None.
+    A constructive twin of `fits`, for judging a class offline (`kit check`)."""
+    free = [c for c in cands if c.id not in busy]
+    constraints = [(set(c.get("requests") or []), c["matchAttribute"])
+                   for c in spec.get("constraints") or [] if c.get("matchAttribute")]
+    for choice in itertools.product(*requests_of(spec, classes)):
+        pools = {r.name: [c for c in free if r.selector.matches(c)] for r in choice}
+        per = [sorted({g for r in choice if _covered(r, names) for c in pools[r.name] for g in c.groups(attr)}) or [None]
+               for names, attr in constraints]
+        for values in itertools.product(*per) if constraints else [()]:
+            taken: set[str] = set()
+            got: list[tuple[str, Candidate]] = []
+            for req in choice:
+                pool = [c for c in pools[req.name] if c.id not in taken]
+                for (names, attr), val in zip(constraints, values):
+                    if _covered(req, names):
+                        pool = [c for c in pool if val is not None and val in c.groups(attr)]
+                want = len(pool) if req.count is None else req.count
+                if not pool or len(pool) < want:
+                    break
+                got += [(req.name, c) for c in pool[:want]]
+                taken |= {c.id for c in pool[:want]}
+            else:
+                return got
+    return None
+
+
 def _covered(req: Req, names: set[str]) -> bool:
     return not names or req.name in names or req.name.split("/", 1)[0] in names
 
@@ -201,7 +230,8 @@ def _fits_choice(reqs: list[Req], constraints: list[tuple[set[str], str]], free:
             if (req.count is None and not pool) or len(pool) < need[ids]:
                 ok = False
                 where = "; ".join(f"{INTENT.get(a, a)} {v}" for (_, a), v in zip(constraints, values)) if constraints else ""
-                msg = (f"request {req.name} needs {need[ids]} x {req.cls}; " +
+                n = "all" if req.count is None else need[ids]
+                msg = (f"request {req.name} needs {n} x {req.cls}; " +
                        (f"{where} has {len(pool)}" if where else f"{len(pool)} free"))
                 worst = worst if worst and _count(worst) >= len(pool) else msg
         if ok:

@@ -1,0 +1,237 @@
+"""A golden-path kit: one YAML file a platform team owns, read with the bounded loader and
+validated field by field (one-line errors naming the field), rendered to Kubernetes objects.
+
+Per class: its DeviceClasses (one per device kind, `gp-<class>-<kind>`, so quota can count them),
+a ResourceClaimTemplate in each allowed team's namespaces, a ResourceQuota per team on
+`<deviceclass>.deviceclass.resource.k8s.io/devices`, a ValidatingAdmissionPolicy denying claims
+and templates of the class outside its teams (with a message naming the class and who may use
+it), and a PriorityClass. Cost per device-hour and EFA sharing rules are kept for the metrics."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fakedev import safeyaml
+
+TEAM_LABEL = "dra-harness.io/team"
+CLASS_LABEL = "dra-harness.io/golden-path"
+DRIVERS = {"neuron": ("neuron.aws.com", None), "efa": ("dra.net", 'device.attributes["dra.net"].rdma == true')}
+NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,40}[a-z0-9])?")
+ATTR_RE = re.compile(r"[a-z0-9.-]+/[A-Za-z0-9_]+")
+
+
+class KitError(ValueError):
+    """A kit problem at a field path; str() is one line."""
+
+    def __init__(self, source: str, path: str, problem: str) -> None:
+        super().__init__("".join(c if c.isprintable() else "?" for c in f"{source}: {path}: {problem}"))
+
+
+@dataclass
+class Request:
+    name: str
+    device: str  # neuron | efa
+    count: int | None  # None: all
+    logical_neuron_core: int | None = None
+
+
+@dataclass
+class GoldenPath:
+    name: str
+    requests: list[Request]
+    constraints: list[tuple[list[str], str]]  # (requests, attribute)
+    teams: list[str]
+    quota: dict[str, int]
+    cost_per_device_hour: float
+    priority: int
+    share_efa_with: list[str] = field(default_factory=list)
+
+    def device_class(self, kind: str) -> str:
+        return f"gp-{self.name}-{kind}"
+
+
+@dataclass
+class Kit:
+    name: str
+    teams: dict[str, list[str]]  # team -> namespaces
+    classes: dict[str, GoldenPath]
+
+
+def _map(obj, path: str, src: str, allowed: set[str], required: set[str] = frozenset()) -> dict:
+    if not isinstance(obj, dict):
+        raise KitError(src, path, f"expected a mapping, got {type(obj).__name__}")
+    for k in obj:
+        if k not in allowed:
+            raise KitError(src, f"{path}.{k}" if path else str(k)[:40], f"unknown key (allowed: {', '.join(sorted(allowed))})")
+    for k in sorted(required - set(obj)):
+        raise KitError(src, f"{path}.{k}" if path else k, "required key is missing")
+    return obj
+
+
+def _name(obj, path: str, src: str) -> str:
+    if not isinstance(obj, str) or not NAME_RE.fullmatch(obj):
+        raise KitError(src, path, "a DNS label of at most 42 characters is required")
+    return obj
+
+
+def _int(obj, path: str, src: str, lo: int, hi: int) -> int:
+    if isinstance(obj, bool) or not isinstance(obj, int) or not lo <= obj <= hi:
+        raise KitError(src, path, f"an integer in {lo}..{hi} is required")
+    return obj
+
+
+def _names(obj, path: str, src: str) -> list[str]:
+    if not isinstance(obj, list):
+        raise KitError(src, path, "a list of names is required")
+    return [_name(x, f"{path}[{i}]", src) for i, x in enumerate(obj)]
+
+
+def load(path: str | Path) -> Kit:
+    src = str(path)
+    try:
+        data = safeyaml.load_file(path)
+    except safeyaml.YamlLimitError as e:
+        raise KitError(e.source, e.where, e.problem) from None
+    d = _map(data, "", src, {"kit", "teams", "classes"}, {"kit", "teams", "classes"})
+    teams = {}
+    for t, spec in _map(d["teams"], "teams", src, set(d["teams"]) if isinstance(d["teams"], dict) else set()).items():
+        _name(t, f"teams.{str(t)[:40]}", src)
+        spec = _map(spec, f"teams.{t}", src, {"namespaces"}, {"namespaces"})
+        teams[t] = _names(spec["namespaces"], f"teams.{t}.namespaces", src)
+    classes = {}
+    cls_map = d["classes"] if isinstance(d["classes"], dict) else None
+    if cls_map is None:
+        raise KitError(src, "classes", "expected a mapping of class name -> class")
+    for cname, c in cls_map.items():
+        p = f"classes.{str(cname)[:40]}"
+        _name(cname, p, src)
+        c = _map(c, p, src, {"requests", "constraints", "teams", "quota", "cost_per_device_hour", "priority",
+                             "share_efa_with"}, {"requests", "teams", "cost_per_device_hour", "priority"})
+        reqs = []
+        if not isinstance(c["requests"], list) or not c["requests"]:
+            raise KitError(src, f"{p}.requests", "a non-empty list is required")
+        for i, r in enumerate(c["requests"]):
+            rp = f"{p}.requests[{i}]"
+            r = _map(r, rp, src, {"name", "device", "count", "all", "logical_neuron_core"}, {"name", "device"})
+            if r["device"] not in DRIVERS:
+                raise KitError(src, f"{rp}.device", f"one of {', '.join(DRIVERS)}")
+            if ("count" in r) == bool(r.get("all")):
+                raise KitError(src, rp, "exactly one of count or all: true")
+            lnc = r.get("logical_neuron_core")
+            if lnc is not None and (r["device"] != "neuron" or lnc not in (1, 2)):
+                raise KitError(src, f"{rp}.logical_neuron_core", "1 or 2, for neuron devices only")
+            reqs.append(Request(_name(r["name"], f"{rp}.name", src), r["device"],
+                                _int(r["count"], f"{rp}.count", src, 1, 64) if "count" in r else None, lnc))
+        names = {r.name for r in reqs}
+        cons = []
+        for i, k in enumerate(c.get("constraints") or []):
+            kp = f"{p}.constraints[{i}]"
+            k = _map(k, kp, src, {"requests", "match"}, {"requests", "match"})
+            rs = _names(k["requests"], f"{kp}.requests", src)
+            if set(rs) - names:
+                raise KitError(src, f"{kp}.requests", f"unknown request(s) {sorted(set(rs) - names)}")
+            if not isinstance(k["match"], str) or not ATTR_RE.fullmatch(k["match"]):
+                raise KitError(src, f"{kp}.match", "a qualified attribute name like resource.aws.com/devicegroup4_id")
+            cons.append((rs, k["match"]))
+        cteams = _names(c["teams"], f"{p}.teams", src)
+        for t in cteams:
+            if t not in teams:
+                raise KitError(src, f"{p}.teams", f"unknown team {t!r} (teams: {', '.join(teams)})")
+        quota = {}
+        for t, n in _map(c.get("quota") or {}, f"{p}.quota", src, set(cteams)).items():
+            quota[t] = _int(n, f"{p}.quota.{t}", src, 0, 100_000)
+        cost = c["cost_per_device_hour"]
+        if isinstance(cost, bool) or not isinstance(cost, (int, float)) or not 0 <= cost <= 10_000:
+            raise KitError(src, f"{p}.cost_per_device_hour", "a number in 0..10000 is required")
+        classes[cname] = GoldenPath(cname, reqs, cons, cteams, quota, float(cost),
+                                    _int(c["priority"], f"{p}.priority", src, 0, 1_000_000_000),
+                                    _names(c.get("share_efa_with") or [], f"{p}.share_efa_with", src))
+    for g in classes.values():
+        for other in g.share_efa_with:
+            if other not in classes:
+                raise KitError(src, f"classes.{g.name}.share_efa_with", f"unknown class {other!r}")
+    return Kit(_name(d["kit"], "kit", src), teams, classes)
+
+
+def device_classes(g: GoldenPath) -> list[dict]:
+    out = []
+    for kind in sorted({r.device for r in g.requests}):
+        driver, extra = DRIVERS[kind]
+        expr = f'device.driver == "{driver}"' + (f" && {extra}" if extra else "")
+        lnc = next((r.logical_neuron_core for r in g.requests if r.device == kind and r.logical_neuron_core), None)
+        spec: dict = {"selectors": [{"cel": {"expression": expr}}]}
+        if lnc:
+            spec["config"] = [{"opaque": {"driver": driver, "parameters": {
+                "apiVersion": "neuron.aws.com/v1", "kind": "NeuronConfig", "logicalNeuronCore": lnc}}}]
+        out.append({"apiVersion": "resource.k8s.io/v1", "kind": "DeviceClass",
+                    "metadata": {"name": g.device_class(kind), "labels": {CLASS_LABEL: g.name}}, "spec": spec})
+    return out
+
+
+def claim_spec(g: GoldenPath) -> dict:
+    reqs = []
+    for r in g.requests:
+        ex: dict = {"deviceClassName": g.device_class(r.device)}
+        if r.count is None:
+            ex["allocationMode"] = "All"
+        else:
+            ex["count"] = r.count
+        reqs.append({"name": r.name, "exactly": ex})
+    return {"devices": {"requests": reqs,
+                        "constraints": [{"requests": rs, "matchAttribute": a} for rs, a in g.constraints]}}
+
+
+def _access_policy(g: GoldenPath, teams: list[str]) -> list[dict]:
+    classes = [g.device_class(k) for k in sorted({r.device for r in g.requests})]
+    uses = " || ".join(f"r.exactly.deviceClassName == '{c}'" for c in classes)
+    allowed = "[" + ", ".join(f"'{t}'" for t in g.teams) + "]"
+    name = f"gp-{g.name}-access"
+    team = f"namespaceObject.metadata.?labels[?'{TEAM_LABEL}'].orValue('')"
+    return [
+        {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+         "metadata": {"name": name, "labels": {CLASS_LABEL: g.name}},
+         "spec": {"failurePolicy": "Fail",
+                  "matchConstraints": {"resourceRules": [{"apiGroups": ["resource.k8s.io"], "apiVersions": ["*"],
+                                                          "operations": ["CREATE", "UPDATE"],
+                                                          "resources": ["resourceclaims", "resourceclaimtemplates"]}]},
+                  "variables": [{"name": "requests", "expression":
+                                 "object.kind == 'ResourceClaimTemplate' ? object.spec.spec.devices.requests "
+                                 ": object.spec.devices.requests"}],
+                  "validations": [{"expression": f"!variables.requests.exists(r, has(r.exactly) && ({uses})) || "
+                                                 f"{team} in {allowed}",
+                                   "messageExpression": f"'golden path {g.name} is for teams {', '.join(g.teams)}; "
+                                                        f"namespace ' + namespaceObject.metadata.name + ' belongs to team \"' "
+                                                        f"+ {team} + '\"'",
+                                   "reason": "Forbidden"}]}},
+        {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+         "metadata": {"name": name, "labels": {CLASS_LABEL: g.name}},
+         "spec": {"policyName": name, "validationActions": ["Deny"]}},
+    ]
+
+
+def render(kit: Kit) -> list[dict]:
+    """Every object of the kit, in an order `kubectl apply` accepts."""
+    out: list[dict] = []
+    for team, nss in kit.teams.items():
+        for ns in nss:
+            out.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": {TEAM_LABEL: team}}})
+    for g in kit.classes.values():
+        out += device_classes(g)
+        out.append({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+                    "metadata": {"name": f"gp-{g.name}", "labels": {CLASS_LABEL: g.name}}, "value": g.priority,
+                    "description": f"golden path {g.name}", "preemptionPolicy": "PreemptLowerPriority"})
+        out += _access_policy(g, g.teams)
+        for team in g.teams:
+            for ns in kit.teams[team]:
+                out.append({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate",
+                            "metadata": {"name": g.name, "namespace": ns, "labels": {CLASS_LABEL: g.name}},
+                            "spec": {"spec": claim_spec(g)}})
+                if team in g.quota:
+                    hard = {f"{g.device_class(k)}.deviceclass.resource.k8s.io/devices": str(g.quota[team])
+                            for k in sorted({r.device for r in g.requests})}
+                    out.append({"apiVersion": "v1", "kind": "ResourceQuota",
+                                "metadata": {"name": f"gp-{g.name}", "namespace": ns, "labels": {CLASS_LABEL: g.name}},
+                                "spec": {"hard": hard}})
+    return out

@@ -1,0 +1,140 @@
+"""The golden-path kit: a bounded, validated YAML file; rendered objects that the Kubernetes
+OpenAPI schemas accept; where each class fits, judged by the oracle; and, on the real API
+server, team access denied with a message naming the class and quota enforced."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import yaml
+from kubernetes.client.rest import ApiException
+
+from harness.platform import kit as kitmod
+from harness.platform.check import check
+
+from .conftest import ROOT
+from .openapi_strict import validate
+
+KIT = ROOT / "platform/golden-paths.yaml"
+
+
+def test_the_shipped_kit_loads_with_five_classes():
+    k = kitmod.load(KIT)
+    assert list(k.classes) == ["small-inference", "batch-inference", "interactive-experiment", "distributed-training",
+                               "large-reserved-training"]
+
+
+@pytest.mark.parametrize("edit,says", [
+    (lambda d: d["classes"]["small-inference"].update(colour="red"), "classes.small-inference.colour: unknown key"),
+    (lambda d: d["classes"]["small-inference"].update(teams=["nobody"]), "unknown team 'nobody'"),
+    (lambda d: d["classes"]["batch-inference"]["constraints"][0].update(requests=["ghost"]), "unknown request(s)"),
+    (lambda d: d["classes"]["batch-inference"]["requests"][0].update(device="gpu"), "requests[0].device: one of"),
+    (lambda d: d["classes"]["batch-inference"].update(cost_per_device_hour="cheap"), "cost_per_device_hour"),
+    (lambda d: d["classes"]["batch-inference"]["quota"].update(training=3), "quota.training: unknown key"),
+])
+def test_kit_errors_are_one_line_naming_the_field(tmp_path, edit, says):
+    d = yaml.safe_load(KIT.read_text())
+    edit(d)
+    f = tmp_path / "kit.yaml"
+    f.write_text(yaml.safe_dump(d))
+    with pytest.raises(kitmod.KitError) as e:
+        kitmod.load(f)
+    assert says in str(e.value) and "\n" not in str(e.value), str(e.value)
+
+
+def test_kit_alias_bomb_is_refused(tmp_path):
+    from .test_hostile import BOMB
+
+    f = tmp_path / "kit.yaml"
+    f.write_text(BOMB.replace("preset: trn1.2xlarge\nmemory_gib:", "kit:"))
+    with pytest.raises(kitmod.KitError, match="alias"):
+        kitmod.load(f)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("minor", ["1.34", "1.37"])
+def test_rendered_objects_validate_against_openapi(minor):
+    objs = kitmod.render(kitmod.load(KIT))
+    kinds = {o["kind"] for o in objs}
+    assert kinds == {"Namespace", "DeviceClass", "PriorityClass", "ValidatingAdmissionPolicy",
+                     "ValidatingAdmissionPolicyBinding", "ResourceClaimTemplate", "ResourceQuota"}
+    version = {"1.34": "v1.34.4", "1.37": "v1.37.2"}[minor]
+    for o in objs:
+        assert validate(o, version) == [], o["metadata"]["name"]
+
+
+def test_check_places_every_class_and_judges_it():
+    rows = {(r.golden_path, r.preset): r for r in check(kitmod.load(KIT))}
+    assert len(rows) == 5 * 9
+    assert all(r.aligned for r in rows.values() if r.fits), "every allocation found is aligned by the oracle"
+    assert rows[("distributed-training", "trn2.48xlarge")].fits and "one EFA group of 16" in \
+        rows[("distributed-training", "trn2.48xlarge")].why
+    assert not rows[("distributed-training", "inf2.48xlarge")].fits
+    assert "only 12 usable" in rows[("distributed-training", "inf2.48xlarge")].why
+    assert not rows[("batch-inference", "trn1.2xlarge")].fits
+
+
+def test_check_reports_a_class_no_preset_can_hold(tmp_path):
+    """The check can fail: a class asking for more devices than an EFA group holds is reported
+    unsatisfiable with the reason, never placed."""
+    d = yaml.safe_load(KIT.read_text())
+    d["classes"]["distributed-training"]["requests"][0]["count"] = 17
+    f = tmp_path / "kit.yaml"
+    f.write_text(yaml.safe_dump(d))
+    rows = [r for r in check(kitmod.load(f), ["trn2.48xlarge"]) if r.golden_path == "distributed-training"]
+    assert rows[0].fits is False and "17" in rows[0].why
+
+
+# -- enforcement on the real API server --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    from harness.backends import bins
+    from harness.backends.local.backend import LocalBackend
+    from harness.backends.spec import ClusterSpec, parse_nodes
+
+    try:
+        bins.ensure(None, build=False)
+    except bins.BinsError as e:
+        pytest.skip(str(e))
+    name = f"k-{uuid.uuid4().hex[:6]}"
+    c = LocalBackend().up(ClusterSpec(name=name, nodes=parse_nodes("trn1.32xlarge"), netns=False),
+                          tmp_path_factory.mktemp("a"), attached=True, timeout=120)
+    yield c
+    LocalBackend().down(name)
+
+
+def _claim(ns: str, name: str, cls: str, count: int) -> dict:
+    return {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim", "metadata": {"name": name, "namespace": ns},
+            "spec": {"devices": {"requests": [{"name": "n", "exactly": {"deviceClassName": cls, "count": count}}]}}}
+
+
+@pytest.mark.slow
+def test_team_access_and_quota_are_enforced(cluster):
+    import time
+
+    from harness.kube import Kube
+
+    kube = Kube(str(cluster.kubeconfig))
+    for o in kitmod.render(kitmod.load(KIT)):
+        kube.apply(o)
+    deadline = time.monotonic() + 20  # admission policies and quotas take effect asynchronously
+    denied = None
+    while denied is None:
+        try:
+            kube.apply(_claim("team-inference", f"probe-{uuid.uuid4().hex[:4]}", "gp-distributed-training-neuron", 1))
+            assert time.monotonic() < deadline, "team-inference was never denied the training class"
+            time.sleep(0.2)
+        except ApiException as e:
+            denied = e
+    assert denied.status in (403, 422)
+    assert "golden path distributed-training is for teams training" in denied.body and "team-inference" in denied.body
+    kube.apply(_claim("team-training", "ok", "gp-distributed-training-neuron", 16))  # its own team: admitted
+    # quota: research may hold 4 small-inference devices
+    kube.apply(_claim("team-research", "a", "gp-small-inference-neuron", 1))
+    kube.apply(_claim("team-research", "b", "gp-small-inference-neuron", 3))
+    with pytest.raises(ApiException) as e:
+        kube.apply(_claim("team-research", "c", "gp-small-inference-neuron", 1))
+    assert e.value.status == 403 and "exceeded quota" in e.value.body
