@@ -314,3 +314,15 @@ def test_fuzz_out_paths_stay_inside_or_are_refused(tmp_path_factory, parts):
     if r.returncode == 0:
         assert fakedev.is_tree(os.path.realpath(out)) and not Path(out).is_symlink()
         assert (base / "link").is_symlink(), "a symlink was replaced"
+
+
+def test_state_removal_needs_the_marker_and_removes_it_last(tmp_path):
+    from harness.backends.local.layout import MARKER, remove_marked
+
+    mine = tmp_path / "mine"
+    (mine / "nodes/n/tree").mkdir(parents=True)
+    (mine / MARKER).write_text("mine\n")
+    assert remove_marked(mine) and not mine.exists()
+    foreign = tmp_path / "foreign"
+    (foreign / "data").mkdir(parents=True)
+    assert not remove_marked(foreign) and (foreign / "data").exists()

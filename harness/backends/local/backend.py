@@ -21,7 +21,7 @@ from ..base import BackendError
 from ..handle import Cluster
 from ..paths import check_name, ensure_root, inside, state_root
 from ..spec import ClusterSpec
-from .layout import MARKER, ClusterLayout
+from .layout import MARKER, ClusterLayout, remove_marked
 from .state import LocalState
 
 
@@ -165,9 +165,7 @@ class LocalBackend:
             if procs.alive(p):
                 procs.stop(p, timeout=5)
                 killed.append(p.name)
-        if (root / MARKER).is_file() and not root.is_symlink():
-            shutil.rmtree(root, ignore_errors=True)
-        elif root.exists():
+        if not remove_marked(root) and root.exists():
             raise BackendError(f"{root} was not made by dra-harness (no {MARKER}); left untouched")
         return killed
 

@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import queue
-import shutil
 import signal
 import socket
 import sys
@@ -33,7 +32,7 @@ from ..spec import ClusterSpec
 from . import imds, netns, rbac
 from .controlplane import ControlPlane, free_port
 from .kubelet_standin import KubeletStandIn
-from .layout import ClusterLayout
+from .layout import ClusterLayout, remove_marked
 from .state import LocalState, NodeState
 
 log = logging.getLogger("supervisor")
@@ -80,13 +79,14 @@ class Supervisor:
         self.crashed: list[str] = []
         self.crashed_at: dict[str, float] = {}
         self.nets: dict[str, netns.NodeNet] = {}
+        self.trees: _Background | None = None
         self.imds: dict[str, tuple[imds.Imds, str]] = {}  # node -> (server, endpoint as its drivers see it)
 
     # -- bring-up ----------------------------------------------------------------------------------
     def up(self) -> None:
         deadline = time.monotonic() + self.timeout
         t0 = time.monotonic()
-        trees = _Background(self._render_trees)  # files only: overlaps the control plane's start-up
+        self.trees = trees = _Background(self._render_trees)  # files only: overlaps the control plane's start-up
         self.cp.start(deadline)
         log.info("control plane healthy after %.2fs", time.monotonic() - t0)
         kube = Kube(str(self.cp.admin_kubeconfig))
@@ -339,14 +339,15 @@ class Supervisor:
         component that does not stop within `grace` seconds is killed."""
         if self.standin:
             self.standin.stop()
+        if self.trees is not None:  # a render still writing would re-create what is removed below
+            self.trees.thread.join(timeout=60)
         procs.stop_all([(d.proc, d.popen) for d in self.drivers.values()], timeout=grace)
         for server, _ in self.imds.values():
             server.close()
         for net in self.nets.values():
             net.close()
         self.cp.stop(grace)
-        if self.lay.marker.is_file():  # only a directory `up` made (it writes the marker first)
-            shutil.rmtree(self.lay.root, ignore_errors=True)
+        remove_marked(self.lay.root)  # only a directory `up` made (it writes the marker first)
         shared.forget(self.spec.name)  # the sharing files of test runs, also after an interrupted run
 
 
