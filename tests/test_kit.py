@@ -138,3 +138,55 @@ def test_team_access_and_quota_are_enforced(cluster):
     with pytest.raises(ApiException) as e:
         kube.apply(_claim("team-research", "c", "gp-small-inference-neuron", 1))
     assert e.value.status == 403 and "exceeded quota" in e.value.body
+
+
+def _pod(ns: str, name: str, template: str, priority_class: str) -> dict:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns},
+            "spec": {"priorityClassName": priority_class, "terminationGracePeriodSeconds": 0,
+                     "containers": [{"name": "c", "image": "x", "resources": {"claims": [{"name": "d"}]}}],
+                     "resourceClaims": [{"name": "d", "resourceClaimTemplateName": template}]}}
+
+
+@pytest.mark.slow
+def test_large_reserved_training_against_interactive_experiments(cluster):
+    """The reserved class (priority 10000) needs the whole node; interactive experiments
+    (priority 500) hold part of it. Kubernetes 1.34-1.37 do not preempt pods for DRA devices: the
+    scheduler answers "cannot allocate all claims ... Preemption is not helpful for scheduling"
+    (the DynamicResources filter is unresolvable). So the test checks what happens instead: the
+    reserved claim stays pending, explained as "cluster full" with the experiments named as
+    holders; once they are removed (the manual intervention the platform metrics count) the whole
+    node is allocated to it, aligned. Should a version preempt, the test checks that instead."""
+    from harness.judge.explain import explain
+    from harness.judge.oracle import judge
+    from harness.kube import Kube
+
+    kube = Kube(str(cluster.kubeconfig))
+    for o in kitmod.render(kitmod.load(KIT)):
+        kube.apply(o)
+    running = lambda o: bool(o and (o.get("status") or {}).get("phase") == "Running")  # noqa: E731
+    for i in range(2):  # 2 x 2 devices of the node's 16, in the research team (quota 8)
+        kube.apply(_pod("team-research", f"exp{i}", "interactive-experiment", "gp-interactive-experiment"))
+    for i in range(2):
+        kube.wait("Pod", running, namespace="team-research", name=f"exp{i}", timeout=30, what=f"exp{i} running")
+    kube.apply(_pod("team-training", "reserved", "large-reserved-training", "gp-large-reserved-training"))
+    p = kube.wait("Pod", lambda o: running(o) or any(
+        c.get("reason") == "Unschedulable" for c in (o or {}).get("status", {}).get("conditions") or []),
+        namespace="team-training", name="reserved", timeout=60, what="the scheduler's verdict on the reserved pod")
+    if not running(p):
+        msg = next(c["message"] for c in p["status"]["conditions"] if c.get("reason") == "Unschedulable")
+        assert "Preemption is not helpful" in msg, msg
+        assert all(running(kube.get("Pod", f"exp{i}", "team-research")) for i in range(2)), "nothing was preempted"
+        claim = kube.get("ResourceClaim", p["status"]["resourceClaimStatuses"][0]["resourceClaimName"], "team-training")
+        claims = [c for ns in ("team-research", "team-training") for c in kube.list("ResourceClaim", namespace=ns)[0]]
+        e = explain(claim, cluster.truths(), claims, kube.list("DeviceClass")[0], slices=kube.list("ResourceSlice")[0])
+        assert e.verdict == "cluster full" and "team-research/exp0" in str(e), str(e)
+        for i in range(2):  # the manual intervention
+            kube.core.delete_namespaced_pod(f"exp{i}", "team-research", grace_period_seconds=0)
+        p = kube.wait("Pod", running, namespace="team-training", name="reserved", timeout=60,
+                      what="the reserved pod running once the experiments are gone")
+    else:
+        events, _ = kube.list("Event", namespace="team-research")
+        assert any(e.get("reason") == "Preempted" for e in events)
+    claim = kube.get("ResourceClaim", p["status"]["resourceClaimStatuses"][0]["resourceClaimName"], "team-training")
+    v = judge(claim, cluster.truths())
+    assert v.ok and len(v.devices) == 16 + 8, str(v)

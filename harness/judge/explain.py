@@ -169,7 +169,7 @@ def fits(spec: dict, cands: list[Candidate], busy: set[str], classes: dict[str, 
                    for c in spec.get("constraints") or [] if c.get("matchAttribute")]
     best_detail = ""
     for choice in itertools.product(*requests_of(spec, classes)):
-        fit = _fits_choice(list(choice), constraints, free)
+        fit = _fits_choice(list(choice), constraints, free, cands)
         if fit.ok:
             return Fit(True, fit.detail, ",".join(r.name for r in choice if "/" in r.name) or None)
         best_detail = best_detail or fit.detail
@@ -185,6 +185,7 @@ def allocate(spec: dict, cands: list[Candidate], busy: set[str], classes: dict[s
                    for c in spec.get("constraints") or [] if c.get("matchAttribute")]
     for choice in itertools.product(*requests_of(spec, classes)):
         pools = {r.name: [c for c in free if r.selector.matches(c)] for r in choice}
+        wants_all = {r.name: sum(1 for c in cands if r.selector.matches(c)) for r in choice if r.count is None}
         per = [sorted({g for r in choice if _covered(r, names) for c in pools[r.name] for g in c.groups(attr)}) or [None]
                for names, attr in constraints]
         for values in itertools.product(*per) if constraints else [()]:
@@ -195,7 +196,7 @@ def allocate(spec: dict, cands: list[Candidate], busy: set[str], classes: dict[s
                 for (names, attr), val in zip(constraints, values):
                     if _covered(req, names):
                         pool = [c for c in pool if val is not None and val in c.groups(attr)]
-                want = len(pool) if req.count is None else req.count
+                want = wants_all[req.name] if req.count is None else req.count
                 if not pool or len(pool) < want:
                     break
                 got += [(req.name, c) for c in pool[:want]]
@@ -209,8 +210,11 @@ def _covered(req: Req, names: set[str]) -> bool:
     return not names or req.name in names or req.name.split("/", 1)[0] in names
 
 
-def _fits_choice(reqs: list[Req], constraints: list[tuple[set[str], str]], free: list[Candidate]) -> Fit:
+def _fits_choice(reqs: list[Req], constraints: list[tuple[set[str], str]], free: list[Candidate],
+                 everything: list[Candidate]) -> Fit:
     pools = {r.name: [c for c in free if r.selector.matches(c)] for r in reqs}
+    # allocationMode All wants every matching device of the node, held ones included
+    wants_all = {r.name: sum(1 for c in everything if r.selector.matches(c)) for r in reqs if r.count is None}
     candidates_per = []
     for names, attr in constraints:
         vals = sorted({g for r in reqs if _covered(r, names) for c in pools[r.name] for g in c.groups(attr)})
@@ -224,7 +228,7 @@ def _fits_choice(reqs: list[Req], constraints: list[tuple[set[str], str]], free:
             for (names, attr), val in zip(constraints, values):
                 if _covered(req, names):
                     pool = [c for c in pool if val is not None and val in c.groups(attr)]
-            want = len(pools[req.name]) if req.count is None else req.count
+            want = wants_all[req.name] if req.count is None else req.count
             ids = tuple(sorted(c.id for c in pool))
             need[ids] = need.get(ids, 0) + want
             if (req.count is None and not pool) or len(pool) < need[ids]:
