@@ -150,7 +150,7 @@ def _pod(ns: str, name: str, template: str, priority_class: str) -> dict:
 @pytest.mark.slow
 def test_large_reserved_training_against_interactive_experiments(cluster):
     """The reserved class (priority 10000) needs the whole node; interactive experiments
-    (priority 500) hold part of it. Kubernetes 1.34-1.37 do not preempt pods for DRA devices: the
+    (priority 500) hold part of it. Kubernetes 1.37.2 (tested) does not preempt pods for DRA devices: the
     scheduler answers "cannot allocate all claims ... Preemption is not helpful for scheduling"
     (the DynamicResources filter is unresolvable). So the test checks what happens instead: the
     reserved claim stays pending, explained as "cluster full" with the experiments named as
