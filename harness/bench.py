@@ -173,10 +173,12 @@ def bench_prepare_and_overhead(artifacts: Path) -> dict:
 
 def _scheduler_metric(c, name: str) -> tuple[float, float]:
     """(sum, count) of a scheduler histogram, read with the admin client certificate."""
-    st = json.loads(Path(c.state_file).read_text()) if c.state_file else {}
-    port = next((p["argv"] for p in st.get("procs", []) if p["name"] == "kube-scheduler"), [])
+    from .backends.local.backend import load_state
+
+    st = load_state(c.name)
+    port = next((p["argv"] for p in st.procs if p["name"] == "kube-scheduler"), [])
     port = next(a.split("=")[1] for a in port if a.startswith("--secure-port="))
-    pki = Path(st["state_dir"]) / "control" / "pki"
+    pki = Path(st.state_dir) / "control" / "pki"
     ctx = ssl.create_default_context()
     ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
     ctx.load_cert_chain(pki / "probe.crt", pki / "probe.key")
