@@ -77,23 +77,23 @@ def read_str(obj: Any, path: str, pattern: re.Pattern | None = None, what: str =
     return obj
 
 
-def read_hex16(obj: Any, path: str) -> int:
-    """A 16-bit PCI id given as 0xefa1 (YAML int) or 'efa1'/'0xefa1' (string)."""
+def _read_hex(obj: Any, path: str, hi: int, what: str) -> int:
+    """A number given as a YAML int or as hex text ('efa1', '0xefa1')."""
     if isinstance(obj, str):
         try:
             obj = int(obj, 16)
         except ValueError:
-            raise SpecError(path, f"{short(obj)} is not a hex PCI id") from None
-    return read_int(obj, path, 0, 0xFFFF)
+            raise SpecError(path, f"{short(obj)} is not {what}") from None
+    return read_int(obj, path, 0, hi)
+
+
+def read_hex16(obj: Any, path: str) -> int:
+    """A 16-bit PCI id given as 0xefa1 (YAML int) or 'efa1'/'0xefa1' (string)."""
+    return _read_hex(obj, path, 0xFFFF, "a hex PCI id")
 
 
 def read_bus(obj: Any, path: str) -> int:
-    if isinstance(obj, str):
-        try:
-            obj = int(obj, 16)
-        except ValueError:
-            raise SpecError(path, f"{short(obj)} is not a hex bus number") from None
-    return read_int(obj, path, 0, 0xFF)
+    return _read_hex(obj, path, 0xFF, "a hex bus number")
 
 
 def read_bdf(obj: Any, path: str) -> str:

@@ -48,3 +48,31 @@ def cli(*args: str, check: bool = False, **kw) -> subprocess.CompletedProcess:
     exe = {"fakedev": "fakedev.cli", "refdriver": "refdriver.cli", "dra-harness": "harness.cli"}[args[0]]
     return subprocess.run([sys.executable, "-m", exe, *args[1:]], capture_output=True, text=True, check=check,
                           cwd=ROOT, **kw)
+
+
+def bins_or_skip() -> None:
+    """Skip a test that needs the control-plane binaries when they are not built."""
+    from harness.backends import bins
+
+    try:
+        bins.ensure(None, build=False)
+    except bins.BinsError as e:
+        pytest.skip(str(e))
+
+
+def local_cluster(tmp_path_factory, prefix: str, nodes: str, **spec):
+    """A local cluster for a test module (attached to the test run), brought down afterwards;
+    use as `yield from local_cluster(...)` in a module-scoped fixture."""
+    import uuid
+
+    from harness.backends.local.backend import LocalBackend
+    from harness.backends.spec import ClusterSpec, parse_nodes
+
+    bins_or_skip()
+    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    c = LocalBackend().up(ClusterSpec(name=name, nodes=parse_nodes(nodes, spec.pop("drivers", None)), **spec),
+                          tmp_path_factory.mktemp(prefix), attached=True, timeout=120)
+    try:
+        yield c
+    finally:
+        LocalBackend().down(name)

@@ -19,29 +19,18 @@ from pathlib import Path
 
 import pytest
 
-from harness.backends import bins, procs
+from harness.backends import procs
 from harness.backends.local import backend
-from harness.backends.local.backend import LocalBackend
-from harness.backends.spec import ClusterSpec, parse_nodes
 from harness.kube import Kube
 
-from .conftest import ROOT
+from .conftest import ROOT, bins_or_skip, local_cluster
 
 pytestmark = pytest.mark.slow
-LOCAL = LocalBackend()
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    try:
-        bins.ensure(None, build=False)
-    except bins.BinsError as e:
-        pytest.skip(str(e))
-    name = f"s-{uuid.uuid4().hex[:6]}"
-    c = LOCAL.up(ClusterSpec(name=name, nodes=parse_nodes("trn1.2xlarge,inf2.xlarge")), tmp_path_factory.mktemp("art"),
-                 attached=True, timeout=120)
-    yield c
-    LOCAL.down(name)
+    yield from local_cluster(tmp_path_factory, "s", "trn1.2xlarge,inf2.xlarge")
 
 
 def _mode(p: Path) -> int:
@@ -201,10 +190,7 @@ def test_a_driver_credential_writes_only_its_own_node_and_driver(cluster):
 
 
 def test_sigterm_during_up_stops_everything_within_two_seconds(tmp_path):
-    try:
-        bins.ensure(None, build=False)
-    except bins.BinsError as e:
-        pytest.skip(str(e))
+    bins_or_skip()
     name = f"s-{uuid.uuid4().hex[:6]}"
     proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "up", "--name", name, "--nodes", "trn1.32xlarge",
                              "--artifacts", str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

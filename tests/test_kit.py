@@ -13,7 +13,7 @@ from kubernetes.client.rest import ApiException
 from harness.platform import kit as kitmod
 from harness.platform.check import check
 
-from .conftest import ROOT
+from .conftest import ROOT, local_cluster
 from .openapi_strict import validate
 
 KIT = ROOT / "platform/golden-paths.yaml"
@@ -91,19 +91,7 @@ def test_check_reports_a_class_no_preset_can_hold(tmp_path):
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    from harness.backends import bins
-    from harness.backends.local.backend import LocalBackend
-    from harness.backends.spec import ClusterSpec, parse_nodes
-
-    try:
-        bins.ensure(None, build=False)
-    except bins.BinsError as e:
-        pytest.skip(str(e))
-    name = f"k-{uuid.uuid4().hex[:6]}"
-    c = LocalBackend().up(ClusterSpec(name=name, nodes=parse_nodes("trn1.32xlarge"), netns=False),
-                          tmp_path_factory.mktemp("a"), attached=True, timeout=120)
-    yield c
-    LocalBackend().down(name)
+    yield from local_cluster(tmp_path_factory, "k", "trn1.32xlarge", netns=False)
 
 
 def _claim(ns: str, name: str, cls: str, count: int) -> dict:
