@@ -1,5 +1,5 @@
-"""Golden-path classes (e2e/classes) on every preset: they land aligned where they should and
-stay pending, explained as impossible on that topology, where they cannot."""
+"""Golden-path classes (the kit in platform/golden-paths.yaml) on every preset: they land aligned
+where they should and stay pending, explained as impossible on that topology, where they cannot."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.testing import neuron_devices, presets
+from harness.testing import golden_path_objects, neuron_devices, presets
 
 PRESETS = presets()
 TEMPLATES = ["small-inference", "batch-inference", "interactive-experiment", "distributed-training",
@@ -25,7 +25,7 @@ def expected(template: str, preset: str) -> bool:
 @pytest.mark.topology(*PRESETS)
 @pytest.mark.parametrize("template", TEMPLATES)
 def test_golden_path_on_every_preset(dra, dra_truth, template):
-    dra.create(*dra.load_yaml(Path(__file__).parent / "classes" / "golden-paths.yaml"))
+    dra.create(*golden_path_objects(Path(__file__).parent.parent / "platform" / "golden-paths.yaml"))
     pods = {}
     for node, truth in sorted(dra_truth.items()):
         pods[node] = f"p-{node}"

@@ -233,7 +233,8 @@ def _fits_choice(reqs: list[Req], constraints: list[tuple[set[str], str]], free:
             need[ids] = need.get(ids, 0) + want
             if (req.count is None and not pool) or len(pool) < need[ids]:
                 ok = False
-                where = "; ".join(f"{INTENT.get(a, a)} {v}" for (_, a), v in zip(constraints, values)) if constraints else ""
+                where = "; ".join(f"{INTENT.get(a, a)} {v}" if v is not None else f"no {INTENT.get(a, a)} group"
+                                  for (_, a), v in zip(constraints, values)) if constraints else ""
                 n = "all" if req.count is None else need[ids]
                 msg = (f"request {req.name} needs {n} x {req.cls}; " +
                        (f"{where} has {len(pool)}" if where else f"{len(pool)} free"))

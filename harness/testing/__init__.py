@@ -5,6 +5,8 @@ nothing else of the project (tests/test_layering.py enforces it)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import fakedev
 
 
@@ -18,4 +20,18 @@ def neuron_devices(preset: str) -> int:
     return len(fakedev.load_preset(preset).neuron)
 
 
-__all__ = ["presets", "neuron_devices"]
+def golden_path_objects(kit_path: str | Path) -> list[dict]:
+    """The DeviceClasses and claim templates of a golden-path kit (harness.platform.kit), for a
+    test's own namespace: team namespaces, quotas and access policies are left to `kit render`."""
+    from ..platform import kit
+
+    k = kit.load(kit_path)
+    out = []
+    for g in k.classes.values():
+        out += kit.device_classes(g)
+        out.append({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate",
+                    "metadata": {"name": g.name}, "spec": {"spec": kit.claim_spec(g)}})
+    return out
+
+
+__all__ = ["presets", "neuron_devices", "golden_path_objects"]
