@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import yaml
+from fakedev import safeyaml
 
 from .base import BackendError
 from .handle import Cluster, NodeInfo
@@ -76,9 +76,8 @@ def _local_cluster_for(kubeconfig: Path) -> Cluster | None:
     from .local.backend import LocalBackend
     from .paths import state_root
 
-    try:
-        server = yaml.safe_load(kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
-    except (OSError, KeyError, IndexError, TypeError, yaml.YAMLError):
+    server = _server_of(kubeconfig)
+    if server is None:
         return None
     root = state_root()
     for state in sorted(root.glob("*/state.json")) if root.is_dir() else []:
@@ -95,7 +94,9 @@ def _label(name: str) -> bool:
 
 
 def _server_of(kubeconfig: Path) -> str | None:
+    """The server of a kubeconfig's first cluster (read with the bounded loader: a kubeconfig is
+    user input too), or None."""
     try:
-        return yaml.safe_load(kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
-    except (OSError, KeyError, IndexError, TypeError, yaml.YAMLError):
+        return safeyaml.load_file(kubeconfig)["clusters"][0]["cluster"]["server"]
+    except (safeyaml.YamlLimitError, KeyError, IndexError, TypeError):
         return None

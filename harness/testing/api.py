@@ -16,9 +16,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import yaml
 
-from fakedev import Truth
+from fakedev import Truth, safeyaml
 
 from ..backends.handle import Cluster
 from ..judge.capacity import Stranded, stranded
@@ -93,7 +92,7 @@ class Dra:
     def load_yaml(self, path: str | Path) -> list[dict]:
         """Objects from a YAML file, namespaced into the test's namespace."""
         out = []
-        for obj in yaml.safe_load_all(Path(path).read_text()):
+        for obj in safeyaml.load_file(path, all_documents=True):
             if obj:
                 obj = copy.deepcopy(obj)
                 if obj["kind"] in ("ResourceClaim", "ResourceClaimTemplate", "Pod"):

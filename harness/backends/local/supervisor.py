@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import fakedev
+from fakedev import safeyaml
 
 from ...kube import Kube, WaitTimeout
 from .. import procs, profiles, shared
@@ -92,11 +93,9 @@ class Supervisor:
         kube = Kube(str(self.cp.admin_kubeconfig))
         for obj in rbac.DRIVER_RBAC:
             kube.apply(obj)
-        import yaml
-
         manifests = {profiles.resolve(d).device_classes_path() for n in self.spec.nodes for d in n.drivers}
-        for path in sorted(filter(None, manifests)):  # the DeviceClasses each driver ships
-            for obj in yaml.safe_load_all(path.read_text()):
+        for path in sorted(filter(None, manifests)):  # the DeviceClasses each driver ships (a profile's file: bounded)
+            for obj in safeyaml.load_file(path, all_documents=True):
                 if obj:
                     kube.apply(obj)
         log.info("RBAC and DeviceClasses applied after %.2fs", time.monotonic() - t0)
