@@ -96,22 +96,22 @@ def read_bus(obj: Any, path: str) -> int:
     return _read_hex(obj, path, 0xFF, "a hex bus number")
 
 
-def read_bdf(obj: Any, path: str) -> str:
+def _read_parsed(obj: Any, path: str, parse: Callable[[str], Any]) -> str:
+    """A string the model's parser accepts; its complaint becomes the error."""
     s = read_str(obj, path)
     try:
-        parse_bdf(s)
+        parse(s)
     except ValueError as e:
         raise SpecError(path, str(e)) from None
     return s
+
+
+def read_bdf(obj: Any, path: str) -> str:
+    return _read_parsed(obj, path, parse_bdf)
 
 
 def read_root_name(obj: Any, path: str) -> str:
-    s = read_str(obj, path)
-    try:
-        parse_root(s)
-    except ValueError as e:
-        raise SpecError(path, str(e)) from None
-    return s
+    return _read_parsed(obj, path, parse_root)
 
 
 def opt(d: dict, key: str, path: str, read: Callable[[Any, str], Any], default: Any = None) -> Any:

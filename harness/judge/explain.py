@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import cel
 from fakedev import Truth, TruthDevice
 
-from .identity import INTENT, WHAT, Identity, holders as held_by, published, truth_id
+from .identity import INTENT, WHAT, Identity, holders as held_by, published, slice_value, truth_id
 
 
 @dataclass(frozen=True)
@@ -53,8 +53,7 @@ def _cel_attributes(raw: dict, driver: str) -> dict:
     out: dict[str, dict] = {}
     for k, v in raw.items():
         domain, _, name = k.rpartition("/")
-        value = next(iter(v.values())) if isinstance(v, dict) and len(v) == 1 else v
-        out.setdefault(domain or driver, {})[name] = value
+        out.setdefault(domain or driver, {})[name] = slice_value(v)
     return out
 
 

@@ -68,20 +68,18 @@ class Identity:
                 return f"neuron{int(g['index'])}"
             bdf = g.get("bdf") or (f"{g['domain']}:{g['bus']}:{g['slot']}.{g['fn']}" if g.get("fn") else None)
             return bdf if bdf and BDF_RE.match(bdf) else None
-        value = _attribute(attributes or {}, self.pci_attribute or self.index_attribute or "")
+        qualified = self.pci_attribute or self.index_attribute or ""
+        raw = attributes or {}
+        value = slice_value(raw.get(qualified, raw.get(qualified.rpartition("/")[2])))
         if self.pci_attribute:
             return value if isinstance(value, str) and BDF_RE.match(value) else None
         return f"neuron{value}" if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
-def _attribute(attributes: dict, qualified: str):
-    """An attribute's value from a slice device's attributes ({name: {int|string|bool|version: v}})
-    or from the CEL shape ({domain: {name: v}})."""
-    domain, _, name = qualified.rpartition("/")
-    a = attributes.get(qualified) or attributes.get(name)
-    if isinstance(a, dict) and len(a) == 1 and next(iter(a)) in ("int", "string", "bool", "version"):
-        return next(iter(a.values()))
-    return (attributes.get(domain) or {}).get(name) if isinstance(attributes.get(domain), dict) else a
+def slice_value(v):
+    """The value of a slice device attribute ({"int": 5} -> 5); an unqualified attribute name in a
+    slice belongs to its driver's domain."""
+    return next(iter(v.values())) if isinstance(v, dict) and len(v) == 1 else v
 
 
 # The identities AWS's drivers use (and the reference drivers, which publish as they do).

@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 import traceback
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,27 +38,6 @@ from .layout import ClusterLayout, remove_marked
 from .state import LocalState, NodeState
 
 log = logging.getLogger("supervisor")
-
-class _Background:
-    """A function run on a thread; join() re-raises what it raised."""
-
-    def __init__(self, fn) -> None:
-        self.error: BaseException | None = None
-
-        def run() -> None:
-            try:
-                fn()
-            except BaseException as e:  # handed to join()
-                self.error = e
-
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
-
-    def join(self) -> None:
-        self.thread.join()
-        if self.error:
-            raise self.error
-
 
 @dataclass
 class RunningDriver:
@@ -78,16 +58,18 @@ class Supervisor:
         self.requests: queue.Queue = queue.Queue()
         self.standin: KubeletStandIn | None = None
         self.crashed: list[str] = []
-        self.crashed_at: dict[str, float] = {}
         self.nets: dict[str, netns.NodeNet] = {}
-        self.trees: _Background | None = None
+        self.trees: Future | None = None  # the trees being rendered while the control plane starts
+        self.topos: dict[str, fakedev.Topology] = {}  # loaded once at bring-up, used by every step
         self.imds: dict[str, tuple[imds.Imds, str]] = {}  # node -> (server, endpoint as its drivers see it)
 
     # -- bring-up ----------------------------------------------------------------------------------
     def up(self) -> None:
         deadline = time.monotonic() + self.timeout
         t0 = time.monotonic()
-        self.trees = trees = _Background(self._render_trees)  # files only: overlaps the control plane's start-up
+        self.topos = {n.name: n.load_topology() for n in self.spec.nodes}
+        # files only: overlaps the control plane's start-up
+        self.trees = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trees").submit(self._render_trees)
         self.cp.start(deadline)
         log.info("control plane healthy after %.2fs", time.monotonic() - t0)
         kube = Kube(str(self.cp.admin_kubeconfig))
@@ -99,11 +81,11 @@ class Supervisor:
                 if obj:
                     kube.apply(obj)
         log.info("RBAC and DeviceClasses applied after %.2fs", time.monotonic() - t0)
-        trees.join()
+        self.trees.result()  # re-raises what the render raised
         for n in self.spec.nodes:
-            self._create_node(kube, n.name, n.labels, n.load_topology())
+            self._create_node(kube, n.name, n.labels, self.topos[n.name])
         log.info("trees rendered and nodes created after %.2fs", time.monotonic() - t0)
-        self._networks(kube)
+        self._networks()
         log.info("node networks and IMDS up after %.2fs (%s)", time.monotonic() - t0,
                  "a namespace per node" if self.nets else "host network")
         for n in self.spec.nodes:  # the kubelet's directories, as it creates them before any plugin runs
@@ -122,9 +104,9 @@ class Supervisor:
 
     def _render_trees(self) -> None:
         for n in self.spec.nodes:
-            fakedev.generate(n.load_topology(), self.lay.tree(n.name))
+            fakedev.generate(self.topos[n.name], self.lay.tree(n.name))
 
-    def _networks(self, kube: Kube) -> None:
+    def _networks(self) -> None:
         """A network namespace per node where it can be made (netns.py), and a fake IMDS per node:
         at 169.254.169.254 inside the namespace, else on a loopback port of the host."""
         why = netns.available()
@@ -133,7 +115,7 @@ class Supervisor:
             raise RuntimeError(f"--netns was asked for, but {why}")
         port = int(self.cp.server.rsplit(":", 1)[1])
         for n in self.spec.nodes:
-            topo = n.load_topology()
+            topo = self.topos[n.name]
             macs = [fakedev.ena_mac(topo.instance_type, e.bdf) for e in topo.ena]
             if want:
                 net = netns.NodeNet(self.spec.name, n.name, topo.ena[0].ifname if topo.ena else "ens5",
@@ -296,7 +278,6 @@ class Supervisor:
         for p in [*self.cp.procs, *(d.proc for d in self.drivers.values())]:
             if not procs.alive(p) and p.name not in self.crashed:
                 self.crashed.append(p.name)
-                self.crashed_at[p.name] = time.monotonic()
                 log.error("%s (pid %d) exited; see %s", p.name, p.pid, p.log)
                 self._write_state()
                 node = next((k[0] for k, d in self.drivers.items() if d.proc is p), None)
@@ -339,7 +320,7 @@ class Supervisor:
         if self.standin:
             self.standin.stop()
         if self.trees is not None:  # a render still writing would re-create what is removed below
-            self.trees.thread.join(timeout=60)
+            wait([self.trees], timeout=60)
         procs.stop_all([(d.proc, d.popen) for d in self.drivers.values()], timeout=grace)
         for server, _ in self.imds.values():
             server.close()
