@@ -21,12 +21,18 @@ help:
 	@echo "make bins [K8S_VERSION=1.35]                             build control-plane binaries into the cache"
 	@echo "make install                                             virtualenv + Debian packages"
 
-install: $(STAMP) $(DEB_STAMP)
+GEN_STAMP := kubeletapi/gen/.generated
+
+install: $(STAMP) $(GEN_STAMP) $(DEB_STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+# The kubelet protos' Python stubs, regenerated whenever a proto changes.
+$(GEN_STAMP): $(STAMP) kubeletapi/build.py $(wildcard kubeletapi/protos/*/api.proto)
 	$(PY) -m kubeletapi.build
 	touch $@
 
@@ -40,8 +46,7 @@ $(DEB_STAMP): | $(STAMP)
 
 debs: $(DEB_STAMP)
 
-protos: $(STAMP)
-	$(PY) -m kubeletapi.build
+protos: $(GEN_STAMP)
 
 bins:
 	clusters/local/build-bins.sh $(K8S_VERSION)

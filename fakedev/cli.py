@@ -91,6 +91,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--no-libudev-shim", action="store_true",
                    help="do not preload umockdev for libudev consumers (systemd's libudev checks that "
                    "devices live on a real sysfs; the shim answers that check from the same tree)")
+    s.add_argument("--bind", action="append", default=[], metavar="DIR:PATH",
+                   help="also show host directory DIR at PATH inside (repeatable), e.g. a node's NRI "
+                   "socket directory at /var/run/nri")
     s.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
     return p
 
@@ -208,7 +211,13 @@ def _run(a: argparse.Namespace) -> int:
     if not cmd:
         raise NsError("no command given: fakedev run --tree DIR -- CMD [ARGS...]")
     treemod.load(a.tree)  # refuse directories that are not trees, with the usual message
-    run(a.tree, cmd, libudev_shim=not a.no_libudev_shim)
+    binds = []
+    for b in a.bind:
+        src, sep, dst = b.partition(":")
+        if not sep or not src or not dst.startswith("/"):
+            raise NsError(f"--bind wants DIR:/ABSOLUTE/PATH, got {b[:200]!r}")
+        binds.append((src, dst))
+    run(a.tree, cmd, libudev_shim=not a.no_libudev_shim, binds=binds)
     return 127  # not reached: run() execs
 
 

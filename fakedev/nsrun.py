@@ -94,8 +94,10 @@ def plan_mounts(tree: Path, host: Path = Path("/")) -> tuple[list[tuple[str, str
     return direct, composites
 
 
-def enter(tree: str | os.PathLike) -> None:
-    """Move this (single-threaded) process into a private mount namespace showing `tree`."""
+def enter(tree: str | os.PathLike, binds: list[tuple[str, str]] = ()) -> None:
+    """Move this (single-threaded) process into a private mount namespace showing `tree`, plus
+    `binds` (host directory, path it appears at): e.g. a fake node's NRI socket directory at
+    /var/run/nri."""
     tree = Path(tree).resolve()
     if not (tree / "sys").is_dir():
         raise NsError(f"{tree} has no sys/ directory; is it a fakedev tree?")
@@ -107,6 +109,17 @@ def enter(tree: str | os.PathLike) -> None:
         _composite(host_dir, composites[host_dir])
     for src, dst in direct:
         _mount(src, dst, None, MS_BIND | MS_REC)
+    for src, dst in binds:
+        if not os.path.isdir(src):
+            raise NsError(f"--bind {src}:{dst}: {src} is not a directory")
+        dst = os.path.realpath(dst)  # /var/run -> /run
+        if os.path.isdir(dst):
+            _mount(src, dst, None, MS_BIND | MS_REC)
+        else:
+            parent = os.path.dirname(dst)
+            if not os.path.isdir(parent):
+                raise NsError(f"--bind {src}:{dst}: {parent} does not exist")
+            _composite(parent, {os.path.basename(dst): src})
 
 
 def _composite(host_dir: str, fake: dict[str, str]) -> None:
@@ -154,7 +167,8 @@ def umockdev_preload() -> str | None:
     return next((p for p in UMOCKDEV_PRELOAD if os.path.exists(p)), None)
 
 
-def run(tree: str | os.PathLike, argv: list[str], libudev_shim: bool = True) -> None:
+def run(tree: str | os.PathLike, argv: list[str], libudev_shim: bool = True,
+        binds: list[tuple[str, str]] = ()) -> None:
     """Enter the namespace and exec argv (does not return).
 
     systemd's libudev also checks that device directories live on sysfs (fstatfs magic), which
@@ -163,7 +177,7 @@ def run(tree: str | os.PathLike, argv: list[str], libudev_shim: bool = True) -> 
     consumers; raw-syscall readers (Go) rely on the mounts alone.
     """
     root = str(Path(tree).resolve())
-    enter(root)
+    enter(root, binds)
     os.environ["FAKEDEV_TREE"] = root
     lib = umockdev_preload() if libudev_shim else None
     if lib:

@@ -47,6 +47,10 @@ def _parser() -> argparse.ArgumentParser:
             s.add_argument("--netns", choices=["auto", "on", "off"], default="auto",
                            help="local backend: a network namespace per node with its ENA interface, IMDS and "
                                 "the API server forwarded in (auto: when running as root)")
+            s.add_argument("--nri", choices=["auto", "on", "off"], default="auto",
+                           help="local backend: an NRI runtime stand-in per node at its /var/run/nri/nri.sock, "
+                                "delivering pod and container events to NRI plugins (auto: when a driver "
+                                "profile says nri: true)")
 
     s = sub.add_parser("up", help="start a cluster and return (it runs until `down`)")
     cluster_args(s)
@@ -101,7 +105,8 @@ def _spec(args):
 
     extra = parse_driver_args(args.driver_arg)
     spec = ClusterSpec(name=check_name(args.name, "cluster name"), nodes=parse_nodes(args.nodes, args.driver, extra),
-                       k8s_version=args.k8s_version, netns={"auto": None, "on": True, "off": False}[args.netns])
+                       k8s_version=args.k8s_version, netns={"auto": None, "on": True, "off": False}[args.netns],
+                       nri={"auto": None, "on": True, "off": False}[args.nri])
     for prof in {d for n in spec.nodes for d in n.drivers}:  # every profile valid before anything starts
         resolve(prof, extra)
     return spec

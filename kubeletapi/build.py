@@ -13,7 +13,7 @@ import tempfile
 from importlib import resources
 from pathlib import Path
 
-PROTOS = ["pluginregistration", "dra_v1", "dra_v1beta1"]
+PROTOS = ["pluginregistration", "dra_v1", "dra_v1beta1", "dra_health_v1", "dra_health_v1alpha1"]
 
 
 def build(out_root: Path | None = None) -> Path:

@@ -157,7 +157,19 @@ class Driver:
 
         svc = DraService(self.opts.driver, self.opts.node_name, get_claim, self.prepare, self.unprepare,
                          Checkpoint(paths.checkpoint))
-        return KubeletPlugin(paths, svc)
+        return KubeletPlugin(paths, svc, self.device_health)
+
+    def device_health(self) -> dict[str, tuple[str, str]]:
+        """Each published device's health, read now (devhealth.py says what counts)."""
+        from . import devhealth
+
+        node, root = self.node, Path(self.opts.vendor_root)
+        if node is None:
+            return {}
+        if self.opts.kind == "neuron":
+            return {f"neuron-device-{n.index}": devhealth.neuron_health(root, n.index) for n in node.neuron}
+        return {"pci-" + e.pci.bdf.replace(":", "-").replace(".", "-"): devhealth.efa_health(root, e.rdma)
+                for e in node.efa}
 
     def prepare(self, claim: dict, results: list[dict]) -> tuple[list[dict], str]:
         """Check the devices still exist, write the claim's CDI spec, return the kubelet's answer."""

@@ -153,15 +153,16 @@ def _servicer(pb, base, svc: DraService):
 
 
 class Registration(reg_grpc.RegistrationServicer):
-    def __init__(self, driver: str, endpoint: str) -> None:
+    def __init__(self, driver: str, endpoint: str, extra_services: list[str] = ()) -> None:
         self.driver, self.endpoint = driver, endpoint
+        self.extra_services = list(extra_services)
         self.registered = threading.Event()
         self.error = ""
 
     def GetInfo(self, request, context):
         # The kubelet picks the first listed service it supports: v1 first (dra-api.md §3.5).
         return reg.PluginInfo(type="DRAPlugin", name=self.driver, endpoint=self.endpoint,
-                              supported_versions=["v1.DRAPlugin", "v1beta1.DRAPlugin"])
+                              supported_versions=["v1.DRAPlugin", "v1beta1.DRAPlugin", *self.extra_services])
 
     def NotifyRegistrationStatus(self, request, context):
         self.error = request.error
@@ -174,20 +175,30 @@ class Registration(reg_grpc.RegistrationServicer):
 
 
 class KubeletPlugin:
-    """Both gRPC servers, started and stopped together; sockets removed on stop."""
+    """Both gRPC servers, started and stopped together; sockets removed on stop. With `health`
+    (device name -> health, message), the DRA socket also serves DRAResourceHealth."""
 
-    def __init__(self, paths: PluginPaths, svc: DraService) -> None:
+    def __init__(self, paths: PluginPaths, svc: DraService, health: Callable[[], dict] | None = None) -> None:
+        from . import devhealth
+
         self.paths = paths
-        self.registration = Registration(paths.driver, str(paths.service_socket))
+        self.health = health
+        self.registration = Registration(paths.driver, str(paths.service_socket),
+                                         devhealth.SERVICES if health else [])
         self.servers: list[grpc.Server] = []
         self.svc = svc
+        self.stopping = threading.Event()  # ends the health streams
 
     def start(self) -> None:
         for sock in (self.paths.service_socket, self.paths.registration_socket):
             sock.parent.mkdir(parents=True, exist_ok=True)
             sock.unlink(missing_ok=True)  # a stale socket from a previous run
-        dra = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        dra = grpc.server(futures.ThreadPoolExecutor(max_workers=8))  # a health stream holds a worker
         v1_grpc.add_DRAPluginServicer_to_server(_servicer(v1, v1_grpc.DRAPluginServicer, self.svc), dra)
+        if self.health:
+            from . import devhealth
+
+            devhealth.add_services(dra, self.svc.node, self.health, self.stopping)
         v1beta1_grpc.add_DRAPluginServicer_to_server(_servicer(v1beta1, v1beta1_grpc.DRAPluginServicer, self.svc), dra)
         dra.add_insecure_port(f"unix:{self.paths.service_socket}")
         registration = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
@@ -200,6 +211,7 @@ class KubeletPlugin:
                                                              "service": str(self.paths.service_socket)}})
 
     def stop(self) -> None:
+        self.stopping.set()
         for s in self.servers:
             s.stop(grace=1).wait()
         for sock in (self.paths.registration_socket, self.paths.service_socket):

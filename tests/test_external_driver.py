@@ -89,6 +89,19 @@ def test_allocated_by_the_scheduler_prepared_and_unprepared_with_a_neuron_device
     assert any(x.startswith("k8s.neuron.aws.com/") for x in cdi) and any(TD in x for x in cdi), cdi
     spec_files = list(cluster.nodes[node].cdi_dir.glob(f"*{c['metadata']['uid']}*"))
     assert spec_files and any("hello-from-claim" in f.read_text() for f in spec_files)
+    # Both drivers advertise DRAResourceHealth; the test driver streams empty reports (nothing
+    # feeds its health channel when run standalone), so its devices are Unknown, as on a kubelet.
+    # Its two devices share one CDI id (per request), which the kubelet lists once.
+    deadline = time.monotonic() + 15
+    while True:
+        st = kube.get("Pod", "p", ns)["status"]["containerStatuses"][0].get("allocatedResourcesStatus") or []
+        health = {r["resourceID"]: r["health"] for s in st for r in s["resources"]}
+        if len(health) == 2 and "Healthy" in health.values():
+            break
+        assert time.monotonic() < deadline, st
+        time.sleep(0.2)
+    assert sorted(health.values()) == ["Healthy", "Unknown"], health
+    assert all(h == "Unknown" for rid, h in health.items() if TD in rid)
     kube.core.delete_namespaced_pod("p", ns, grace_period_seconds=0)
     deadline = time.monotonic() + 20
     while list(cluster.nodes[node].cdi_dir.glob(f"*{c['metadata']['uid']}*")):

@@ -42,15 +42,29 @@ k8s_bins=(kube-apiserver kube-scheduler kube-controller-manager kubectl)
 test_pkgs=(k8s.io/kubernetes/test/e2e/dra/test-driver)
 stamp="$bin/.complete"
 want_stamp="k8s=$K8S_VERSION etcd=$ETCD_VERSION bins=${k8s_bins[*]} test-driver etcd"
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want_stamp" ]; then
-  echo "build-bins: $K8S_VERSION and etcd $ETCD_VERSION already built in $bin (nothing to do)"
-  exit 0
-fi
-
 command -v go >/dev/null || die "go is not on PATH (Go >= 1.26 is needed to build Kubernetes)"
 export CGO_ENABLED=0 GOFLAGS=-mod=mod GOWORK=off GOTOOLCHAIN=local
 mkdir -p "$bin"
 start=$(date +%s)
+
+# The NRI runtime stand-in and test plugin (clusters/nri, a module of this repository pinning
+# github.com/containerd/nri): stamped by the hash of their sources, seconds to rebuild.
+build_nri() {
+  local src="$here/../nri" nri_stamp="$bin/.nri" want
+  want=$(cd "$src" && cat go.mod go.sum $(find cmd -name '*.go' | LC_ALL=C sort) | sha256sum | cut -c1-16)
+  if [ -f "$nri_stamp" ] && [ "$(cat "$nri_stamp")" = "$want" ] && [ -x "$bin/nri-standin" ] && [ -x "$bin/nri-test-plugin" ]; then
+    return
+  fi
+  echo "build-bins: compiling nri-standin and nri-test-plugin ($(awk '$1=="github.com/containerd/nri"{print $1" "$2}' "$src/go.mod"))"
+  (cd "$src" && go build -trimpath -ldflags "-s -w" -o "$bin/" ./cmd/nri-standin ./cmd/nri-test-plugin) || die "building the NRI stand-in failed"
+  echo "$want" > "$nri_stamp"
+}
+
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want_stamp" ]; then
+  build_nri
+  echo "build-bins: $K8S_VERSION and etcd $ETCD_VERSION already built in $bin (nothing to do)"
+  exit 0
+fi
 
 # Print one line per compiled package with a running count, so a 20-minute build shows progress.
 progress() {
@@ -117,6 +131,7 @@ build_etcd() {
 
 build_k8s
 build_etcd
+build_nri
 echo "$want_stamp" > "$stamp"
 "$bin/kube-apiserver" --version
 "$bin/etcd" --version | head -1

@@ -8,7 +8,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository (clusters/, deploy/)
 BUILD = ROOT / "clusters/local/build-bins.sh"
-NAMES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "test-driver")
+NAMES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "test-driver",
+         "nri-standin", "nri-test-plugin")
 
 
 class BinsError(Exception):
@@ -45,10 +46,22 @@ def bin_dir(version: str | None) -> Path:
     return cache_root() / "k8s" / resolve(version) / "bin"
 
 
+def _nri_current(d: Path) -> bool:
+    """The NRI binaries are built from this repository (clusters/nri): stale when it changed."""
+    import hashlib
+
+    src = ROOT / "clusters/nri"
+    h = hashlib.sha256()
+    for p in [src / "go.mod", src / "go.sum", *sorted((src / "cmd").rglob("*.go"))]:
+        h.update(p.read_bytes())
+    stamp = d / ".nri"
+    return stamp.is_file() and stamp.read_text().strip() == h.hexdigest()[:16]
+
+
 def ensure(version: str | None, build: bool = True) -> Path:
     """The bin directory for `version`, building it (minutes, with progress) when missing."""
     d = bin_dir(version)
-    if all((d / n).exists() for n in NAMES) and (d / ".complete").exists():
+    if all((d / n).exists() for n in NAMES) and (d / ".complete").exists() and _nri_current(d):
         return d
     if not build:
         raise BinsError(f"control-plane binaries for {resolve(version)} are not built; run: make bins K8S_VERSION={version or ''}")

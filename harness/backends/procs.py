@@ -55,11 +55,14 @@ def _die_with_parent() -> None:
 
 
 def spawn(name: str, argv: list[str], log: Path, env: dict | None = None, cwd: str | None = None,
-          tie_to_parent: bool = True, pass_fds: tuple[int, ...] = ()) -> tuple[Proc, subprocess.Popen]:
+          tie_to_parent: bool = True, pass_fds: tuple[int, ...] = (), pipes: bool = False) -> tuple[Proc, subprocess.Popen]:
+    """`pipes`: stdin and stdout are pipes to us (a line protocol); stderr still goes to the log."""
     log.parent.mkdir(parents=True, exist_ok=True)
     out = open(log, "ab", buffering=0)
     try:
-        popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+        popen = subprocess.Popen(argv, stdout=subprocess.PIPE if pipes else out,
+                                 stderr=out if pipes else subprocess.STDOUT,
+                                 stdin=subprocess.PIPE if pipes else subprocess.DEVNULL, env=env,
                                  cwd=cwd, preexec_fn=_die_with_parent if tie_to_parent else None,
                                  start_new_session=not tie_to_parent, pass_fds=pass_fds)
     finally:

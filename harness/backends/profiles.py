@@ -6,7 +6,10 @@ A profile is a command template plus environment and the way the driver sees the
 Placeholders (in `command` and `env`): {node} {tree} {kubeconfig} {kubelet_dir} {registry_dir}
 {plugins_dir} {cdi_root} {python} {health_port} {bin_dir} (the control-plane binaries, where
 `make bins` also builds upstream's e2e test driver) {imds_endpoint} (the node's fake IMDS, for
-AWS_EC2_METADATA_SERVICE_ENDPOINT).
+AWS_EC2_METADATA_SERVICE_ENDPOINT) {nri_socket} (the node's NRI runtime socket, for `nri: true`).
+A profile with `nri: true` is also an NRI plugin (like DRANET): its nodes get an NRI runtime
+stand-in, and under fakedev-run its socket directory appears at /var/run/nri, where NRI plugins
+look by default.
 Profiles load from YAML (`--driver FILE`) with the same fields.
 """
 
@@ -39,6 +42,7 @@ class DriverProfile:
     kind_values: dict = field(default_factory=dict)  # ... and its values
     device_classes: str | None = None  # YAML of the DeviceClasses the driver ships (path; relative: to the repo)
     identity: dict | None = None  # how its devices map to the hardware: one of name_pattern, pci_attribute, index_attribute
+    nri: bool = False  # the driver is also an NRI plugin: its node needs a container runtime's NRI socket
 
     def device_classes_path(self) -> Path | None:
         if not self.device_classes:
@@ -58,14 +62,16 @@ class DriverProfile:
             raise ProfileError(f"driver profile {self.name}: unknown placeholder {e} in env") from None
         return {**base, "PYTHONPATH": str(ROOT), "NODE_NAME": values.get("node", ""), **own}
 
-    def argv(self, **values: str) -> list[str]:
+    def argv(self, binds: list[tuple[str, str]] = (), **values: str) -> list[str]:
+        """The command, templated; under fakedev-run also the extra `binds` (DIR, PATH)."""
         values = {"python": sys.executable, **values}
         try:
             argv = [a.format(**values) for a in self.command]
         except KeyError as e:
             raise ProfileError(f"driver profile {self.name}: unknown placeholder {e} in command") from None
         if self.tree_access == "fakedev-run":
-            argv = [sys.executable, "-m", "fakedev.cli", "run", "--tree", values["tree"], "--", *argv]
+            extra = [f"--bind={src}:{dst}" for src, dst in binds]
+            argv = [sys.executable, "-m", "fakedev.cli", "run", "--tree", values["tree"], *extra, "--", *argv]
         return argv
 
 
@@ -100,7 +106,8 @@ DEFAULT = ["refdriver-neuron", "refdriver-efa"]
 
 CLEAN_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "HOME", "TMPDIR", "USER", "LOGNAME")
 DRIVER_NAME_RE = re.compile(r"[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?\Z")  # a DNS subdomain, as DRA driver names are
-FIELDS = {"name", "driver", "command", "tree_access", "env", "kind_chart", "kind_values", "device_classes", "identity"}
+FIELDS = {"name", "driver", "command", "tree_access", "env", "kind_chart", "kind_values", "device_classes", "identity",
+          "nri"}
 
 
 def load(path: str | Path) -> DriverProfile:
@@ -111,7 +118,7 @@ def load(path: str | Path) -> DriverProfile:
         raise ProfileError(str(e)) from None
     if not isinstance(data, dict) or not {"name", "driver", "command"} <= set(data) or set(data) - FIELDS:
         raise ProfileError(f"{path}: a driver profile needs name, driver, command (optional: tree_access, env, "
-                           "kind_chart, kind_values, device_classes)")
+                           "kind_chart, kind_values, device_classes, identity, nri)")
     try:
         check_name(data["name"], "profile name")
     except ValueError as e:
@@ -132,6 +139,8 @@ def load(path: str | Path) -> DriverProfile:
             raise ProfileError(f"{path}: {key}: must be a path or reference")
     if not isinstance(data.get("kind_values") or {}, dict):
         raise ProfileError(f"{path}: kind_values: must be a mapping")
+    if not isinstance(data.get("nri", False), bool):
+        raise ProfileError(f"{path}: nri: must be true or false")
     ident = data.get("identity")
     if ident is not None and (not isinstance(ident, dict) or len(ident) != 1 or
                               set(ident) - {"name_pattern", "pci_attribute", "index_attribute"} or

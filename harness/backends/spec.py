@@ -42,6 +42,12 @@ class ClusterSpec:
     nodes: list[NodeSpec] = field(default_factory=list)
     k8s_version: str | None = None
     netns: bool | None = None  # a network namespace per node (local backend); None: wherever it can be made
+    nri: bool | None = None  # an NRI runtime stand-in per node (local backend); None: when a driver profile asks
+
+    def wants_nri(self) -> bool:
+        if self.nri is not None:
+            return self.nri
+        return any(profiles.resolve(d).nri for n in self.nodes for d in n.drivers)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -49,7 +55,7 @@ class ClusterSpec:
     @classmethod
     def from_dict(cls, d: dict) -> "ClusterSpec":
         return cls(name=d["name"], k8s_version=d.get("k8s_version"), nodes=[NodeSpec(**n) for n in d["nodes"]],
-                   netns=d.get("netns"))
+                   netns=d.get("netns"), nri=d.get("nri"))
 
 
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,40}[a-z0-9])?\Z")

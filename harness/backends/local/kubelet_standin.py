@@ -29,11 +29,14 @@ from kubeletapi.gen.pluginregistration import api_pb2 as reg
 from kubeletapi.gen.pluginregistration import api_pb2_grpc as reg_grpc
 
 from ...kube import Kube
+from .devicehealth import HealthCache, HealthStream, allocated_resources_status, pick_service
+from .nri import NriError, NriRuntime
 from .pluginwatcher import PluginWatcher
 
 log = logging.getLogger("kubelet-standin")
 SUPPORTED = ["v1.DRAPlugin", "v1beta1.DRAPlugin"]  # the kubelet's servicesSupportedByKubelet (1.34+)
 CDI_ANNOTATION = "dra-harness.io/cdi-devices"
+NRI_ANNOTATION = "dra-harness.io/nri-adjustments"  # what NRI plugins changed, per container
 
 
 class RegistrationError(Exception):
@@ -45,6 +48,7 @@ class Plugin:
     driver: str  # the name GetInfo gave
     endpoint: str
     service: str  # the negotiated service, e.g. v1.DRAPlugin
+    health_service: str = ""  # the negotiated DRAResourceHealth service, "" when it offers none
 
 
 def register(socket_path: Path, timeout: float = 10) -> Plugin:
@@ -61,7 +65,7 @@ def register(socket_path: Path, timeout: float = 10) -> Plugin:
             raise RegistrationError(f"{socket_path}: none of the services {list(info.supported_versions)} "
                                     f"are supported by the kubelet ({SUPPORTED})")
         stub.NotifyRegistrationStatus(reg.RegistrationStatus(plugin_registered=True), timeout=timeout)
-        return Plugin(info.name, info.endpoint or str(socket_path), service)
+        return Plugin(info.name, info.endpoint or str(socket_path), service, pick_service(list(info.supported_versions)))
 
 
 def call(plugin: Plugin, method: str, claims: list[dict], timeout: float = 45) -> dict[str, dict]:
@@ -88,8 +92,10 @@ class KubeletStandIn:
     """Serves every fake node of a cluster: plugin registration (a plugin watcher on each node's
     plugins_registry/), and the DRA part of running pods, from one pod watch."""
 
-    def __init__(self, kube: Kube, registry_dirs: dict[str, Path], wiping_delay: float = WIPING_DELAY) -> None:
+    def __init__(self, kube: Kube, registry_dirs: dict[str, Path], wiping_delay: float = WIPING_DELAY,
+                 nri: NriRuntime | None = None) -> None:
         self.kube = kube
+        self.nri = nri  # the nodes' container runtime NRI side, when the cluster runs one
         self.registry_dirs = registry_dirs  # node -> its plugins_registry directory
         self.plugins: dict[tuple[str, str], Plugin] = {}
         self.wiping_delay = wiping_delay
@@ -99,6 +105,10 @@ class KubeletStandIn:
         self.stop_event = threading.Event()
         self.lock = threading.Lock()
         self.retry: dict[str, tuple[dict, bool]] = {}  # pod uid -> (pod, gone) whose unprepare failed: retried
+        self.health = HealthCache()
+        self.streams: dict[tuple[str, str], HealthStream] = {}
+        self.running: dict[str, tuple[dict, list[dict]]] = {}  # pod uid -> (pod, containerStatuses as set)
+        self.health_due = threading.Event()  # a report changed something: refresh the pods' health now
 
     def plugin(self, node: str, driver: str) -> Plugin:
         p = self.plugins.get((node, driver))
@@ -113,12 +123,22 @@ class KubeletStandIn:
         timer = self.wipes.pop((node, p.driver), None)
         if timer:
             timer.cancel()  # back before its slices were wiped, as after a restart
+        old = self.streams.pop((node, p.driver), None)
+        if old:
+            old.stop()
+        if p.health_service:
+            self.streams[(node, p.driver)] = HealthStream(node, p.driver, p.endpoint, p.health_service, self.health,
+                                                          lambda *_: self.health_due.set())
         return p.driver
 
     def _deregister(self, node: str, driver: str) -> None:
         """As the kubelet: once no plugin of the driver is connected for the wiping delay, its
         ResourceSlices on the node are deleted (defaultWipingDelay, research/dra-api.md §3.6)."""
         self.plugins.pop((node, driver), None)
+        stream = self.streams.pop((node, driver), None)
+        if stream:
+            stream.stop()
+            self.health_due.set()
         timer = threading.Timer(self.wiping_delay, self._wipe, args=(node, driver))
         timer.daemon = True
         self.wipes[(node, driver)] = timer
@@ -139,6 +159,8 @@ class KubeletStandIn:
         self.watcher.stop()
         for t in list(self.wipes.values()):
             t.cancel()
+        for stream in list(self.streams.values()):
+            stream.stop()
 
     def run(self) -> None:
         threading.Thread(target=self.watcher.run, name="plugin-watcher", daemon=True).start()
@@ -182,7 +204,7 @@ class KubeletStandIn:
         for rc in pod["spec"].get("resourceClaims") or []:
             name = rc.get("resourceClaimName") or statuses.get(rc["name"])
             if name:
-                out.append({"namespace": pod["metadata"]["namespace"], "name": name})
+                out.append({"namespace": pod["metadata"]["namespace"], "name": name, "pod_claim": rc["name"]})
         return out
 
     def _start(self, pod: dict, node: str) -> None:
@@ -206,32 +228,74 @@ class KubeletStandIn:
                     if r["error"]:
                         raise RegistrationError(f"{driver}: {r['error']}")
                     cdi.setdefault(c["name"], []).extend(x for d in r["devices"] for x in d["cdi"])
-                    prepared.append({**c, "driver": driver})
+                    prepared.append({**c, "driver": driver, "devices": r["devices"]})
         except (RegistrationError, grpc.RpcError, ApiException, KeyError) as e:
             msg = e.details() if isinstance(e, grpc.RpcError) else str(e)
             self._event(pod, "FailedPrepareDynamicResources", f"Failed to prepare dynamic resources: {msg}")
             log.warning("prepare failed for %s/%s: %s", ns, pname, msg)
             self._unprepare(prepared, node)
             return
+        adjustments: dict[str, dict] = {}
+        if self.nri is not None:
+            try:
+                adjustments = self.nri.start_pod(node, pod, cdi)
+            except NriError as e:  # the runtime's failure, as the kubelet reports it
+                reason = "FailedCreatePodSandBox" if e.op == "RunPodSandbox" else "Failed"
+                self._event(pod, reason, f"NRI: {e}")
+                log.warning("NRI refused %s/%s: %s", ns, pname, e)
+                self._unprepare(prepared, node)
+                return
         self.prepared[pod["metadata"]["uid"]] = prepared
-        self._set_running(pod, cdi)
+        self._set_running(pod, node, cdi, adjustments)
 
-    def _set_running(self, pod: dict, cdi: dict[str, list[str]]) -> None:
+    def _set_running(self, pod: dict, node: str, cdi: dict[str, list[str]], adjustments: dict[str, dict]) -> None:
         ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         conds = [{"type": t, "status": "True", "lastTransitionTime": now}
                  for t in ("PodReadyToStartContainers", "Initialized", "ContainersReady", "Ready")]
         containers = [{"name": c["name"], "image": c.get("image", ""), "imageID": "", "ready": True, "restartCount": 0,
                        "started": True, "state": {"running": {"startedAt": now}}} for c in pod["spec"]["containers"]]
+        health = allocated_resources_status(pod, self.prepared.get(pod["metadata"]["uid"], []), self.health, node)
+        for c in containers:
+            if c["name"] in health:
+                c["allocatedResourcesStatus"] = health[c["name"]]
+        self.running[pod["metadata"]["uid"]] = (pod, containers)
         try:
-            self.kube.core.patch_namespaced_pod(name, ns, {"metadata": {"annotations": {CDI_ANNOTATION: json.dumps(cdi)}}})
+            notes = {CDI_ANNOTATION: json.dumps(cdi)}
+            if adjustments:
+                notes[NRI_ANNOTATION] = json.dumps(adjustments)
+            self.kube.core.patch_namespaced_pod(name, ns, {"metadata": {"annotations": notes}})
             self.kube.core.patch_namespaced_pod_status(name, ns, {"status": {
                 "phase": "Running", "conditions": conds, "containerStatuses": containers, "startTime": now}})
         except ApiException as e:
             log.warning("could not mark %s/%s running: %s", ns, name, e.reason)
 
+    def _refresh_health(self) -> None:
+        """Re-build each running pod's allocatedResourcesStatus; patch the pods where it changed
+        (a report arrived, a stream ended, or a report grew older than its timeout)."""
+        for uid, (pod, containers) in list(self.running.items()):
+            node = pod["spec"]["nodeName"]
+            health = allocated_resources_status(pod, self.prepared.get(uid, []), self.health, node)
+            if all(c.get("allocatedResourcesStatus") == health.get(c["name"]) for c in containers):
+                continue
+            new = [{**{k: v for k, v in c.items() if k != "allocatedResourcesStatus"},
+                    **({"allocatedResourcesStatus": health[c["name"]]} if c["name"] in health else {})} for c in containers]
+            try:
+                self.kube.core.patch_namespaced_pod_status(pod["metadata"]["name"], pod["metadata"]["namespace"],
+                                                           {"status": {"containerStatuses": new}})
+                self.running[uid] = (pod, new)
+            except ApiException as e:
+                if e.status == 404:
+                    self.running.pop(uid, None)
+
     def _retry_loop(self) -> None:
+        last_health = 0.0
         while not self.stop_event.wait(0.5):
+            if self.health_due.is_set() or time.monotonic() - last_health > 2:
+                self.health_due.clear()
+                last_health = time.monotonic()
+                with self.lock:
+                    self._refresh_health()
             for uid, (pod, gone) in list(self.retry.items()):
                 with self.lock:
                     if uid in self.retry:
@@ -240,6 +304,11 @@ class KubeletStandIn:
     def _terminate(self, pod: dict, node: str, gone: bool = False) -> None:
         uid = pod["metadata"]["uid"]
         prepared = self.prepared.get(uid, [])
+        if self.nri is not None and uid in self.prepared and uid not in self.retry:
+            try:  # containers and sandbox go before the devices are unprepared, as on a node
+                self.nri.stop_pod(node, pod)
+            except NriError as e:
+                log.warning("NRI on stopping %s: %s", pod["metadata"]["name"], e)
         errors = self._unprepare(prepared, node)
         if errors:
             if uid not in self.retry:
@@ -248,6 +317,7 @@ class KubeletStandIn:
             return
         self.prepared.pop(uid, None)
         self.retry.pop(uid, None)
+        self.running.pop(uid, None)
         if gone:
             return
         try:

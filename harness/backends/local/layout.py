@@ -49,6 +49,11 @@ class ClusterLayout:
     def plugins_dir(self, node: str) -> Path:
         return self.kubelet_dir(node) / "plugins"
 
+    def nri_socket(self, node: str) -> Path:
+        """The node's /var/run/nri/nri.sock (the NRI runtime stand-in listens there); the node's
+        /run is kept short for the same reason as its kubelet root."""
+        return self.root / "r" / str(self.index[node]) / "nri" / "nri.sock"
+
     def cdi_dir(self, node: str) -> Path:
         return self.node_dir(node) / "cdi"
 

@@ -23,6 +23,7 @@ class NodeState:
     kubelet_dir: str = ""
     netns: str = ""  # /proc/<pid>/ns/net of the node's network namespace ("" when it has none)
     imds_endpoint: str = ""  # as seen from the node's drivers
+    nri_socket: str = ""  # the node's NRI runtime socket ("" when the cluster runs no NRI stand-in)
 
 
 @dataclass

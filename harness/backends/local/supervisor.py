@@ -32,6 +32,7 @@ from ...kube import Kube, WaitTimeout
 from .. import procs, profiles, shared
 from ..spec import ClusterSpec
 from . import imds, netns, rbac
+from .nri import NriRuntime
 from .controlplane import ControlPlane, free_port
 from .kubelet_standin import KubeletStandIn
 from .layout import ClusterLayout, remove_marked
@@ -62,6 +63,7 @@ class Supervisor:
         self.trees: Future | None = None  # the trees being rendered while the control plane starts
         self.topos: dict[str, fakedev.Topology] = {}  # loaded once at bring-up, used by every step
         self.imds: dict[str, tuple[imds.Imds, str]] = {}  # node -> (server, endpoint as its drivers see it)
+        self.nri: NriRuntime | None = None
 
     # -- bring-up ----------------------------------------------------------------------------------
     def up(self) -> None:
@@ -91,8 +93,14 @@ class Supervisor:
         for n in self.spec.nodes:  # the kubelet's directories, as it creates them before any plugin runs
             self.lay.registry_dir(n.name).mkdir(parents=True, exist_ok=True)
             self.lay.plugins_dir(n.name).mkdir(parents=True, exist_ok=True)
+        if self.spec.wants_nri():  # the runtime's NRI socket exists before any plugin runs, as on a node
+            self.nri = NriRuntime(self.bin_dir / "nri-standin", {n.name: self.lay.nri_socket(n.name) for n in self.spec.nodes},
+                                  self.lay.log_dir / "nri-standin.log")
+            self.cp.procs.append(self.nri.proc)
+            log.info("NRI runtime stand-in up after %.2fs", time.monotonic() - t0)
         # The kubelet side runs before any driver: registration is eager, as the plugin watcher's.
-        self.standin = KubeletStandIn(kube, {n.name: self.lay.registry_dir(n.name) for n in self.spec.nodes})
+        self.standin = KubeletStandIn(kube, {n.name: self.lay.registry_dir(n.name) for n in self.spec.nodes},
+                                      nri=self.nri)
         threading.Thread(target=self.standin.run, name="kubelet-standin", daemon=True).start()
         for n in self.spec.nodes:
             for prof_name in n.drivers:
@@ -162,8 +170,10 @@ class Supervisor:
         values = dict(node=node, tree=str(self.lay.tree(node)), kubeconfig=str(kc),
                       kubelet_dir=str(self.lay.kubelet_dir(node)), registry_dir=str(self.lay.registry_dir(node)),
                       plugins_dir=str(self.lay.plugins_dir(node)), cdi_root=str(self.lay.cdi_dir(node)),
-                      health_port=str(free_port()), bin_dir=str(self.bin_dir), imds_endpoint=self.imds[node][1])
-        argv = prof.argv(**values)
+                      health_port=str(free_port()), bin_dir=str(self.bin_dir), imds_endpoint=self.imds[node][1],
+                      nri_socket=str(self.lay.nri_socket(node)) if self.nri else "")
+        binds = [(str(self.lay.nri_socket(node).parent), "/var/run/nri")] if self.nri and prof.nri else []
+        argv = prof.argv(binds, **values)
         env = prof.environment(**values)
         net = self.nets.get(node)
         if net is not None:  # the driver lives in its node's network namespace
@@ -212,7 +222,8 @@ class Supervisor:
                                      plugins_dir=str(lay.plugins_dir(n.name)), registry_dir=str(lay.registry_dir(n.name)),
                                      topology=n.topology, kubelet_dir=str(lay.kubelet_dir(n.name)),
                                      netns=self.nets[n.name].ns_path if n.name in self.nets else "",
-                                     imds_endpoint=self.imds[n.name][1] if n.name in self.imds else "")
+                                     imds_endpoint=self.imds[n.name][1] if n.name in self.imds else "",
+                                     nri_socket=str(lay.nri_socket(n.name)) if self.nri else "")
                    for n in self.spec.nodes},
             procs=[p.to_dict() for p in self.cp.procs] + [d.proc.to_dict() for d in self.drivers.values()],
             crashed=list(self.crashed))
@@ -251,7 +262,8 @@ class Supervisor:
             st = self.state()
             return {"state": json.loads(st.to_json()), "alive": {p["name"]: procs.alive(procs.Proc(**p)) for p in st.procs},
                     "registration_ms": self.standin.watcher.latency_ms if self.standin else [],
-                    "plugins": {n: self.standin.watcher.drivers(n) for n in self.lay.index} if self.standin else {}}
+                    "plugins": {n: self.standin.watcher.drivers(n) for n in self.lay.index} if self.standin else {},
+                    "nri_plugins": self.nri.plugins() if self.nri else {}}
         if op == "restart-driver":
             key = (req["node"], req["profile"])
             if key not in self.drivers:
@@ -322,6 +334,8 @@ class Supervisor:
         if self.trees is not None:  # a render still writing would re-create what is removed below
             wait([self.trees], timeout=60)
         procs.stop_all([(d.proc, d.popen) for d in self.drivers.values()], timeout=grace)
+        if self.nri:
+            self.nri.stop(grace)
         for server, _ in self.imds.values():
             server.close()
         for net in self.nets.values():

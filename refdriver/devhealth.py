@@ -1,0 +1,88 @@
+"""Device health for the kubelet (the DRAResourceHealth service, v1 and v1alpha1).
+
+What makes a device unhealthy, read from the node's sysfs like the vendors' monitors do:
+  Neuron  an uncorrected ECC error counter above zero in
+          /sys/class/neuron_device/neuronN/stats/hardware/{sram,mem}_ecc_uncorrected
+          (research/neuron-efa.md, the class device's stats/hardware files)
+  EFA     port 1 of its RDMA device not ACTIVE (/sys/class/infiniband/<dev>/ports/1/state)
+A device whose files cannot be read is Unknown. The stream sends a full report at once, then on
+every change, and at least every KEEPALIVE seconds so the kubelet's 30 s timeout never turns a
+quiet healthy device Unknown.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+from kubeletapi.gen.dra_health_v1 import api_pb2 as h1
+from kubeletapi.gen.dra_health_v1 import api_pb2_grpc as h1_grpc
+from kubeletapi.gen.dra_health_v1alpha1 import api_pb2 as h1a
+from kubeletapi.gen.dra_health_v1alpha1 import api_pb2_grpc as h1a_grpc
+
+log = logging.getLogger("refdriver.health")
+SERVICES = ["v1.DRAResourceHealth", "v1alpha1.DRAResourceHealth"]  # as the kubeletplugin helper advertises them
+NEURON_ECC = ("sram_ecc_uncorrected", "mem_ecc_uncorrected")
+KEEPALIVE = 10.0
+POLL = 0.5
+
+# device name -> (HEALTHY|UNHEALTHY|UNKNOWN, message)
+Report = dict[str, tuple[str, str]]
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def neuron_health(root: Path, index: int) -> tuple[str, str]:
+    base = root / f"sys/class/neuron_device/neuron{index}/stats/hardware"
+    errors = []
+    for counter in NEURON_ECC:
+        text = _read(base / counter)
+        if text is None or not text.isdigit():
+            return "UNKNOWN", f"cannot read {base / counter}"
+        if int(text) > 0:
+            errors.append(f"{counter}={int(text)}")
+    return ("UNHEALTHY", "uncorrected ECC errors: " + ", ".join(errors)) if errors else ("HEALTHY", "")
+
+
+def efa_health(root: Path, rdma: str | None) -> tuple[str, str]:
+    if not rdma:
+        return "UNKNOWN", "no RDMA device"
+    state = _read(root / f"sys/class/infiniband/{rdma}/ports/1/state")
+    if state is None:
+        return "UNKNOWN", f"cannot read the port state of {rdma}"
+    return ("HEALTHY", "") if state.endswith("ACTIVE") else ("UNHEALTHY", f"{rdma} port 1 is {state}")
+
+
+def _servicer(pb, grpc_mod, pool: str, current: Callable[[], Report], stopping: threading.Event):
+    class Servicer(grpc_mod.DRAResourceHealthServicer):
+        def NodeWatchResources(self, request, context):
+            last: Report | None = None
+            sent = 0.0
+            while context.is_active() and not stopping.is_set():
+                now = current()
+                if now != last or time.monotonic() - sent >= KEEPALIVE:
+                    stamp = int(time.time())
+                    yield pb.NodeWatchResourcesResponse(devices=[
+                        pb.DeviceHealth(device=pb.DeviceIdentifier(pool_name=pool, device_name=name),
+                                        health=getattr(pb, health), last_updated_time=stamp, message=msg)
+                        for name, (health, msg) in sorted(now.items())])
+                    if last is not None and now != last:
+                        changed = {k: v for k, v in now.items() if last.get(k) != v}
+                        log.info("device health changed", extra={"fields": {"devices": changed}})
+                    last, sent = now, time.monotonic()
+                stopping.wait(POLL)
+
+    return Servicer()
+
+
+def add_services(server, pool: str, current: Callable[[], Report], stopping: threading.Event) -> None:
+    h1_grpc.add_DRAResourceHealthServicer_to_server(_servicer(h1, h1_grpc, pool, current, stopping), server)
+    h1a_grpc.add_DRAResourceHealthServicer_to_server(_servicer(h1a, h1a_grpc, pool, current, stopping), server)
