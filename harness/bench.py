@@ -261,6 +261,23 @@ def bench_e2e(artifacts: Path) -> dict:
     return {"exit": rc, "wall_s": round(time.perf_counter() - t0, 1), "target": "<= 180 s with cached binaries"}
 
 
+def bench_replay(artifacts: Path) -> dict:
+    """The shipped healthy trace (500 workloads, one hour, 8 nodes) end to end, then its report."""
+    out = artifacts / "replay-healthy"
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "harness.cli", "replay", str(ROOT / "platform/traces/healthy.yaml"),
+                        "--out", str(out)], cwd=ROOT, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise RuntimeError(r.stderr[-500:])
+    replay_s = next((float(x.split(" in ")[1].split("s")[0]) for x in r.stderr.splitlines() if "of trace in" in x), None)
+    t1 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "harness.cli", "report", str(out)], cwd=ROOT, check=True, capture_output=True)
+    report_s = time.perf_counter() - t1
+    return {"wall_s": round(wall, 1), "replay_s": replay_s, "report_s": round(report_s, 2),
+            "report_kib": (out / "report.html").stat().st_size // 1024, "target": "<= 180 s for 500 workloads on 8 nodes"}
+
+
 def bench_cold_build() -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="cold-build-", dir="/tmp"))
     env = {**os.environ, "GOCACHE": str(tmp / "gocache"), "GOMODCACHE": str(tmp / "mod"), "DRA_HARNESS_CACHE": str(tmp / "cache")}
@@ -278,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="dra-harness bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", nargs="*", default=None, help="sections to run")
-    ap.add_argument("--quick", action="store_true", help="skip scale and e2e")
+    ap.add_argument("--quick", action="store_true", help="skip scale, e2e and replay")
     ap.add_argument("--cold-build", action="store_true", help="also time a build from empty Go caches (minutes)")
     ap.add_argument("--scale-nodes", type=int, default=50)
     ap.add_argument("--scale-pods", type=int, default=200)
@@ -290,9 +307,9 @@ def main(argv: list[str] | None = None) -> int:
         "render": bench_render, "discovery": bench_discovery, "up": lambda: bench_up(artifacts),
         "prepare+overhead": lambda: bench_prepare_and_overhead(artifacts),
         "scale": lambda: bench_scale(artifacts, a.scale_nodes, a.scale_pods), "e2e": lambda: bench_e2e(artifacts),
-        "cold-build": bench_cold_build,
+        "replay": lambda: bench_replay(artifacts), "cold-build": bench_cold_build,
     }
-    wanted = a.only or [s for s in sections if not (a.quick and s in ("scale", "e2e")) and (s != "cold-build" or a.cold_build)]
+    wanted = a.only or [s for s in sections if not (a.quick and s in ("scale", "e2e", "replay")) and (s != "cold-build" or a.cold_build)]
     results = {}
     for s in wanted:
         print(f"bench: {s} ...", flush=True)

@@ -68,6 +68,24 @@ def _parser() -> argparse.ArgumentParser:
                                                                   "on every preset, judged by the oracle")
     s.add_argument("kit", help="the kit's YAML file")
     s.add_argument("--presets", default=None, help="check: comma-separated presets (default: all)")
+    s = sub.add_parser("replay", help="replay a workload trace against a local cluster, faster than real time",
+                       description="Boots a local cluster with the trace's nodes (or uses --cluster), applies the "
+                       "trace's golden-path kit, runs every workload as a pod of its team and class, and records "
+                       "the five platform metrics over time into OUT (ledger.json, run.json, metrics.txt). "
+                       "`--generate KIND` writes a seeded synthetic trace instead.")
+    s.add_argument("trace", nargs="?", help="trace YAML (platform/traces/*.yaml)")
+    s.add_argument("--speed", type=float, default=30, help="trace seconds per real second (default 30)")
+    s.add_argument("--out", default=None, help="run directory (default: artifacts/replay-<trace>)")
+    s.add_argument("--cluster", default=None, help="an already running local cluster to use (its nodes, not the trace's)")
+    s.add_argument("--generate", choices=["healthy", "stranding"], help="write a synthetic trace of this kind")
+    s.add_argument("--kit", default="platform/golden-paths.yaml", help="--generate: the kit the trace uses")
+    s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--count", type=int, default=500)
+    s.add_argument("--duration", type=float, default=3600, help="--generate: trace seconds")
+    s.add_argument("--nodes", default=",".join(["trn1.32xlarge"] * 8), help="--generate: the trace's nodes")
+    s = sub.add_parser("report", help="one self-contained HTML page for a replay's run directory")
+    s.add_argument("run_dir")
+    s.add_argument("--out", default=None, help="(default: RUN_DIR/report.html)")
     s = sub.add_parser("e2e", help="up, run e2e/ with pytest, down, print the summary")
     cluster_args(s)
     s.add_argument("--keep-cluster", action="store_true")
@@ -87,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     from .platform.kit import KitError
 
     try:
-        return {"up": _up, "status": _status, "down": _down, "explain": _explain, "e2e": _e2e, "kit": _kit}[args.cmd](args)
+        return {"up": _up, "status": _status, "down": _down, "explain": _explain, "e2e": _e2e, "kit": _kit,
+                "replay": _replay, "report": _report}[args.cmd](args)
     except (BackendError, BinsError, StateError, KitError, ValueError) as e:
         print(f"dra-harness: {e}", file=sys.stderr)
         return 2
@@ -203,6 +222,25 @@ def _kit(args) -> int:
         verdict = ("ALIGNED" if r.aligned else "WRONG") if r.fits else "UNSATISFIABLE"
         print(f"{r.golden_path:{w}}  {r.preset:15}  {verdict:13}  {r.why}")
     return 1 if any(r.fits and not r.aligned for r in rows) else 0
+
+
+def _replay(args) -> int:
+    from .replay_runner import generate, replay
+
+    if args.generate:
+        return generate(args)
+    if not args.trace:
+        raise ValueError("replay needs a TRACE file (or --generate KIND)")
+    return replay(args)
+
+
+def _report(args) -> int:
+    from .platform.htmlreport import write
+
+    t0 = time.monotonic()
+    out = write(Path(args.run_dir), Path(args.out) if args.out else None)
+    print(f"wrote {out} ({out.stat().st_size // 1024} KiB in {time.monotonic() - t0:.2f}s)")
+    return 0
 
 
 def _e2e(args) -> int:

@@ -37,6 +37,8 @@ KINDS = {
     "PodAll": Kind("list_pod_for_all_namespaces", "core", False),
     "Node": Kind("list_node", "core", False),
     "Event": Kind("list_namespaced_event", "core", True),
+    "EventAll": Kind("list_event_for_all_namespaces", "core", False),
+    "ResourceClaimAll": Kind("list_resource_claim_for_all_namespaces", "res", False),
     "ServiceAccount": Kind("list_namespaced_service_account", "core", True),
     "ResourceSlice": Kind("list_resource_slice", "res", False),
     "ResourceClaim": Kind("list_namespaced_resource_claim", "res", True),

@@ -23,7 +23,7 @@ ALLOWED: dict[str, set[str]] = {
     "harness": {"fakedev", "kubeletapi", "harness"},
     "harness.judge": {"fakedev", "harness.judge", "harness.kube"},
     "harness.backends": {"fakedev", "kubeletapi", "harness.backends", "harness.kube"},
-    "harness.platform": {"fakedev", "harness.judge", "harness.platform"},
+    "harness.platform": {"fakedev", "harness.judge", "harness.platform", "harness.kube"},
     "e2e": {"harness.testing"},
 }
 

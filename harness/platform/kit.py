@@ -227,7 +227,8 @@ def render(kit: Kit) -> list[dict]:
             for ns in kit.teams[team]:
                 out.append({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate",
                             "metadata": {"name": g.name, "namespace": ns, "labels": {CLASS_LABEL: g.name}},
-                            "spec": {"spec": claim_spec(g)}})
+                            "spec": {"metadata": {"labels": {CLASS_LABEL: g.name}},  # on every claim made from it
+                                     "spec": claim_spec(g)}})
                 if team in g.quota:
                     hard = {f"{g.device_class(k)}.deviceclass.resource.k8s.io/devices": str(g.quota[team])
                             for k in sorted({r.device for r in g.requests})}

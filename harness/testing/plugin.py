@@ -210,6 +210,27 @@ def dra(request, dra_cluster, dra_kube, dra_session):
         print(f"dra-harness: cleanup of namespace {ns}: {e}")
 
 
+@pytest.fixture
+def dra_platform(dra, dra_kube):
+    """Apply a golden-path kit for this test (`dra_platform(path)`): team namespaces unique to the
+    test, workloads, admin actions and the five metrics (harness.testing.platform.Platform)."""
+    from .platform import Platform
+
+    made = []
+
+    def make(kit_path) -> Platform:
+        p = Platform(dra_kube, kit_path, dra.ns[:40], dra.truths())
+        made.append(p)
+        return p
+
+    yield make
+    for p in made:
+        try:
+            p.close()
+        except Exception as e:  # cleanup must not hide the test's own result
+            print(f"dra-harness: platform cleanup: {e}")
+
+
 def release_namespace(kube, ns: str, timeout: float = 60) -> None:
     """Give the test's devices back before the next test starts: pods, then claims, must be
     gone (the controller deallocates a claim once no pod reserves it); the namespace itself is

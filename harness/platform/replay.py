@@ -1,0 +1,206 @@
+"""Replay a workload trace against a cluster faster than real time and record the metrics.
+
+Each workload becomes a pod in a namespace of its team, taking its devices through its class's
+ResourceClaimTemplate (so quota, priority and admission apply as they would), and is deleted
+`duration` trace-seconds after it got them. A workload whose team may not use its class asks
+the way a user copying YAML would, with a ResourceClaim of the class's DeviceClass, and is
+denied at admission. With `evict_after`, an on-call admin deletes lower-priority work on one
+node for a workload pending that long: the manual intervention the metrics count.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from fakedev import Truth
+from kubernetes.client.rest import ApiException
+
+from ..judge.explain import explain
+from ..kube import Kube
+from . import kit as kitmod
+from .ledger import Denial, Intervention, Ledger
+from .recorder import NEEDS_ANNOTATION, Recorder
+from .trace import Trace, Workload
+
+log = logging.getLogger("replay")
+SAMPLE_EVERY = 1.0  # real seconds
+
+
+@dataclass
+class Running:
+    workload: Workload
+    key: str  # namespace/pod
+
+
+def _pod(w: Workload, ns: str, name: str) -> dict:
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": ns, "annotations": {NEEDS_ANNOTATION: str(w.needs)},
+                         "labels": {kitmod.CLASS_LABEL: w.klass}},
+            "spec": {"priorityClassName": f"gp-{w.klass}", "terminationGracePeriodSeconds": 0,
+                     "containers": [{"name": "job", "image": "replay", "resources": {"claims": [{"name": "devices"}]}}],
+                     "resourceClaims": [{"name": "devices", "resourceClaimTemplateName": w.klass}]}}
+
+
+def apply_kit(kube: Kube, kit: kitmod.Kit, timeout: float = 30) -> None:
+    """Apply the kit and wait until its access policy denies (policies take effect asynchronously)."""
+    for o in kitmod.render(kit):
+        kube.apply(o)
+    g = next((g for g in kit.classes.values() if set(kit.teams) - set(g.teams)), None)
+    if g is None:
+        return
+    outsider = next(t for t in kit.teams if t not in g.teams)
+    ns = kit.teams[outsider][0]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        probe = {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+                 "metadata": {"name": "kit-probe", "namespace": ns},
+                 "spec": {"devices": {"requests": [{"name": "n", "exactly": {"deviceClassName": g.device_class("neuron")}}]}}}
+        try:
+            kube.res.create_namespaced_resource_claim(ns, probe)
+            kube.res.delete_namespaced_resource_claim("kit-probe", ns)
+            time.sleep(0.2)
+        except ApiException as e:
+            if e.status in (403, 422):
+                return
+            raise
+    raise TimeoutError("the kit's admission policy did not take effect within 30 s")
+
+
+class Replay:
+    def __init__(self, kube: Kube, trace: Trace, kit: kitmod.Kit, truths: dict[str, Truth], speed: float,
+                 progress: Callable[[str], None] = lambda s: None) -> None:
+        self.kube, self.trace, self.kit, self.truths, self.speed = kube, trace, kit, truths, speed
+        self.progress = progress
+        self.t0 = 0.0
+        self.recorder = Recorder(kube, kit, truths, self.clock)
+        self.running: dict[str, Running] = {}  # pod key -> workload
+        self.evicted_for: set[str] = set()
+
+    def clock(self) -> float:
+        """Trace seconds since the replay started."""
+        return (time.monotonic() - self.t0) * self.speed
+
+    @property
+    def ledger(self) -> Ledger:
+        return self.recorder.ledger
+
+    def run(self) -> Ledger:
+        apply_kit(self.kube, self.kit)
+        self.t0 = time.monotonic()
+        self.recorder.start()
+        todo = list(self.trace.workloads)
+        next_sample = 0.0
+        i = 0
+        while True:
+            now = self.clock()
+            while todo and todo[0].at <= now:
+                self._arrive(todo.pop(0), i)
+                i += 1
+            self._finish_due(now)
+            if self.trace.evict_after is not None:
+                self._on_call(now)
+            if time.monotonic() >= next_sample:
+                s = self.recorder.sample()
+                next_sample = time.monotonic() + SAMPLE_EVERY
+                self.progress(f"t={s.t:7.0f}s  arrived {i}/{len(self.trace.workloads)}  running {s.running}  "
+                              f"pending {s.pending}  Neuron held {s.neuron_held}/{s.neuron_total}")
+            if now >= self.trace.duration and not todo:
+                break
+            time.sleep(0.02)
+        self.recorder.sample()
+        self._explain_pending()
+        self.recorder.stop()
+        return self.ledger
+
+    def _arrive(self, w: Workload, i: int) -> None:
+        name = f"w{i:05d}-{w.klass}"[:63]
+        nss = self.kit.teams.get(w.team) or []
+        if not nss:
+            return
+        ns = nss[0]
+        g = self.kit.classes[w.klass]
+        try:
+            if w.team not in g.teams:  # asks with a claim of the class, as copied YAML would
+                self.kube.res.create_namespaced_resource_claim(ns, {
+                    "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim", "metadata": {"name": name, "namespace": ns},
+                    "spec": kitmod.claim_spec(g)})
+                return
+            self.kube.core.create_namespaced_pod(ns, _pod(w, ns, name))
+            self.running[f"{ns}/{name}"] = Running(w, f"{ns}/{name}")
+        except ApiException as e:
+            if e.status in (403, 422):
+                self.ledger.denials.append(Denial(self.clock(), w.team, w.klass, "access", _message(e)))
+            else:
+                log.warning("creating %s/%s: %s", ns, name, e.reason)
+
+    def _finish_due(self, now: float) -> None:
+        for key, run in list(self.running.items()):
+            rec = self.ledger.claims.get(key)
+            if rec is not None and rec.allocated is not None and rec.allocated + run.workload.duration <= now:
+                self._delete(key)
+
+    def _delete(self, key: str) -> None:
+        ns, name = key.split("/")
+        self.running.pop(key, None)
+        try:
+            self.kube.core.delete_namespaced_pod(name, ns, grace_period_seconds=0)
+        except ApiException as e:
+            if e.status != 404:
+                log.warning("deleting %s: %s", key, e.reason)
+
+    def _on_call(self, now: float) -> None:
+        """For a workload pending longer than evict_after: free one node of lower-priority work."""
+        for key, rec in list(self.ledger.claims.items()):
+            if rec.allocated is not None or rec.released is not None or key in self.evicted_for \
+                    or now - rec.created < self.trace.evict_after:
+                continue
+            mine = self.kit.classes[rec.klass].priority
+            lower: dict[str, list[str]] = {}
+            for other in self.ledger.claims.values():
+                if other.allocated is not None and other.released is None and other.node and \
+                        self.kit.classes[other.klass].priority < mine and other.key in self.running:
+                    lower.setdefault(other.node, []).append(other.key)
+            self.evicted_for.add(key)
+            if not lower:
+                continue
+            node = max(lower, key=lambda n: sum(len(self.ledger.claims[k].neuron) for k in lower[n]))
+            for victim in lower[node]:
+                self.ledger.interventions.append(Intervention(self.clock(), "admin", "delete-pod", victim,
+                                                              f"{key} pending {now - rec.created:.0f}s"))
+                self._delete(victim)
+
+    def _explain_pending(self) -> None:
+        claims, _ = self.kube.list("ResourceClaimAll")
+        classes, _ = self.kube.list("DeviceClass")
+        slices = self.kube.list("ResourceSlice")[0]
+        for c in claims:
+            if (c.get("status") or {}).get("allocation"):
+                continue
+            owner = next((o["name"] for o in c["metadata"].get("ownerReferences") or [] if o.get("kind") == "Pod"), None)
+            key = f"{c['metadata']['namespace']}/{owner}" if owner else None
+            if key in self.ledger.claims:
+                self.ledger.explanations[key] = str(explain(c, self.truths, claims, classes, slices=slices))
+
+
+def _message(e: ApiException) -> str:
+    import json
+
+    try:
+        return json.loads(e.body).get("message", "")[:300]
+    except (ValueError, TypeError, AttributeError):
+        return str(e.reason)
+
+
+def write_run(out: Path, ledger: Ledger, trace: Trace, kit: kitmod.Kit, truths: dict[str, Truth], claims: list[dict]) -> None:
+    """What `dra-harness report` reads: the ledger, the trace, the kit, the truths, the claims."""
+    import json
+
+    out.mkdir(parents=True, exist_ok=True)
+    ledger.write(out / "ledger.json")
+    (out / "run.json").write_text(json.dumps({"trace": trace.name, "kit": trace.kit, "nodes": trace.nodes,
+                                              "speed": None, "truths": {n: t.to_dict() for n, t in truths.items()},
+                                              "claims": claims}))
