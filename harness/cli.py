@@ -86,6 +86,12 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("report", help="one self-contained HTML page for a replay's run directory")
     s.add_argument("run_dir")
     s.add_argument("--out", default=None, help="(default: RUN_DIR/report.html)")
+    s = sub.add_parser("engine", help="a container engine that allows kind: up, down, status",
+                       description="up: use a Docker engine that answers as it is; otherwise write a daemon config "
+                       "with every network in 198.18.0.0/15, register a runc wrapper where the capability bounding "
+                       "set lacks capabilities --privileged needs, install docker.io if missing, start dockerd, and "
+                       "pre-create the `kind` network. down: undo exactly what up did.")
+    s.add_argument("action", choices=["up", "down", "status"])
     s = sub.add_parser("e2e", help="up, run e2e/ with pytest, down, print the summary")
     cluster_args(s)
     s.add_argument("--keep-cluster", action="store_true")
@@ -102,12 +108,13 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops what was started, as Ctrl-C does
     from .backends import BackendError, StateError
     from .backends.bins import BinsError
+    from .backends.kind.engine import EngineError
     from .platform.kit import KitError
 
     try:
         return {"up": _up, "status": _status, "down": _down, "explain": _explain, "e2e": _e2e, "kit": _kit,
-                "replay": _replay, "report": _report}[args.cmd](args)
-    except (BackendError, BinsError, StateError, KitError, ValueError) as e:
+                "replay": _replay, "report": _report, "engine": _engine}[args.cmd](args)
+    except (BackendError, BinsError, StateError, KitError, ValueError, EngineError) as e:
         print(f"dra-harness: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -222,6 +229,19 @@ def _kit(args) -> int:
         verdict = ("ALIGNED" if r.aligned else "WRONG") if r.fits else "UNSATISFIABLE"
         print(f"{r.golden_path:{w}}  {r.preset:15}  {verdict:13}  {r.why}")
     return 1 if any(r.fits and not r.aligned for r in rows) else 0
+
+
+def _engine(args) -> int:
+    from .backends.kind import engine
+
+    if args.action == "up":
+        engine.up()
+    elif args.action == "down":
+        engine.down()
+    else:
+        for k, v in engine.status().items():
+            print(f"{k}: {v}")
+    return 0
 
 
 def _replay(args) -> int:
