@@ -9,8 +9,9 @@ K8S_VERSION ?=
 export K8S_VERSION
 BACKEND ?= local
 # Debian packages the tests use as independent consumers of fake trees, openssl for PKI, and
-# chromium to render the platform report headless, busybox-static for the engine test's image.
-APT_PACKAGES := pciutils hwloc umockdev libumockdev0 openssl chromium busybox-static
+# chromium to render the platform report headless, busybox-static and debootstrap for images
+# made without a registry.
+APT_PACKAGES := pciutils hwloc umockdev libumockdev0 openssl chromium busybox-static debootstrap
 DEB_STAMP := $(VENV)/.debs
 
 .PHONY: help install debs bins test test-fast bench e2e clean protos kind-configs
