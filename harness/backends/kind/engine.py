@@ -12,7 +12,8 @@ set without CAP_SYS_RESOURCE, so `--privileged` fails) `up`:
   3. installs Debian's docker.io if dockerd is missing (the package does not start it here:
      policy-rc.d), starts dockerd in its own session, recording its PID;
   4. pre-creates kind's `kind` network on 198.19.100.0/24.
-`down` stops only a dockerd that `up` started (by PID and start time), removes the `kind`
+The harness talks to the engine through the Docker Python SDK (apt and dockerd themselves are
+processes). `down` stops only a dockerd that `up` started (by PID and start time), removes the `kind`
 network, the wrapper and the daemon.json it wrote (if unchanged since). research/kind-offline.md.
 """
 
@@ -109,16 +110,21 @@ def networks_of(cfg: dict) -> list[ipaddress.IPv4Network]:
     return nets + [ipaddress.ip_network(p["base"]) for p in pools]
 
 
+def _client(timeout: float = 10):
+    """The Docker Python SDK's client for the engine DOCKER_HOST (or the default socket) names."""
+    import docker
+
+    return docker.from_env(timeout=int(timeout))
+
+
 def answers(timeout: float = 10) -> str | None:
-    """The server version of a Docker engine answering the CLI, or None."""
-    if not shutil.which("docker"):
-        return None
+    """The server version of a Docker engine that answers, or None."""
+    import docker
+
     try:
-        r = subprocess.run(["docker", "version", "--format", "{{.Server.Version}}"], capture_output=True, text=True,
-                           timeout=timeout)
-    except subprocess.TimeoutExpired:
+        return _client(timeout).version().get("Version") or None
+    except (docker.errors.DockerException, OSError):
         return None
-    return r.stdout.strip() if r.returncode == 0 and r.stdout.strip() else None
 
 
 @dataclass
@@ -222,18 +228,19 @@ def up(say=print, install: bool = True, timeout: float = 90) -> EngineState:
 
 
 def _kind_network(st: EngineState, say) -> None:
-    r = subprocess.run(["docker", "network", "inspect", "kind", "--format", "{{range .IPAM.Config}}{{.Subnet}} {{end}}"],
-                       capture_output=True, text=True)
-    if r.returncode == 0:
-        subnets = r.stdout.split()
+    from docker.types import IPAMConfig, IPAMPool
+
+    client = _client()
+    existing = client.networks.list(names=["kind"])
+    if existing:
+        subnets = [c.get("Subnet") for c in (existing[0].attrs.get("IPAM") or {}).get("Config") or [] if c.get("Subnet")]
         bad = [s for s in subnets if not ipaddress.ip_network(s).subnet_of(ALLOWED)]
         if bad:
             raise EngineError(f"the existing `kind` docker network uses {bad}, outside 198.18.0.0/15: remove it "
                               "(docker network rm kind) and run `dra-harness engine up` again")
         return
-    subprocess.run(["docker", "network", "create", "-d", "bridge", "--subnet", KIND_SUBNET,
-                    "-o", "com.docker.network.bridge.enable_ip_masquerade=true", "kind"],
-                   check=True, capture_output=True, text=True)
+    client.networks.create("kind", driver="bridge", ipam=IPAMConfig(pool_configs=[IPAMPool(subnet=KIND_SUBNET)]),
+                           options={"com.docker.network.bridge.enable_ip_masquerade": "true"})
     st.kind_network = True
     say(f"engine: created the `kind` network on {KIND_SUBNET} (IPv4 only)")
 
@@ -242,8 +249,9 @@ def down(say=print) -> None:
     st = EngineState.load()
     ours = _ours_running(st)
     if st.kind_network and answers():
-        subprocess.run(["docker", "network", "rm", "kind"], capture_output=True)
-        say("engine: removed the `kind` network")
+        for net in _client().networks.list(names=["kind"]):
+            net.remove()
+            say("engine: removed the `kind` network")
     if ours:
         procs.stop(ours, timeout=20)
         say(f"engine: stopped dockerd (pid {ours.pid})")
