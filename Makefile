@@ -73,7 +73,7 @@ e2e: install $(if $(filter local,$(BACKEND)),bins)
 	$(PY) -m harness.cli e2e --backend $(BACKEND) --nodes $(NODES) $(if $(K8S_VERSION),--k8s-version $(K8S_VERSION)) $(E2E_ARGS)
 
 kind-configs: install
-	$(PY) -m harness.cluster.kind.config clusters/kind
+	$(PY) -m harness.backends.kind.config clusters/kind
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache kubeletapi/gen

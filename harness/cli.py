@@ -47,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
             s.add_argument("--netns", choices=["auto", "on", "off"], default="auto",
                            help="local backend: a network namespace per node with its ENA interface, IMDS and "
                                 "the API server forwarded in (auto: when running as root)")
+            s.add_argument("--node-image", choices=["auto", "offline", "pinned"], default=None,
+                           help="kind backend: the pinned kindest/node image, or one built here without a registry "
+                                "(dra-harness kind-image); auto: pinned where a registry answers")
             s.add_argument("--nri", choices=["auto", "on", "off"], default="auto",
                            help="local backend: an NRI runtime stand-in per node at its /var/run/nri/nri.sock, "
                                 "delivering pod and container events to NRI plugins (auto: when a driver "
@@ -92,6 +95,10 @@ def _parser() -> argparse.ArgumentParser:
                        "set lacks capabilities --privileged needs, install docker.io if missing, start dockerd, and "
                        "pre-create the `kind` network. down: undo exactly what up did.")
     s.add_argument("action", choices=["up", "down", "status"])
+    s = sub.add_parser("kind-image", help="build a kind node image without a registry (cached; a second call is a no-op)",
+                       description="Debian by debootstrap, kind's base files, containerd, kubelet, kubeadm and the "
+                       "component images made from the binaries `make bins` builds (clusters/kind/node-image.sh).")
+    s.add_argument("--k8s-version", default=None, help="1.34 ... 1.37 (default: the pinned default)")
     s = sub.add_parser("e2e", help="up, run e2e/ with pytest, down, print the summary")
     cluster_args(s)
     s.add_argument("--keep-cluster", action="store_true")
@@ -105,6 +112,8 @@ def _interrupt(*_: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if getattr(args, "node_image", None):  # for the kind backend, here and in `e2e`'s pytest
+        os.environ["DRA_HARNESS_NODE_IMAGE"] = args.node_image
     signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops what was started, as Ctrl-C does
     from .backends import BackendError, StateError
     from .backends.bins import BinsError
@@ -113,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return {"up": _up, "status": _status, "down": _down, "explain": _explain, "e2e": _e2e, "kit": _kit,
-                "replay": _replay, "report": _report, "engine": _engine}[args.cmd](args)
+                "replay": _replay, "report": _report, "engine": _engine, "kind-image": _kind_image}[args.cmd](args)
     except (BackendError, BinsError, StateError, KitError, ValueError, EngineError) as e:
         print(f"dra-harness: {e}", file=sys.stderr)
         return 2
@@ -229,6 +238,14 @@ def _kit(args) -> int:
         verdict = ("ALIGNED" if r.aligned else "WRONG") if r.fits else "UNSATISFIABLE"
         print(f"{r.golden_path:{w}}  {r.preset:15}  {verdict:13}  {r.why}")
     return 1 if any(r.fits and not r.aligned for r in rows) else 0
+
+
+def _kind_image(args) -> int:
+    import subprocess
+
+    from .backends.bins import ROOT, resolve
+
+    return subprocess.call([str(ROOT / "clusters/kind/node-image.sh"), resolve(args.k8s_version)])
 
 
 def _engine(args) -> int:

@@ -76,3 +76,22 @@ def local_cluster(tmp_path_factory, prefix: str, nodes: str, **spec):
         yield c
     finally:
         LocalBackend().down(name)
+
+
+@pytest.fixture(scope="module")
+def docker_engine():
+    """A Docker engine for a test module: one that answers, else one `dra-harness engine up`
+    starts (and this fixture stops again); skipped where none can be had."""
+    from harness.backends.kind import engine
+
+    if engine.answers():
+        yield
+        return
+    if os.geteuid() != 0:
+        pytest.skip("no Docker engine answers, and starting one needs root")
+    started = engine.up(say=lambda s: None)
+    try:
+        yield
+    finally:
+        if started.dockerd:
+            engine.down(say=lambda s: None)

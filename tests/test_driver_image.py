@@ -14,29 +14,11 @@ import sys
 import pytest
 
 import fakedev
-from harness.backends.kind import engine
 
 from .conftest import ROOT
 
 IMAGE = "localhost/dra-harness-refdriver:dev"
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def docker_engine():
-    """An engine for this module: one that answers, else one `dra-harness engine up` starts
-    (and this fixture stops again)."""
-    if engine.answers():
-        yield
-        return
-    if os.geteuid() != 0:
-        pytest.skip("no Docker engine answers, and starting one needs root")
-    started = engine.up(say=lambda s: None)
-    try:
-        yield
-    finally:
-        if started.dockerd:
-            engine.down(say=lambda s: None)
 
 
 @pytest.fixture(scope="module")

@@ -64,7 +64,18 @@ def test_config_details():
     workers = [n for n in cfg["nodes"] if n["role"] == "worker"]
     assert [w["extraMounts"][0]["hostPath"] for w in workers] == ["/t/trn1-32xlarge-0", "/t/trn2-48xlarge-1"]
     assert all(w["extraMounts"][0]["containerPath"] == kindcfg.TREE_IN_NODE for w in workers)
-    assert cfg["networking"]["podSubnet"].startswith("198.18.")
+    import ipaddress
+
+    from harness.backends.kind import engine
+
+    for key in ("podSubnet", "serviceSubnet"):  # allowed, and clear of docker's pool, the kind network, the node veths
+        net = ipaddress.ip_network(cfg["networking"][key])
+        assert net.subnet_of(engine.ALLOWED) and not any(net.overlaps(ipaddress.ip_network(o)) for o in (
+            engine.POOL, engine.KIND_SUBNET, engine.BIP.replace(".1/", ".0/"), str(engine.NODE_VETHS))), net
+    assert cfg["networking"]["disableDefaultCNI"] and cfg["networking"]["kubeProxyMode"] == "none"
+    assert any("failCgroupV1: false" in p for p in cfg["kubeadmConfigPatches"])
+    assert any("SystemVerification" in p for p in cfg["nodes"][0]["kubeadmConfigPatches"])
+    assert any("io.containerd.nri.v1.nri" in p for p in cfg["containerdConfigPatches"])
     assert kindcfg.node_image("1.35").startswith("kindest/node:v1.35.8@sha256:")
     with pytest.raises(ValueError, match="not supported"):
         kindcfg.render(spec, {}, "1.33")

@@ -2,7 +2,8 @@
 # Build the tools the kind path is validated with, from Go modules, into a versioned cache
 # outside the repo (a second call is a no-op): helm (chart rendering), actionlint (workflow),
 # and kind's own config checker (./checkconfig, strict decoding with kind's v1alpha4 types).
-# usage: tools.sh [helm|actionlint|kindcheck|all]   prints the bin directory
+# and the kind CLI itself.
+# usage: tools.sh [helm|actionlint|kindcheck|kind|all]   prints the bin directory
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 HELM_VERSION=v3.22.0
@@ -27,6 +28,10 @@ fi
 if [ "$want" = all ] || [ "$want" = actionlint ]; then
   build actionlint $ACTIONLINT_VERSION env GOBIN="$cache/gobin-al" go install "github.com/rhysd/actionlint/cmd/actionlint@$ACTIONLINT_VERSION"
   [ -x "$bin/actionlint-$ACTIONLINT_VERSION" ] || mv "$cache/gobin-al/actionlint" "$bin/actionlint-$ACTIONLINT_VERSION"
+fi
+if [ "$want" = all ] || [ "$want" = kind ]; then
+  build kind $KIND_VERSION env GOBIN="$cache/gobin-kind" go install "sigs.k8s.io/kind@$KIND_VERSION"
+  [ -x "$bin/kind-$KIND_VERSION" ] || mv "$cache/gobin-kind/kind" "$bin/kind-$KIND_VERSION"
 fi
 if [ "$want" = all ] || [ "$want" = kindcheck ]; then
   if [ ! -x "$bin/kindcheck-$KIND_VERSION" ]; then

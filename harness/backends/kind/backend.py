@@ -1,11 +1,14 @@
 """The kind backend, driven through the kind, docker and helm CLIs as every peer project does.
 
 up: render each node's tree on the host; generate the kind config (one labelled worker per node,
-its tree mounted with extraMounts); `kind create cluster`; `mknod` the device nodes inside each
-worker (kind cannot mount into /dev; research/anchors.md §2); build and `kind load` the driver
-image; install each driver profile's Helm chart (a local path or oci://) with its values; wait
-until every node's slices are published. down: `kind export logs` into the artifacts when asked,
-then `kind delete cluster`. --keep-cluster keeps it.
+its tree mounted with extraMounts; settings for hosts like this one, config.py); pick the node
+image (the pinned one where a registry answers, else one built here: node_image); `kind create
+cluster`; give each node its static CNI conflist and wait for Ready; `mknod` the device nodes
+inside each worker (kind cannot mount into /dev; research/anchors.md §2); build (offline on the
+debootstrap base when needed) and `kind load` the driver image; install each driver profile's
+Helm chart with its values; wait until every node's slices are published. The host sysctls the
+nodes' kubelets rewrite are recorded first and restored at down. down: `kind export logs` into
+the artifacts when asked, thaw frozen cgroups, `kind delete cluster`. --keep-cluster keeps it.
 
 The harness keeps each kind cluster's trees and handle under the state root
 (`<state root>/.kind/<name>/`), so `find` and `down` work from any process.
@@ -17,12 +20,13 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import fakedev
 from fakedev import Truth
 
-from .. import bins, profiles
+from .. import bins, profiles, shared
 from ..base import BackendError
 from ..handle import Cluster, NodeInfo
 from ..paths import check_name, ensure_root, inside, write_private
@@ -43,12 +47,64 @@ def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
     return r
 
 
+TOOL_VERSIONS = {"kind": "v0.33.0", "helm": "v3.22.0"}
+
+
 def _need(tool: str) -> str:
+    """A tool on PATH, else (kind, helm) the pinned one built from its Go module into the cache
+    by clusters/kind/tools.sh (a minute the first time)."""
     path = shutil.which(tool)
-    if not path:
-        raise KindError(f"the kind backend needs `{tool}` on PATH (kind {kindcfg.kind_versions()['KIND_VERSION']}, "
-                        "docker, helm v3)")
-    return path
+    if path:
+        return path
+    if tool in TOOL_VERSIONS:
+        r = subprocess.run([str(bins.ROOT / "clusters/kind/tools.sh"), tool], capture_output=True, text=True)
+        built = Path(r.stdout.strip() or "/nonexistent") / f"{tool}-{TOOL_VERSIONS[tool]}"
+        if r.returncode == 0 and built.exists():
+            return str(built)
+    raise KindError(f"the kind backend needs `{tool}` (kind {kindcfg.kind_versions()['KIND_VERSION']}, docker, "
+                    "helm v3); `dra-harness engine up` provides docker")
+
+
+def node_image(version: str | None, mode: str, say=print) -> tuple[str, bool]:
+    """(image, offline): the pinned kindest/node image where a registry answers (`pinned`, or
+    `auto` when the pull works), else one built here without a registry (node-image.sh)."""
+    pinned = kindcfg.node_image(version)
+    if mode in ("auto", "pinned"):
+        if subprocess.run(["docker", "image", "inspect", pinned], capture_output=True).returncode == 0:
+            return pinned, False
+        try:
+            pulled = subprocess.run(["docker", "pull", pinned], capture_output=True, text=True, timeout=300)
+        except subprocess.TimeoutExpired:
+            pulled = None
+        if pulled is not None and pulled.returncode == 0:
+            return pinned, False
+        if mode == "pinned":
+            raise KindError(f"cannot pull the pinned node image {pinned}; use --node-image offline")
+        say("kind: no registry answers; building the node image offline (cached after the first time)")
+    r = subprocess.run([str(bins.ROOT / "clusters/kind/node-image.sh"), bins.resolve(version)], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise KindError(f"building the offline node image failed: {r.stderr[-2000:]}")
+    return r.stdout.strip(), True
+
+
+def static_cni(node_name: str, pod_cidr: str) -> str:
+    """The conflist a node gets instead of kindnetd: ptp + host-local on its podCIDR, portmap.
+    Pods get node-local addresses, masqueraded when they leave the node (the API server on the
+    control plane); the suites need no pod-to-pod traffic across nodes."""
+    conf = {"cniVersion": "1.0.0", "name": "dra-harness", "plugins": [
+        {"type": "ptp", "ipMasq": True, "mtu": 1500,  # masquerade: other nodes have no routes to this podCIDR
+         "ipam": {"type": "host-local", "ranges": [[{"subnet": pod_cidr}]], "routes": [{"dst": "0.0.0.0/0"}]}},
+        {"type": "portmap", "capabilities": {"portMappings": True}}]}
+    return json.dumps(conf)
+
+
+SYSCTLS = ("kernel/panic_on_oops", "kernel/panic", "vm/overcommit_memory")  # a privileged node's kubelet rewrites them
+
+
+def _read_sysctls() -> dict[str, str]:
+    from .engine import read_sysctls
+
+    return read_sysctls(SYSCTLS)
 
 
 def state_dir(name: str) -> Path:
@@ -99,10 +155,13 @@ def helm_values(prof_names: list[str], driver_args: dict[str, list[str]]) -> dic
     return values
 
 
-def _up(spec: ClusterSpec, artifacts: Path, build_image: bool = True, chart: str | None = None) -> Cluster:
-    for tool in ("kind", "docker", "helm"):
-        _need(tool)
+def _up(spec: ClusterSpec, artifacts: Path, build_image: bool = True, chart: str | None = None,
+        image_mode: str = "auto") -> Cluster:
+    kind, helm = _need("kind"), _need("helm")
+    _need("docker")
     root = state_dir(spec.name)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "sysctls.json").write_text(json.dumps(_read_sysctls()))  # restored when the cluster goes
     trees = {}
     truths = {}
     for n in spec.nodes:
@@ -112,22 +171,38 @@ def _up(spec: ClusterSpec, artifacts: Path, build_image: bool = True, chart: str
     cfg_path = artifacts / "kind-config.yaml"
     artifacts.mkdir(parents=True, exist_ok=True)
     cfg_path.write_text(kindcfg.dump(kindcfg.render(spec, trees, spec.k8s_version)))
-    image = kindcfg.node_image(spec.k8s_version)
-    _run(["kind", "create", "cluster", "--name", spec.name, "--config", str(cfg_path), "--image", image, "--wait", "3m"])
+    image, offline = node_image(spec.k8s_version, image_mode)
+    # no --wait: nodes are NotReady until their CNI conflist is written below
+    _run([kind, "create", "cluster", "--name", spec.name, "--config", str(cfg_path), "--image", image])
     kubeconfig = artifacts / "kubeconfig"
-    write_private(kubeconfig, _run(["kind", "get", "kubeconfig", "--name", spec.name]).stdout)
+    write_private(kubeconfig, _run([kind, "get", "kubeconfig", "--name", spec.name]).stdout)
     try:
         kube = _kube(kubeconfig)
+        for node in kube.list("Node")[0]:
+            name = node["metadata"]["name"]
+            _run(["docker", "exec", "-i", name, "sh", "-c", "cat > /etc/cni/net.d/10-dra-harness.conflist"],
+                 input=static_cni(name, node["spec"]["podCIDR"]))
+        kube.wait("Node", lambda lst: lst["items"] and all(any(c["type"] == "Ready" and c["status"] == "True"
+                                                               for c in n["status"].get("conditions") or [])
+                                                           for n in lst["items"]),
+                  timeout=120, what="every kind node Ready")
+        cp = next(n for n in kube.list("Node")[0] if "node-role.kubernetes.io/control-plane" in n["metadata"]["labels"])
+        api_host = next(a["address"] for a in cp["status"]["addresses"] if a["type"] == "InternalIP")
         for n in spec.nodes:  # a kind node's container is named like the Kubernetes node
             node = next(x for x in kube.list("Node")[0] if x["metadata"]["labels"].get("dra-harness.io/node") == n.name)
             _run(["docker", "exec", node["metadata"]["name"], "sh", "-c", mknod_script(truths[n.name])])
         if build_image and not os.environ.get("DRA_HARNESS_SKIP_IMAGE_BUILD"):
-            _run(["docker", "build", "-f", str(bins.ROOT / "deploy/Dockerfile"), "-t", IMAGE, str(bins.ROOT)])
-        _run(["kind", "load", "docker-image", IMAGE, "--name", spec.name])
+            if offline:  # on the debootstrap base, from wheels: nothing fetched during the build
+                _run([str(bins.ROOT / "clusters/kind/driver-image.sh"), IMAGE], env={**os.environ, "PYTHON": sys.executable})
+            else:
+                _run(["docker", "build", "-f", str(bins.ROOT / "deploy/Dockerfile"), "-t", IMAGE, str(bins.ROOT)])
+        _run([kind, "load", "docker-image", IMAGE, "--name", spec.name])
         for release, chart_ref, vals in helm_releases(spec.nodes[0].drivers, spec.nodes[0].driver_args):
+            if release == "dra-harness":  # no kube-proxy: the drivers reach the API server at its node address
+                vals = {**vals, "apiServer": {"host": api_host, "port": "6443"}}
             values = artifacts / f"values-{release}.json"
             values.write_text(json.dumps(vals))
-            _run(["helm", "upgrade", "-i", release, chart or chart_ref if release == "dra-harness" else chart_ref,
+            _run([helm, "upgrade", "-i", release, chart or chart_ref if release == "dra-harness" else chart_ref,
                   "--namespace", "dra-harness", "--create-namespace", "--kubeconfig", str(kubeconfig), "-f", str(values),
                   "--wait", "--timeout", "5m"])
         want = {(n.name, profiles.resolve(d).driver) for n in spec.nodes for d in n.drivers}
@@ -173,16 +248,53 @@ def _kube(kubeconfig: Path):
 
 
 def export_logs(name: str, artifacts: Path) -> None:
-    if shutil.which("kind"):
-        subprocess.run(["kind", "export", "logs", str(artifacts / "kind-logs"), "--name", name], capture_output=True)
+    try:
+        kind = _need("kind")
+    except KindError:
+        return
+    subprocess.run([kind, "export", "logs", str(artifacts / "kind-logs"), "--name", name], capture_output=True)
+
+
+def thaw(name: str) -> int:
+    """Thaw every frozen cgroup v1 freezer below the cluster's node containers; returns how many.
+    Why: on cgroup v1 with Debian's runc 1.1.5, a container torn down while starting can leave
+    its `runc init` FROZEN in uninterruptible sleep, and the node container then cannot be
+    killed ("did not receive an exit event"), so `kind delete` would leave it behind."""
+    ids = subprocess.run(["docker", "ps", "-aq", "--no-trunc", "--filter", f"label=io.x-k8s.kind.cluster={name}"],
+                         capture_output=True, text=True).stdout.split()
+    thawed = 0
+    for cid in ids:
+        base = Path("/sys/fs/cgroup/freezer/docker") / cid
+        if not base.is_dir():
+            continue
+        for state in base.rglob("freezer.state"):
+            try:
+                if state.read_text().strip() != "THAWED":
+                    state.write_text("THAWED\n")
+                    thawed += 1
+            except OSError:
+                pass
+    return thawed
 
 
 def _delete(name: str, export_logs_to: Path | None = None) -> None:
     if export_logs_to:
         export_logs(name, export_logs_to)
-    if shutil.which("kind"):
-        subprocess.run(["kind", "delete", "cluster", "--name", name], capture_output=True)
+    thaw(name)
+    try:
+        subprocess.run([_need("kind"), "delete", "cluster", "--name", name], capture_output=True)
+    except KindError:
+        pass
+    saved = state_dir(name) / "sysctls.json"
+    if saved.exists():  # what the nodes' kubelets rewrote on the host, put back
+        for k, v in json.loads(saved.read_text()).items():
+            try:
+                if Path("/proc/sys", k).read_text().strip() != v:
+                    Path("/proc/sys", k).write_text(v + "\n")
+            except OSError:
+                pass
     shutil.rmtree(state_dir(name), ignore_errors=True)
+    shared.forget(name)  # the sharing files of test runs, also after an interrupted run (as the local backend)
 
 
 class KindBackend:
@@ -191,7 +303,7 @@ class KindBackend:
     def up(self, spec: ClusterSpec, artifacts: Path, *, timeout: float = 300, owner_pid: int | None = None) -> Cluster:
         check_name(spec.name, "cluster name")
         try:
-            return _up(spec, artifacts)
+            return _up(spec, artifacts, image_mode=os.environ.get("DRA_HARNESS_NODE_IMAGE", "auto"))
         except BaseException:
             _delete(spec.name, artifacts)
             raise

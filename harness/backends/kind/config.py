@@ -58,14 +58,58 @@ CDI_CONTAINERD_1_7 = """[plugins."io.containerd.grpc.v1.cri"]
   enable_cdi = true
   cdi_spec_dirs = ["/etc/cdi", "/var/run/cdi"]
 """
+# Hosts like this project's machine (research/kind-offline.md): without CAP_SYS_RESOURCE runc
+# cannot lower oom_score_adj, so containerd must not try (fatal otherwise); NRI on for drivers
+# that are NRI plugins (DRANET).
+CONTAINERD_NO_OOM_ADJ = """[plugins."io.containerd.grpc.v1.cri"]
+  restrict_oom_score_adj = true
+"""
+CONTAINERD_NRI = """[plugins."io.containerd.nri.v1.nri"]
+  disable = false
+"""
+# cgroup v1 hosts: kubelet 1.35+ refuses v1 unless told, and kubeadm's check must be skipped;
+# open files within the hard limit; no CoreDNS, no kube-proxy (no images for them offline, and
+# the suites need neither).
+KUBELET = """kind: KubeletConfiguration
+failCgroupV1: false
+maxOpenFiles: {max_open_files}
+"""
+INIT = """kind: InitConfiguration
+skipPhases: [addon/coredns, addon/kube-proxy]
+nodeRegistration:
+  ignorePreflightErrors: [SystemVerification]
+"""
+JOIN = """kind: JoinConfiguration
+nodeRegistration:
+  ignorePreflightErrors: [SystemVerification]
+"""
+POD_SUBNET, SERVICE_SUBNET = "198.19.128.0/18", "198.19.192.0/18"  # clear of docker's pool and the node veths
 
 
-def render(spec: ClusterSpec, trees: dict[str, Path], version: str | None) -> dict:
-    """The kind Cluster config: a control plane and one labelled worker per node spec."""
+def max_open_files() -> int:
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return min(1_000_000, hard if hard != resource.RLIM_INFINITY else 1_000_000)
+
+
+def host_patches() -> list[str]:
+    from .engine import missing_caps
+
+    patches = [CDI_CONTAINERD_1_7, CONTAINERD_NRI]
+    if "CAP_SYS_RESOURCE" in missing_caps():
+        patches.append(CONTAINERD_NO_OOM_ADJ)
+    return patches
+
+
+def render(spec: ClusterSpec, trees: dict[str, Path], version: str | None, host: bool = True) -> dict:
+    """The kind Cluster config: a control plane and one labelled worker per node spec. `host`:
+    fit this machine (its capabilities, its open-files limit); else the checked-in examples'
+    portable settings."""
     minor = ".".join((version or bins.versions()["K8S_DEFAULT"]).lstrip("v").split(".")[:2])
     if minor not in SUPPORTED:
         raise ValueError(f"Kubernetes {minor} is not supported by the kind backend ({', '.join(SUPPORTED)})")
-    nodes = [{"role": "control-plane", "kubeadmConfigPatches": [SCHEDULER_V1BETA3, SCHEDULER_V1BETA4]}]
+    nodes = [{"role": "control-plane", "kubeadmConfigPatches": [SCHEDULER_V1BETA3, SCHEDULER_V1BETA4, INIT]}]
     for n in spec.nodes:
         nodes.append({
             "role": "worker",
@@ -76,9 +120,12 @@ def render(spec: ClusterSpec, trees: dict[str, Path], version: str | None) -> di
         "kind": "Cluster",
         "apiVersion": "kind.x-k8s.io/v1alpha4",
         "name": spec.name,
-        # Pod and service CIDRs in 198.18.0.0/15 (benchmarking range), never RFC 1918 space.
-        "networking": {"podSubnet": "198.18.0.0/16", "serviceSubnet": "198.19.0.0/16"},
-        "containerdConfigPatches": [CDI_CONTAINERD_1_7],
+        # Pod and service CIDRs in 198.18.0.0/15 (benchmarking range), never RFC 1918 space; no
+        # kindnetd (not served offline): a static CNI conflist per node (backend.static_cni).
+        "networking": {"ipFamily": "ipv4", "podSubnet": POD_SUBNET, "serviceSubnet": SERVICE_SUBNET,
+                       "disableDefaultCNI": True, "kubeProxyMode": "none"},
+        "containerdConfigPatches": host_patches() if host else [CDI_CONTAINERD_1_7, CONTAINERD_NRI, CONTAINERD_NO_OOM_ADJ],
+        "kubeadmConfigPatches": [KUBELET.format(max_open_files=max_open_files() if host else 1_000_000), JOIN],
         "nodes": nodes,
     }
 
@@ -114,7 +161,7 @@ def generate_all(out: Path, tree_root: str = "/tmp/dra-harness-kind") -> list[Pa
             trees = {n.name: Path(tree_root) / spec.name / n.name for n in spec.nodes}
             path = out / minor / f"{set_name}.yaml"
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(dump(render(spec, trees, minor)))
+            path.write_text(dump(render(spec, trees, minor, host=False)))
             written.append(path)
     return written
 

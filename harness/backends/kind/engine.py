@@ -60,9 +60,9 @@ class EngineError(RuntimeError):
     pass
 
 
-def read_sysctls() -> dict[str, str]:
+def read_sysctls(keys: tuple[str, ...] = HOST_SYSCTLS) -> dict[str, str]:
     out = {}
-    for k in HOST_SYSCTLS:
+    for k in keys:
         try:
             out[k] = Path("/proc/sys", k).read_text().strip()
         except OSError:

@@ -1,0 +1,3 @@
+module dra-harness.local/pause
+
+go 1.26
