@@ -173,7 +173,16 @@ def _up(spec: ClusterSpec, artifacts: Path, build_image: bool = True, chart: str
     cfg_path.write_text(kindcfg.dump(kindcfg.render(spec, trees, spec.k8s_version)))
     image, offline = node_image(spec.k8s_version, image_mode)
     # no --wait: nodes are NotReady until their CNI conflist is written below
-    _run([kind, "create", "cluster", "--name", spec.name, "--config", str(cfg_path), "--image", image])
+    create = [kind, "create", "cluster", "--name", spec.name, "--config", str(cfg_path), "--image", image]
+    try:
+        _run(create)
+    except KindError as e:
+        # kubeadm can run before the node's containerd is up when the engine is busy (seen right
+        # after dockerd started): once more, from scratch
+        if "containerd.sock" not in str(e):
+            raise
+        subprocess.run([kind, "delete", "cluster", "--name", spec.name], capture_output=True)
+        _run(create)
     kubeconfig = artifacts / "kubeconfig"
     write_private(kubeconfig, _run([kind, "get", "kubeconfig", "--name", spec.name]).stdout)
     try:
