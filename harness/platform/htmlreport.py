@@ -17,7 +17,7 @@ from fakedev import Truth
 from ..judge.report import PALETTE, svg
 from . import kit as kitmod
 from .ledger import Ledger
-from .metrics import Row, compute, wait_of
+from .metrics import Row, compute, wait_of, waiting_cost
 
 CSS = """body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222;max-width:1400px}
 h1{font-size:22px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ddd}
@@ -103,7 +103,7 @@ def render(ledger: Ledger, kit: kitmod.Kit, truths: dict[str, Truth], claims: li
         parts.append("<table><tr><th>workload</th><th>team</th><th>class</th><th>waiting s</th><th>cost $</th><th>why</th></tr>")
         for r in sorted(pending, key=lambda r: r.created)[:200]:
             w = wait_of(r, ledger.end)
-            cost = w / 3600 * max(r.devices_requested, 1) * kit.classes[r.klass].cost_per_device_hour
+            cost = waiting_cost(r, w, kit)
             why = ledger.explanations.get(r.key, "(not explained: its claim was never created, e.g. over quota)")
             parts.append(f"<tr><td>{_e(r.key)}</td><td>{_e(r.team)}</td><td>{_e(r.klass)}</td><td>{w:.0f}</td>"
                          f"<td>{cost:.2f}</td><td><pre>{_e(why)}</pre></td></tr>")

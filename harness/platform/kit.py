@@ -51,6 +51,10 @@ class GoldenPath:
     def device_class(self, kind: str) -> str:
         return f"gp-{self.name}-{kind}"
 
+    def neuron_devices(self, whole_node: int) -> int:
+        """Neuron devices the class allocates; a request for `all` counts `whole_node`."""
+        return sum(whole_node if r.count is None else r.count for r in self.requests if r.device == "neuron")
+
 
 @dataclass
 class Kit:

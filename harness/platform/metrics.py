@@ -78,6 +78,12 @@ def wait_of(r: ClaimRecord, end: float) -> float:
     return max(0.0, stop - r.created)
 
 
+def waiting_cost(r: ClaimRecord, seconds: float, kit: Kit) -> float:
+    """Device-hours waited x the class's price (at least one device: a class of 0 still costs)."""
+    g = kit.classes.get(r.klass)
+    return seconds / 3600 * max(r.devices_requested, 1) * g.cost_per_device_hour if g else 0.0
+
+
 def shape_problem(r: ClaimRecord) -> str:
     if r.needs is None or not r.devices_requested:
         return ""
@@ -129,7 +135,7 @@ def compute(ledger: Ledger, kit: Kit) -> dict[str, dict[str, Row]]:
     fractions: dict[int, list[float]] = {}
     for r in ledger.claims.values():
         w = wait_of(r, ledger.end)
-        cost = w / 3600 * max(r.devices_requested, 1) * kit.classes[r.klass].cost_per_device_hour if r.klass in kit.classes else 0.0
+        cost = waiting_cost(r, w, kit)
         for row in rows(r.team, r.klass):
             row.workloads += 1
             row.waits.append(w)

@@ -11,11 +11,11 @@ from typing import Callable
 
 from fakedev import Truth
 
-from ..judge.identity import holders, truth_id
+from ..judge.identity import allocations, holders
 from ..kube import Kube
 from .kit import CLASS_LABEL, Kit
 from .ledger import ClaimRecord, Denial, Ledger, Sample
-from .metrics import stranded_by_class
+from .metrics import stranded_by_class, waiting_cost
 from .topology import fraction
 
 log = logging.getLogger("recorder")
@@ -96,8 +96,7 @@ class Recorder:
                 needs = (md.get("annotations") or {}).get(NEEDS_ANNOTATION)
                 rec = self.ledger.claims[key] = ClaimRecord(
                     key=key, team=team, klass=tmpl, created=self.clock(),
-                    devices_requested=sum(self.node_neurons if r.count is None else r.count
-                                          for r in g.requests if r.device == "neuron"),
+                    devices_requested=g.neuron_devices(self.node_neurons),
                     needs=int(needs) if needs and needs.isdigit() else None)
             if rec and rec.released is None and (typ == "DELETED" or md.get("deletionTimestamp")):
                 rec.released = self.clock()
@@ -112,13 +111,12 @@ class Recorder:
             self.claims[ckey] = claim
             owner = next((o["name"] for o in md.get("ownerReferences") or [] if o.get("kind") == "Pod"), None)
             rec = self.ledger.claims.get(f"{md['namespace']}/{owner}") if owner else None
-            results = (((claim.get("status") or {}).get("allocation") or {}).get("devices") or {}).get("results") or []
+            results = [(r, tid) for _, _, r, tid in allocations([claim])]
             if rec is None or rec.allocated is not None or not results:
                 return
             rec.allocated = self.clock()
-            rec.node = results[0]["pool"]
-            for r in results:
-                tid = truth_id(r["driver"], r["device"], None, None)
+            rec.node = results[0][0]["pool"]
+            for r, tid in results:
                 if tid:
                     (rec.neuron if r["driver"] == "neuron.aws.com" else rec.efa).append(tid)
             truth = self.truths.get(rec.node)
@@ -131,16 +129,13 @@ class Recorder:
     def _efa_sharers(self, own: str, node: str) -> dict[str, int]:
         """EFA id -> how many other current claims hold it on `node` (EFAs may be shared by rule;
         ids are PCI addresses, the same on every node of a type)."""
+        # a claim being deleted no longer holds its devices for the scheduler (it may hand them on
+        # before the claim is gone), nor for this count
+        others = [c for key, c in self.claims.items() if key != own and not c["metadata"].get("deletionTimestamp")]
         count: dict[str, int] = {}
-        for key, c in self.claims.items():
-            # a claim being deleted no longer holds its devices for the scheduler (it may hand them
-            # on before the claim is gone), nor for this count
-            if key == own or c["metadata"].get("deletionTimestamp"):
-                continue
-            for r in (((c.get("status") or {}).get("allocation") or {}).get("devices") or {}).get("results") or []:
-                if r["driver"] == "dra.net" and r["pool"] == node:
-                    tid = truth_id(r["driver"], r["device"], None, None)
-                    count[tid] = count.get(tid, 0) + 1
+        for _, _, r, tid in allocations(others):
+            if r["driver"] == "dra.net" and r["pool"] == node:
+                count[tid] = count.get(tid, 0) + 1
         return count
 
     def _event(self, typ: str, ev: dict) -> None:
@@ -170,8 +165,7 @@ class Recorder:
         waiting = [r for r in recs if r.allocated is None and r.released is None]
         cost = prev.pending_cost if prev else 0.0
         if prev:
-            dt_h = (now - prev.t) / 3600
-            cost += sum(dt_h * max(r.devices_requested, 1) * self.kit.classes[r.klass].cost_per_device_hour for r in waiting)
+            cost += sum(waiting_cost(r, now - prev.t, self.kit) for r in waiting)
         s = Sample(now, len(waiting), sum(1 for r in recs if r.allocated is not None and r.released is None),
                    n_held, total, neuron, efa, round(cost, 4))
         self.ledger.samples.append(s)

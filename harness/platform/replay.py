@@ -36,7 +36,8 @@ class Running:
     key: str  # namespace/pod
 
 
-def _pod(w: Workload, ns: str, name: str) -> dict:
+def workload_pod(w: Workload, ns: str, name: str) -> dict:
+    """The pod a workload runs as: its class's claim template, priority and `needs` annotation."""
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "namespace": ns, "annotations": {NEEDS_ANNOTATION: str(w.needs)},
                          "labels": {kitmod.CLASS_LABEL: w.klass}},
@@ -129,11 +130,11 @@ class Replay:
                     "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim", "metadata": {"name": name, "namespace": ns},
                     "spec": kitmod.claim_spec(g)})
                 return
-            self.kube.core.create_namespaced_pod(ns, _pod(w, ns, name))
+            self.kube.core.create_namespaced_pod(ns, workload_pod(w, ns, name))
             self.running[f"{ns}/{name}"] = Running(w, f"{ns}/{name}")
         except ApiException as e:
             if e.status in (403, 422):
-                self.ledger.denials.append(Denial(self.clock(), w.team, w.klass, "access", _message(e)))
+                self.ledger.denials.append(Denial(self.clock(), w.team, w.klass, "access", denial_message(e)))
             else:
                 log.warning("creating %s/%s: %s", ns, name, e.reason)
 
@@ -186,7 +187,8 @@ class Replay:
                 self.ledger.explanations[key] = str(explain(c, self.truths, claims, classes, slices=slices))
 
 
-def _message(e: ApiException) -> str:
+def denial_message(e: ApiException) -> str:
+    """The API server's reason for refusing a request (admission policy, quota), one line."""
     import json
 
     try:

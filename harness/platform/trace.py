@@ -92,7 +92,7 @@ def generate(kind: str, kit: Kit, kit_path: str, seed: int = 1, count: int = 500
         team = rng.choice(g.teams)
         if rng.random() < wrong_team:
             team = rng.choice([x for x in kit.teams if x not in g.teams] or [team])
-        size = sum(r.count or 16 for r in g.requests if r.device == "neuron")
+        size = g.neuron_devices(whole_node=16)
         needs = size if rng.random() >= wrong_shape else max(1, size // 4)
         mean = dict((c, d) for c, _, d in mix)[klass]
         dur = max(20.0, rng.gauss(mean, mean / 4))

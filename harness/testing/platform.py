@@ -24,7 +24,7 @@ from ..platform import kit as kitmod
 from ..platform.ledger import Denial, Intervention
 from ..platform.metrics import Row, compute
 from ..platform.recorder import Recorder
-from ..platform.replay import _message, _pod, apply_kit
+from ..platform.replay import apply_kit, denial_message, workload_pod
 from ..platform.trace import Workload
 
 
@@ -54,11 +54,10 @@ class Platform:
 
     def workload(self, team: str, klass: str, needs: int | None = None, node: str | None = None) -> str:
         """A pod of `team` taking its devices through the class's claim template; returns ns/name."""
-        g = self.kit.classes[klass]
-        size = sum(r.count or 16 for r in g.requests if r.device == "neuron")
+        size = self.kit.classes[klass].neuron_devices(whole_node=16)
         name = f"w{self.n}-{klass}"[:63]
         self.n += 1
-        pod = _pod(Workload(0, 0, team, klass, needs if needs is not None else size), self.ns(team), name)
+        pod = workload_pod(Workload(0, 0, team, klass, needs if needs is not None else size), self.ns(team), name)
         if node:
             pod["spec"]["nodeSelector"] = {"kubernetes.io/hostname": node}
         self.kube.core.create_namespaced_pod(self.ns(team), pod)
@@ -76,8 +75,8 @@ class Platform:
                 "metadata": {"name": name, "namespace": self.ns(team)}, "spec": kitmod.claim_spec(self.kit.classes[klass])})
         except ApiException as e:
             if e.status in (403, 422):
-                self.ledger.denials.append(Denial(self.recorder.clock(), team, klass, "access", _message(e)))
-                raise Denied(_message(e)) from None
+                self.ledger.denials.append(Denial(self.recorder.clock(), team, klass, "access", denial_message(e)))
+                raise Denied(denial_message(e)) from None
             raise
 
     # -- outcomes -------------------------------------------------------------------------------------

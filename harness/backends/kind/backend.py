@@ -98,13 +98,11 @@ def static_cni(node_name: str, pod_cidr: str) -> str:
     return json.dumps(conf)
 
 
-SYSCTLS = ("kernel/panic_on_oops", "kernel/panic", "vm/overcommit_memory")  # a privileged node's kubelet rewrites them
-
-
 def _read_sysctls() -> dict[str, str]:
-    from .engine import read_sysctls
+    """The host sysctls a privileged node's kubelet rewrites, as they are now."""
+    from .engine import KUBELET_SYSCTLS, read_sysctls
 
-    return read_sysctls(SYSCTLS)
+    return read_sysctls(KUBELET_SYSCTLS)
 
 
 def state_dir(name: str) -> Path:
@@ -296,12 +294,9 @@ def _delete(name: str, export_logs_to: Path | None = None) -> None:
         pass
     saved = state_dir(name) / "sysctls.json"
     if saved.exists():  # what the nodes' kubelets rewrote on the host, put back
-        for k, v in json.loads(saved.read_text()).items():
-            try:
-                if Path("/proc/sys", k).read_text().strip() != v:
-                    Path("/proc/sys", k).write_text(v + "\n")
-            except OSError:
-                pass
+        from .engine import restore_sysctls
+
+        restore_sysctls(json.loads(saved.read_text()), say=lambda _: None)
     shutil.rmtree(state_dir(name), ignore_errors=True)
     shared.forget(name)  # the sharing files of test runs, also after an interrupted run (as the local backend)
 

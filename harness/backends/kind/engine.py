@@ -53,7 +53,8 @@ CAPS = ["CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", 
 
 # Host sysctls that dockerd (ip_forward) and a kubelet in a privileged kind node (the others)
 # rewrite on the host: recorded before our dockerd starts, restored when it stops.
-HOST_SYSCTLS = ("net/ipv4/ip_forward", "kernel/panic_on_oops", "kernel/panic", "vm/overcommit_memory")
+KUBELET_SYSCTLS = ("kernel/panic_on_oops", "kernel/panic", "vm/overcommit_memory")
+HOST_SYSCTLS = ("net/ipv4/ip_forward", *KUBELET_SYSCTLS)
 
 
 class EngineError(RuntimeError):
@@ -71,7 +72,7 @@ def read_sysctls(keys: tuple[str, ...] = HOST_SYSCTLS) -> dict[str, str]:
 
 
 def restore_sysctls(saved: dict[str, str], say) -> None:
-    now = read_sysctls()
+    now = read_sysctls(tuple(saved))
     for k, v in saved.items():
         if now.get(k) != v:
             try:
