@@ -43,6 +43,7 @@ KINDS = {
     "ResourceSlice": Kind("list_resource_slice", "res", False),
     "ResourceClaim": Kind("list_namespaced_resource_claim", "res", True),
     "DeviceClass": Kind("list_device_class", "res", False),
+    "DaemonSet": Kind("list_namespaced_daemon_set", "apps", True),
 }
 
 
@@ -52,6 +53,7 @@ class Kube:
         self.api = config.new_client_from_config(config_file=str(kubeconfig))
         self.core = client.CoreV1Api(self.api)
         self.res = client.ResourceV1Api(self.api)
+        self.apps = client.AppsV1Api(self.api)
         self._dyn: DynamicClient | None = None
 
     @property
@@ -99,14 +101,14 @@ class Kube:
 
     def list(self, kind: str, namespace: str | None = None, **kw) -> tuple[list[dict], str]:
         k = KINDS[kind]
-        fn = getattr(self.core if k.api == "core" else self.res, k.list_fn)
+        fn = getattr(getattr(self, k.api), k.list_fn)
         args = (namespace,) if k.namespaced else ()
         data = json.loads(fn(*args, _preload_content=False, **kw).data)
         return data["items"], data["metadata"]["resourceVersion"]
 
     def stream(self, kind: str, namespace: str | None, rv: str, timeout: float, **kw) -> Iterator[tuple[str, dict]]:
         k = KINDS[kind]
-        fn = getattr(self.core if k.api == "core" else self.res, k.list_fn)
+        fn = getattr(getattr(self, k.api), k.list_fn)
         args = (namespace,) if k.namespaced else ()
         w = RawWatch()
         try:

@@ -131,3 +131,7 @@ def test_engine_up_runs_privileged_containers_and_down_undoes_it():
     assert engine.answers() is None, lines
     assert not engine.DAEMON_JSON.exists() and not engine.WRAPPER.exists()
     assert engine.read_sysctls() == before, lines
+    assert not Path("/sys/class/net/docker0").exists(), lines
+    for table in ("filter", "nat"):
+        rules = subprocess.run(["iptables", "-w", "-t", table, "-S"], capture_output=True, text=True).stdout
+        assert "DOCKER" not in rules and "docker0" not in rules, rules

@@ -3,10 +3,13 @@ image built without a registry, `kind create cluster` with this host's settings,
 drivers registered with real kubelets and publishing, and a workload container started by
 containerd with its claim's CDI devices: inside it, exactly the allocated /dev/neuronN nodes and
 the matching NEURON_RT_VISIBLE_CORES. `down` leaves no node container and restores the host
-sysctls the kubelets rewrote. Minutes the first time (images are cached by content after)."""
+sysctls the kubelets rewrote. In each worker, a fake IMDSv2 answers at 169.254.169.254 from pods,
+and kind's containerd delivers NRI events to a plugin built on the NRI project's stub library.
+Minutes the first time (images are cached by content after)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 import uuid
@@ -14,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.backends import bins
 from harness.backends.kind.backend import IMAGE, KindBackend, _read_sysctls
 from harness.backends.spec import ClusterSpec, parse_nodes
 from harness.kube import Kube
@@ -77,6 +81,100 @@ def test_inside_the_container_exactly_the_allocated_neuron_devices(cluster):
     expanded = sorted(int(x) for part in got.split(",") for x in (
         range(int(part.split("-")[0]), int(part.split("-")[1]) + 1) if "-" in part else [int(part)]))
     assert expanded == sorted(int(x) for x in cores), got
+
+
+IMDS_CLIENT = """
+import json, urllib.request, urllib.error
+B = "http://169.254.169.254/latest"
+def call(method, path, headers):
+    try:
+        with urllib.request.urlopen(urllib.request.Request(B + path, method=method, headers=headers), timeout=5) as r:
+            return r.status, r.read().decode(), dict(r.headers)
+    except urllib.error.HTTPError as e:
+        return e.code, "", {}
+out = {"v1": call("GET", "/meta-data/instance-type", {})[0]}
+code, token, h = call("PUT", "/api/token", {"X-aws-ec2-metadata-token-ttl-seconds": "60"})
+out["ttl"] = h.get("X-Aws-Ec2-Metadata-Token-Ttl-Seconds")
+t = {"X-aws-ec2-metadata-token": token}
+out["type"] = call("GET", "/meta-data/instance-type", t)[1]
+out["doc"] = json.loads(call("GET", "/dynamic/instance-identity/document", t)[1])
+out["macs"] = call("GET", "/meta-data/network/interfaces/macs/", t)[1]
+print("IMDS=" + json.dumps(out))
+"""
+
+
+def _run_pod(kube: Kube, ns: str, name: str, script: str, host_network: bool = False, claim: str | None = None) -> str:
+    """A pod of the drivers' image running `script` (python) to completion; its log."""
+    spec = {"restartPolicy": "Never", "hostNetwork": host_network, "terminationGracePeriodSeconds": 0,
+            "containers": [{"name": "c", "image": IMAGE, "imagePullPolicy": "IfNotPresent", "command": ["python3", "-c", script]}]}
+    if claim:
+        spec["containers"][0]["resources"] = {"claims": [{"name": "d"}]}
+        spec["resourceClaims"] = [{"name": "d", "resourceClaimName": claim}]
+    kube.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns}, "spec": spec})
+    kube.wait("Pod", lambda p: p is not None and p["status"].get("phase") in ("Succeeded", "Failed"),
+              what=f"pod {name} done", timeout=120, namespace=ns, name=name)
+    return kube.core.read_namespaced_pod_log(name, ns)
+
+
+@pytest.mark.parametrize("host_network", [True, False], ids=["host-network", "pod-network"])
+def test_a_fake_imdsv2_answers_inside_the_kind_node(cluster, host_network):
+    """What external-drivers.md found DRANET asking for: IMDSv2 at the link-local address, with
+    the node's instance type and its ENA MACs, and IMDSv1 refused."""
+    import fakedev
+
+    c, _ = cluster
+    kube = Kube(str(c.kubeconfig))
+    ns = f"ki-{uuid.uuid4().hex[:5]}"
+    kube.create_namespace(ns)
+    log = _run_pod(kube, ns, "imds", IMDS_CLIENT, host_network=host_network)
+    got = json.loads(next(line[5:] for line in log.splitlines() if line.startswith("IMDS=")))
+    worker = next(iter(c.nodes))
+    topo = fakedev.load_preset(c.nodes[worker].topology)
+    assert got["v1"] == 401 and got["ttl"] == "60"
+    assert got["type"] == "trn1.32xlarge" and got["doc"]["instanceType"] == "trn1.32xlarge"
+    node = kube.get("Node", worker)
+    assert got["doc"]["privateIp"] == next(a["address"] for a in node["status"]["addresses"] if a["type"] == "InternalIP")
+    assert got["macs"].split("\n") == [f"{fakedev.ena_mac(topo.instance_type, e.bdf)}/" for e in topo.ena]
+
+
+def test_kind_containerd_delivers_nri_events_and_applies_a_plugins_adjustment(cluster, tmp_path):
+    """containerd's own NRI (enabled in the kind config): a plugin on the node's
+    /var/run/nri/nri.sock sees the workload's sandbox and container, with its claim's CDI
+    devices, and its adjustment (an environment variable) reaches the container."""
+    c, _ = cluster
+    worker = next(iter(c.nodes))
+    plugin = bins.bin_dir(c.k8s_version) / "nri-test-plugin"
+    if not plugin.exists():
+        pytest.skip("nri-test-plugin not built (make bins)")
+    subprocess.run(["docker", "cp", str(plugin), f"{worker}:/usr/local/bin/nri-test-plugin"], check=True)
+    subprocess.run(["docker", "exec", "-d", worker, "sh", "-c",
+                    "exec /usr/local/bin/nri-test-plugin --events=/tmp/nri-events.jsonl >/tmp/nri-plugin.log 2>&1"], check=True)
+    kube = Kube(str(c.kubeconfig))
+    ns = f"kn-{uuid.uuid4().hex[:5]}"
+    kube.create_namespace(ns)
+    end = time.monotonic() + 20
+    while b'"Configure"' not in subprocess.run(["docker", "exec", worker, "cat", "/tmp/nri-events.jsonl"],
+                                               capture_output=True).stdout:
+        assert time.monotonic() < end, subprocess.run(["docker", "exec", worker, "cat", "/tmp/nri-plugin.log"],
+                                                      capture_output=True, text=True).stdout
+        time.sleep(0.5)
+    kube.apply({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim", "metadata": {"name": "one", "namespace": ns},
+                "spec": {"devices": {"requests": [{"name": "n", "exactly": {"deviceClassName": "neuron.aws.com"}}]}}})
+    log = _run_pod(kube, ns, "nri", "import os; print('ENV=' + os.environ.get('NRI_TEST_PLUGIN', ''))", claim="one")
+    assert "ENV=nri" in log.splitlines()
+    lines = [json.loads(x) for x in subprocess.run(["docker", "exec", worker, "cat", "/tmp/nri-events.jsonl"],
+                                                    capture_output=True, text=True).stdout.splitlines()]
+    conf = lines[0]
+    assert conf["event"] == "Configure" and conf["runtime"] == "containerd", conf
+    mine = [x for x in lines if x.get("pod") == f"{ns}/nri"]
+    assert [x["event"] for x in mine][:3] == ["RunPodSandbox", "CreateContainer", "StartContainer"], mine
+    create = next(x for x in mine if x["event"] == "CreateContainer")
+    # the claim is deallocated once its pod is done: the CDI id names it by uid, then the device
+    uid = kube.get("ResourceClaim", "one", ns)["metadata"]["uid"]
+    published = {d["name"] for s in kube.list("ResourceSlice")[0] if s["spec"].get("nodeName") == worker
+                 and s["spec"]["driver"] == "neuron.aws.com" for d in s["spec"]["devices"]}
+    [cdi] = create["cdi_devices"]
+    assert cdi.startswith(f"k8s.neuron.aws.com/neuron={uid}-") and cdi.split(f"{uid}-")[1] in published, cdi
 
 
 def test_down_removes_the_nodes_and_restores_the_host(cluster):

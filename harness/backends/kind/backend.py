@@ -5,8 +5,9 @@ its tree mounted with extraMounts; settings for hosts like this one, config.py);
 image (the pinned one where a registry answers, else one built here: node_image); `kind create
 cluster`; give each node its static CNI conflist and wait for Ready; `mknod` the device nodes
 inside each worker (kind cannot mount into /dev; research/anchors.md §2); build (offline on the
-debootstrap base when needed) and `kind load` the driver image; install each driver profile's
-Helm chart with its values; wait until every node's slices are published. The host sysctls the
+debootstrap base when needed) and `kind load` the driver image; start a fake IMDSv2 on each
+worker at 169.254.169.254 (kind/imds.py); install each driver profile's Helm chart with its
+values; wait until every node's slices are published. The host sysctls the
 nodes' kubelets rewrite are recorded first and restored at down. down: `kind export logs` into
 the artifacts when asked, thaw frozen cgroups, `kind delete cluster`. --keep-cluster keeps it.
 
@@ -21,6 +22,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import fakedev
@@ -32,6 +34,7 @@ from ..handle import Cluster, NodeInfo
 from ..paths import check_name, ensure_root, inside, write_private
 from ..spec import ClusterSpec
 from . import config as kindcfg
+from . import imds as kindimds
 
 IMAGE = "localhost/dra-harness-refdriver:dev"
 
@@ -204,6 +207,16 @@ def _up(spec: ClusterSpec, artifacts: Path, build_image: bool = True, chart: str
             else:
                 _run(["docker", "build", "-f", str(bins.ROOT / "deploy/Dockerfile"), "-t", IMAGE, str(bins.ROOT)])
         _run([kind, "load", "docker-image", IMAGE, "--name", spec.name])
+        imds_data = {}
+        for n in spec.nodes:  # a fake IMDSv2 on each worker (kind/imds.py), starting while the drivers install
+            node = next(x for x in kube.list("Node")[0] if x["metadata"]["labels"].get("dra-harness.io/node") == n.name)
+            kname = node["metadata"]["name"]
+            ip = next(a["address"] for a in node["status"]["addresses"] if a["type"] == "InternalIP")
+            _run(["docker", "exec", kname, "sh", "-c", kindimds.add_address_script()])
+            imds_data[kname] = kindimds.node_metadata(kname, n.load_topology(), spec.name, ip)
+        kube.create_namespace(kindimds.NAMESPACE)
+        for obj in kindimds.manifests(IMAGE, imds_data):
+            kube.apply(obj)
         for release, chart_ref, vals in helm_releases(spec.nodes[0].drivers, spec.nodes[0].driver_args):
             if release == "dra-harness":  # no kube-proxy: the drivers reach the API server at its node address
                 vals = {**vals, "apiServer": {"host": api_host, "port": "6443"}}
@@ -217,6 +230,8 @@ def _up(spec: ClusterSpec, artifacts: Path, build_image: bool = True, chart: str
         kube.wait("ResourceSlice", lambda lst: want <= {(name_of.get(s["spec"].get("nodeName")), s["spec"]["driver"])
                                                         for s in lst["items"]},
                   timeout=180, what="every kind node's slices")
+        kube.wait("DaemonSet", kindimds.ready, namespace=kindimds.NAMESPACE, name=kindimds.NAME, timeout=60,
+                  what="the fake IMDS ready on every worker")
     except Exception:
         export_logs(spec.name, artifacts)
         raise
@@ -284,6 +299,26 @@ def thaw(name: str) -> int:
     return thawed
 
 
+def sweep_node_containers(name: str, settle: float = 2.0, timeout: float = 60.0) -> int:
+    """Remove the cluster's node containers that `kind delete` did not see; returns how many.
+    Why: after Ctrl-C during `kind create`, dockerd still finishes the `docker run`s the killed
+    kind had sent, so a container can appear after the delete. Done when none has been seen for
+    `settle` seconds."""
+    removed, quiet_since, end = 0, time.monotonic(), time.monotonic() + timeout
+    while time.monotonic() < end:
+        ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=io.x-k8s.kind.cluster={name}"],
+                             capture_output=True, text=True).stdout.split()
+        if ids:
+            thaw(name)
+            subprocess.run(["docker", "rm", "-f", "-v", *ids], capture_output=True)
+            removed += len(ids)
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since >= settle:
+            break
+        time.sleep(0.25)
+    return removed
+
+
 def _delete(name: str, export_logs_to: Path | None = None) -> None:
     if export_logs_to:
         export_logs(name, export_logs_to)
@@ -292,6 +327,7 @@ def _delete(name: str, export_logs_to: Path | None = None) -> None:
         subprocess.run([_need("kind"), "delete", "cluster", "--name", name], capture_output=True)
     except KindError:
         pass
+    sweep_node_containers(name)
     saved = state_dir(name) / "sysctls.json"
     if saved.exists():  # what the nodes' kubelets rewrote on the host, put back
         from .engine import restore_sysctls

@@ -23,6 +23,7 @@ import hashlib
 import ipaddress
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -256,6 +257,7 @@ def down(say=print) -> None:
     if ours:
         procs.stop(ours, timeout=20)
         say(f"engine: stopped dockerd (pid {ours.pid})")
+        remove_host_leftovers(say)
         restore_sysctls(st.sysctls, say)
     elif answers():
         say("engine: the running engine was not started by dra-harness; left running")
@@ -266,6 +268,37 @@ def down(say=print) -> None:
         WRAPPER.unlink()
         say(f"engine: removed {WRAPPER}")
     EngineState.path().unlink(missing_ok=True)
+
+
+_DOCKER_RULE = re.compile(r"DOCKER|\bdocker0\b|\bbr-[0-9a-f]{12}\b")
+
+
+def remove_host_leftovers(say=print) -> None:
+    """What a stopped dockerd leaves on the host: its iptables chains and the rules jumping to
+    them or naming its bridges (filter and nat), and the docker0 bridge. Only rules Docker writes
+    match (its chain names, docker0, br-<12 hex>), so other rules on the host stay."""
+    removed = 0
+    for table in ("filter", "nat"):
+        r = subprocess.run(["iptables", "-w", "-t", table, "-S"], capture_output=True, text=True)
+        if r.returncode != 0:
+            continue
+        lines = r.stdout.splitlines()
+        for line in lines:
+            parts = line.split()
+            if parts[:1] == ["-A"] and not parts[1].startswith("DOCKER") and _DOCKER_RULE.search(line):
+                if subprocess.run(["iptables", "-w", "-t", table, "-D", *parts[1:]], capture_output=True).returncode == 0:
+                    removed += 1
+        chains = [line.split()[1] for line in lines if line.startswith("-N DOCKER")]
+        for chain in chains:
+            subprocess.run(["iptables", "-w", "-t", table, "-F", chain], capture_output=True)
+        for chain in chains:
+            if subprocess.run(["iptables", "-w", "-t", table, "-X", chain], capture_output=True).returncode == 0:
+                removed += 1
+    if removed:
+        say(f"engine: removed Docker's iptables chains and rules ({removed})")
+    if Path("/sys/class/net/docker0").exists() and subprocess.run(["ip", "link", "del", "docker0"],
+                                                                 capture_output=True).returncode == 0:
+        say("engine: removed the docker0 bridge")
 
 
 def status() -> dict:

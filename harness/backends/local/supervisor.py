@@ -29,9 +29,9 @@ import fakedev
 from fakedev import safeyaml
 
 from ...kube import Kube, WaitTimeout
-from .. import procs, profiles, shared
+from .. import imds, procs, profiles, shared
 from ..spec import ClusterSpec
-from . import imds, netns, rbac
+from . import netns, rbac
 from .nri import NriRuntime
 from .controlplane import ControlPlane, free_port
 from .kubelet_standin import KubeletStandIn

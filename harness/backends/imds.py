@@ -1,5 +1,9 @@
 """A fake EC2 instance metadata service (IMDSv2) per node, from the node's spec.
 
+Both backends serve it: the local backend in each node's network namespace (supervisor.py), kind
+from a host-network pod on each worker (`python -m harness.backends.imds`, deploy/imds.yaml), at
+169.254.169.254:80 either way, so drivers using the SDKs' default endpoint find it.
+
 IMDSv2 as drivers use it (research/external-drivers.md Part 2, 5): `PUT /latest/api/token` with
 `X-aws-ec2-metadata-token-ttl-seconds` answers a token and echoes the TTL header; every GET must
 carry `X-aws-ec2-metadata-token` with a live token (401 otherwise); IMDSv1 (no token) is refused,
@@ -8,6 +12,7 @@ as on instances that require v2. Served: the instance-identity document and the 
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import secrets
@@ -106,3 +111,33 @@ class Imds:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve one node's metadata (the JSON `metadata()` returns, one key per Kubernetes node in
+    --data) until killed; the kind backend's per-node IMDS pod runs this."""
+    ap = argparse.ArgumentParser(prog="python -m harness.backends.imds",
+                                 description="fake IMDSv2 for one node (dra-harness)")
+    ap.add_argument("--data", required=True, help="JSON file: {node name: metadata}")
+    ap.add_argument("--node", required=True, help="this node's name (the pod's spec.nodeName)")
+    ap.add_argument("--listen", default="169.254.169.254:80", help="address:port (default %(default)s)")
+    a = ap.parse_args(argv)
+    try:
+        with open(a.data) as f:
+            data = json.load(f)[a.node]
+    except (OSError, ValueError, KeyError) as e:
+        ap.exit(2, f"imds: no metadata for node {a.node} in {a.data} ({e.__class__.__name__}: {e})\n")
+    host, _, port = a.listen.rpartition(":")
+    listener = socket.create_server((host, int(port)), backlog=64)
+    server = Imds(listener, data)
+    print(f"imds: serving {a.node} ({data['meta']['instance-type']}) on {a.listen}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    server.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
