@@ -50,6 +50,10 @@ def _parser() -> argparse.ArgumentParser:
             s.add_argument("--node-image", choices=["auto", "offline", "pinned"], default=None,
                            help="kind backend: the pinned kindest/node image, or one built here without a registry "
                                 "(dra-harness kind-image); auto: pinned where a registry answers")
+            s.add_argument("--driver-hosts", choices=["auto", "on", "off"], default="auto",
+                           help="local backend: one process serves the reference drivers of many nodes that share "
+                                "a rendered tree, for scale (auto: from 32 nodes, when no namespace or NRI per node "
+                                "is asked for)")
             s.add_argument("--nri", choices=["auto", "on", "off"], default="auto",
                            help="local backend: an NRI runtime stand-in per node at its /var/run/nri/nri.sock, "
                                 "delivering pod and container events to NRI plugins (auto: when a driver "
@@ -141,7 +145,8 @@ def _spec(args):
     extra = parse_driver_args(args.driver_arg)
     spec = ClusterSpec(name=check_name(args.name, "cluster name"), nodes=parse_nodes(args.nodes, args.driver, extra),
                        k8s_version=args.k8s_version, netns={"auto": None, "on": True, "off": False}[args.netns],
-                       nri={"auto": None, "on": True, "off": False}[args.nri])
+                       nri={"auto": None, "on": True, "off": False}[args.nri],
+                       driver_hosts={"auto": None, "on": True, "off": False}[args.driver_hosts])
     for prof in {d for n in spec.nodes for d in n.drivers}:  # every profile valid before anything starts
         resolve(prof, extra)
     return spec

@@ -24,6 +24,7 @@ examples:
   refdriver neuron --sysfs-root /tmp/node1 --node-name node1 --dry-run
   refdriver efa --node-name node1 --kubeconfig kubeconfig --registry-dir R --plugins-dir P --cdi-root C
   refdriver neuron ... --inject-bug efa-shift        (see `refdriver bugs`)
+  refdriver neuron --sysfs-root DIR --host-nodes nodes.json   (host mode: many nodes, one process)
   refdriver deviceclasses | kubectl apply -f -
 """
 
@@ -53,6 +54,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="serve /healthz on 127.0.0.1:PORT (0: off)")
         s.add_argument("--rescan-interval", type=float, default=10.0,
                        help="seconds between rescans when no change is noticed (changes are seen via inotify)")
+        s.add_argument("--host-nodes", type=Path, metavar="FILE",
+                       help="host mode: serve every node listed in FILE from this one process (JSON list of "
+                       "{node_name, kubeconfig, registry_dir, plugins_dir, cdi_root}); all of them see "
+                       "--sysfs-root; SIGHUP re-reads FILE. Replaces --node-name/--kubeconfig/the dirs")
         s.add_argument("--log-level", default="info")
     sub.add_parser("bugs", help="list the injectable bugs")
     sub.add_parser("deviceclasses", help="print the DeviceClass manifests (as AWS ships them)")
@@ -79,17 +84,19 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("UMOCKDEV_DIR") != str(root):
             return _reexec_under_umockdev(root)
     vendor_root = root
-    if not args.dry_run and not args.node_name:
+    if not args.dry_run and not args.node_name and not args.host_nodes:
         return _fail("--node-name (or NODE_NAME) is required to publish slices")
     from . import logs
     from .driver import Driver, Options
 
-    logs.setup(args.log_level, driver=args.cmd, node=args.node_name or "")
+    logs.setup(args.log_level, driver=args.cmd, node=args.node_name or ("host" if args.host_nodes else ""))
     opts = Options(kind=args.cmd, node_name=args.node_name or "dry-run", vendor_root=vendor_root,
                    extended=getattr(args, "extended_attributes", False), bugs=args.inject_bug,
                    registry_dir=args.registry_dir, plugins_dir=args.plugins_dir, cdi_root=args.cdi_root,
                    rescan_interval=args.rescan_interval, kubelet_plugin=not args.no_kubelet_plugin,
                    health_port=args.health_port)
+    if args.host_nodes and not args.dry_run:
+        return _run_host(opts, args.host_nodes, args.health_port)
     if args.dry_run:
         from .slices import build
 
@@ -111,6 +118,22 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # no kubeconfig and not in a pod
         return _fail(f"cannot configure the Kubernetes client: {e}")
     Driver(opts, api).run()
+    return 0
+
+
+def _run_host(opts, nodes_file: Path, health_port: int) -> int:
+    from .host import Host, load_nodes
+
+    try:
+        load_nodes(nodes_file)
+    except ValueError as e:
+        return _fail(str(e))
+    host = Host(opts, nodes_file)
+    if health_port:
+        from . import health as healthmod
+
+        healthmod.serve(health_port, host.health)
+    host.run()
     return 0
 
 

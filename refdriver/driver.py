@@ -63,6 +63,7 @@ class Driver:
         self.last_publish_error = ""
         self.published_at = 0.0
         self.plugin: KubeletPlugin | None = None
+        self.publisher = None  # host mode (host.py) keeps each node's slices.Publisher here
         self.reported: set[str] = set()
 
     # -- discovery and slices ------------------------------------------------------------------------

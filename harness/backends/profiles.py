@@ -43,6 +43,9 @@ class DriverProfile:
     device_classes: str | None = None  # YAML of the DeviceClasses the driver ships (path; relative: to the repo)
     identity: dict | None = None  # how its devices map to the hardware: one of name_pattern, pci_attribute, index_attribute
     nri: bool = False  # the driver is also an NRI plugin: its node needs a container runtime's NRI socket
+    # host mode (many nodes per process, for scale): the command serving every node listed in
+    # {nodes_file} that sees {tree}; None: the driver runs one process per node, always
+    host_command: list[str] | None = None
 
     def device_classes_path(self) -> Path | None:
         if not self.device_classes:
@@ -61,6 +64,11 @@ class DriverProfile:
         except (KeyError, IndexError) as e:
             raise ProfileError(f"driver profile {self.name}: unknown placeholder {e} in env") from None
         return {**base, "PYTHONPATH": str(ROOT), "NODE_NAME": values.get("node", ""), **own}
+
+    def host_argv(self, **values: str) -> list[str]:
+        """The host-mode command, templated ({python} {tree} {nodes_file} {health_port})."""
+        values = {"python": sys.executable, **values}
+        return [a.format(**values) for a in self.host_command or []]
 
     def argv(self, binds: list[tuple[str, str]] = (), **values: str) -> list[str]:
         """The command, templated; under fakedev-run also the extra `binds` (DIR, PATH)."""
@@ -84,6 +92,8 @@ def refdriver(kind: str, extra: list[str] = ()) -> DriverProfile:
                  "--cdi-root", "{cdi_root}", "--health-port", "{health_port}", *extra],
         kind_chart="deploy/chart/dra-harness-refdriver", kind_values={kind: {"enabled": True}},
         device_classes="refdriver/manifests/deviceclasses.yaml",
+        host_command=["{python}", "-m", "refdriver.cli", kind, "--sysfs-root", "{tree}", "--host-nodes", "{nodes_file}",
+                      "--health-port", "{health_port}", *extra],
     )
 
 
@@ -158,7 +168,10 @@ def resolve(name: str, extra_args: dict[str, list[str]] | None = None) -> Driver
     else:
         raise ProfileError(f"unknown driver profile {name[:80]!r} (built-in: {', '.join(BUILTIN)}, or a YAML file)")
     if extra_args:
-        p.command = p.command + list(extra_args.get(name, [])) + (list(extra_args.get(p.name, [])) if p.name != name else [])
+        more = list(extra_args.get(name, [])) + (list(extra_args.get(p.name, [])) if p.name != name else [])
+        p.command = p.command + more
+        if p.host_command:
+            p.host_command = p.host_command + more
     return p
 
 

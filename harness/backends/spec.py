@@ -36,6 +36,9 @@ class NodeSpec:
                                f"({', '.join(fakedev.presets.names())}) nor a spec file")
 
 
+HOST_MODE_NODES = 32  # from this many nodes, host mode by default: a process per node costs ~60 MB
+
+
 @dataclass
 class ClusterSpec:
     name: str = "dra-harness"
@@ -43,6 +46,15 @@ class ClusterSpec:
     k8s_version: str | None = None
     netns: bool | None = None  # a network namespace per node (local backend); None: wherever it can be made
     nri: bool | None = None  # an NRI runtime stand-in per node (local backend); None: when a driver profile asks
+    driver_hosts: bool | None = None  # many nodes per driver process (local backend); None: from HOST_MODE_NODES nodes
+
+    def wants_driver_hosts(self) -> bool:
+        """Host mode where it is asked for, or by default for big clusters whose drivers all
+        support it and need no namespace or NRI per node (driverhosts.py)."""
+        if self.driver_hosts is not None:
+            return self.driver_hosts
+        hostable = all(profiles.resolve(d).host_command for n in self.nodes for d in n.drivers)
+        return len(self.nodes) >= HOST_MODE_NODES and hostable and not self.netns and not self.wants_nri()
 
     def wants_nri(self) -> bool:
         if self.nri is not None:
@@ -55,7 +67,7 @@ class ClusterSpec:
     @classmethod
     def from_dict(cls, d: dict) -> "ClusterSpec":
         return cls(name=d["name"], k8s_version=d.get("k8s_version"), nodes=[NodeSpec(**n) for n in d["nodes"]],
-                   netns=d.get("netns"), nri=d.get("nri"))
+                   netns=d.get("netns"), nri=d.get("nri"), driver_hosts=d.get("driver_hosts"))
 
 
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,40}[a-z0-9])?\Z")

@@ -101,11 +101,31 @@ def static_cni(node_name: str, pod_cidr: str) -> str:
     return json.dumps(conf)
 
 
+# Every kind node's kubelet, containerd and systemd take inotify instances from the host's
+# per-user budget (128 by default): a fourth or fifth node's kubelet then dies with
+# "inotify_init: too many open files" and kubeadm join hangs (seen with nine workers here).
+# The floors kind's known-issues page gives; raised for the cluster's life, restored at down.
+INOTIFY_FLOORS = {"fs/inotify/max_user_instances": 512, "fs/inotify/max_user_watches": 524288}
+
+
 def _read_sysctls() -> dict[str, str]:
-    """The host sysctls a privileged node's kubelet rewrites, as they are now."""
+    """The host sysctls a privileged node's kubelet rewrites, and the inotify limits `up` may
+    raise, as they are now."""
     from .engine import KUBELET_SYSCTLS, read_sysctls
 
-    return read_sysctls(KUBELET_SYSCTLS)
+    return read_sysctls((*KUBELET_SYSCTLS, *INOTIFY_FLOORS))
+
+
+def raise_inotify_limits(say=print) -> None:
+    for key, floor in INOTIFY_FLOORS.items():
+        path = Path("/proc/sys", key)
+        try:
+            now = int(path.read_text())
+            if now < floor:
+                path.write_text(f"{floor}\n")
+                say(f"kind: raised {key.replace('/', '.')} {now} -> {floor} for the nodes' kubelets (restored at down)")
+        except (OSError, ValueError) as e:
+            say(f"kind: could not raise {key.replace('/', '.')} to {floor} ({e}); many nodes may not start")
 
 
 def state_dir(name: str) -> Path:
@@ -163,6 +183,7 @@ def _up(spec: ClusterSpec, artifacts: Path, build_image: bool = True, chart: str
     root = state_dir(spec.name)
     root.mkdir(parents=True, exist_ok=True)
     (root / "sysctls.json").write_text(json.dumps(_read_sysctls()))  # restored when the cluster goes
+    raise_inotify_limits()
     trees = {}
     truths = {}
     for n in spec.nodes:
@@ -175,15 +196,19 @@ def _up(spec: ClusterSpec, artifacts: Path, build_image: bool = True, chart: str
     image, offline = node_image(spec.k8s_version, image_mode)
     # no --wait: nodes are NotReady until their CNI conflist is written below
     create = [kind, "create", "cluster", "--name", spec.name, "--config", str(cfg_path), "--image", image]
-    try:
-        _run(create)
-    except KindError as e:
-        # kubeadm can run before the node's containerd is up when the engine is busy (seen right
-        # after dockerd started): once more, from scratch
-        if "containerd.sock" not in str(e):
-            raise
-        subprocess.run([kind, "delete", "cluster", "--name", spec.name], capture_output=True)
-        _run(create)
+    for attempt in range(1, 4):
+        try:
+            _run(create)
+            break
+        except KindError as e:
+            # kubeadm can run before the node's containerd is up when the host is busy (seen right
+            # after dockerd started, and with ten nodes booting at once): again, from scratch
+            if "containerd.sock" not in str(e) or attempt == 3:
+                raise
+            print(f"kind: kubeadm ran before containerd was up in a node (attempt {attempt} of 3); creating again",
+                  flush=True)
+            subprocess.run([kind, "delete", "cluster", "--name", spec.name], capture_output=True)
+            sweep_node_containers(spec.name, settle=0.5)
     kubeconfig = artifacts / "kubeconfig"
     write_private(kubeconfig, _run([kind, "get", "kubeconfig", "--name", spec.name]).stdout)
     try:

@@ -139,8 +139,12 @@ class LocalBackend:
         control(cluster, "restart-driver", node=node, profile=profile)
 
     def mutate(self, cluster: Cluster, node: str, op: str, *args: str) -> str:
-        """The node's drivers read its tree directly (and notice by inotify)."""
-        return getattr(fakedev.Tree(cluster.nodes[node].tree), op)(*args)
+        """The node's drivers read its tree directly (and notice by inotify). In host mode the
+        node's tree is shared with its group: the node first gets its own copy and drivers."""
+        tree = cluster.nodes[node].tree
+        if tree.is_symlink():
+            control(cluster, "unshare", node=node)
+        return getattr(fakedev.Tree(tree), op)(*args)
 
     def collect_logs(self, cluster: Cluster, dest: Path) -> Path:
         shutil.copytree(cluster.artifacts / "logs", dest, dirs_exist_ok=True)

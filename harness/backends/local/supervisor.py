@@ -32,6 +32,7 @@ from ...kube import Kube, WaitTimeout
 from .. import imds, procs, profiles, shared
 from ..spec import ClusterSpec
 from . import netns, rbac
+from .driverhosts import DriverHosts
 from .nri import NriRuntime
 from .controlplane import ControlPlane, free_port
 from .kubelet_standin import KubeletStandIn
@@ -64,12 +65,18 @@ class Supervisor:
         self.topos: dict[str, fakedev.Topology] = {}  # loaded once at bring-up, used by every step
         self.imds: dict[str, tuple[imds.Imds, str]] = {}  # node -> (server, endpoint as its drivers see it)
         self.nri: NriRuntime | None = None
+        self.hosts: DriverHosts | None = None  # host mode: many nodes per driver process (driverhosts.py)
 
     # -- bring-up ----------------------------------------------------------------------------------
     def up(self) -> None:
         deadline = time.monotonic() + self.timeout
         t0 = time.monotonic()
         self.topos = {n.name: n.load_topology() for n in self.spec.nodes}
+        if self.spec.wants_driver_hosts():
+            if self.spec.netns:
+                raise RuntimeError("--driver-hosts on and --netns on exclude each other: one process serves "
+                                   "many nodes, so it cannot live in each node's network namespace")
+            self.hosts = DriverHosts(self.spec, self.lay, self.topos)
         # files only: overlaps the control plane's start-up
         self.trees = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trees").submit(self._render_trees)
         self.cp.start(deadline)
@@ -102,21 +109,31 @@ class Supervisor:
         self.standin = KubeletStandIn(kube, {n.name: self.lay.registry_dir(n.name) for n in self.spec.nodes},
                                       nri=self.nri)
         threading.Thread(target=self.standin.run, name="kubelet-standin", daemon=True).start()
-        for n in self.spec.nodes:
-            for prof_name in n.drivers:
-                self._start_driver(n.name, prof_name, n.driver_args)
+        if self.hosts:
+            self.hosts.start(self._host_entry, lambda: {"health_port": str(free_port())})
+        else:
+            for n in self.spec.nodes:
+                for prof_name in n.drivers:
+                    self._start_driver(n.name, prof_name, n.driver_args)
         self._wait_slices(kube, deadline)
         log.info("all slices published after %.2fs", time.monotonic() - t0)
         log.info("cluster up in %.2fs", time.monotonic() - t0)
         self._write_state()
 
     def _render_trees(self) -> None:
+        if self.hosts:
+            self.hosts.render()
+            return
         for n in self.spec.nodes:
             fakedev.generate(self.topos[n.name], self.lay.tree(n.name))
 
     def _networks(self) -> None:
         """A network namespace per node where it can be made (netns.py), and a fake IMDS per node:
         at 169.254.169.254 inside the namespace, else on a loopback port of the host."""
+        if self.hosts:  # one process for many nodes: the host network, and no IMDS (the reference drivers need none)
+            log.info("host mode: %d nodes in %d tree groups, host network, no IMDS", len(self.spec.nodes),
+                     len(self.hosts.groups))
+            return
         why = netns.available()
         want = self.spec.netns if self.spec.netns is not None else why is None
         if want and why:
@@ -159,18 +176,31 @@ class Supervisor:
         # controller (off: no kubelet heartbeats) would lift it once Ready, so the supervisor does.
         kube.core.patch_node(name, {"spec": {"taints": None}})
 
-    def _start_driver(self, node: str, prof_name: str, extra: dict[str, list[str]]) -> None:
-        prof = profiles.resolve(prof_name, extra)
+    def _node_kubeconfig(self, node: str, prof: profiles.DriverProfile) -> Path:
+        """The node's own credentials for this driver (node-scoped RBAC), and its directories:
+        plugins/<driver>/ exists before the driver starts, as a DaemonSet's hostPath makes it."""
         user, groups = rbac.driver_subject(node, prof.driver)
         kc = self.cp.pki.kubeconfig(self.lay.node_dir(node) / f"{prof.name}.kubeconfig", self.cp.server,
                                     f"{node}-{prof.name}", user, groups)
-        # plugins/<driver>/ exists before the driver starts, as a DaemonSet's hostPath makes it
         (self.lay.plugins_dir(node) / prof.driver).mkdir(parents=True, exist_ok=True)
         self.lay.cdi_dir(node).mkdir(parents=True, exist_ok=True)
+        return kc
+
+    def _host_entry(self, node: str, prof_name: str) -> dict:
+        """A node's line in a driver host's node list (refdriver/host.py)."""
+        prof = profiles.resolve(prof_name)
+        return {"node_name": node, "kubeconfig": str(self._node_kubeconfig(node, prof)),
+                "registry_dir": str(self.lay.registry_dir(node)), "plugins_dir": str(self.lay.plugins_dir(node)),
+                "cdi_root": str(self.lay.cdi_dir(node))}
+
+    def _start_driver(self, node: str, prof_name: str, extra: dict[str, list[str]]) -> None:
+        prof = profiles.resolve(prof_name, extra)
+        kc = self._node_kubeconfig(node, prof)
         values = dict(node=node, tree=str(self.lay.tree(node)), kubeconfig=str(kc),
                       kubelet_dir=str(self.lay.kubelet_dir(node)), registry_dir=str(self.lay.registry_dir(node)),
                       plugins_dir=str(self.lay.plugins_dir(node)), cdi_root=str(self.lay.cdi_dir(node)),
-                      health_port=str(free_port()), bin_dir=str(self.bin_dir), imds_endpoint=self.imds[node][1],
+                      health_port=str(free_port()), bin_dir=str(self.bin_dir),
+                      imds_endpoint=self.imds[node][1] if node in self.imds else "",
                       nri_socket=str(self.lay.nri_socket(node)) if self.nri else "")
         binds = [(str(self.lay.nri_socket(node).parent), "/var/run/nri")] if self.nri and prof.nri else []
         argv = prof.argv(binds, **values)
@@ -190,7 +220,7 @@ class Supervisor:
             return want <= {(s["spec"].get("nodeName"), s["spec"]["driver"]) for s in lst["items"]}
 
         def dead_driver() -> None:
-            for p in (d.proc for d in self.drivers.values()):
+            for p in [*(d.proc for d in self.drivers.values()), *(self.hosts.procs() if self.hosts else [])]:
                 if not procs.alive(p):
                     raise RuntimeError(f"driver {p.name} exited during start-up; last log lines ({p.log}):\n"
                                        f"{procs.tail(p.log)}")
@@ -225,7 +255,8 @@ class Supervisor:
                                      imds_endpoint=self.imds[n.name][1] if n.name in self.imds else "",
                                      nri_socket=str(lay.nri_socket(n.name)) if self.nri else "")
                    for n in self.spec.nodes},
-            procs=[p.to_dict() for p in self.cp.procs] + [d.proc.to_dict() for d in self.drivers.values()],
+            procs=[p.to_dict() for p in self.cp.procs] + [d.proc.to_dict() for d in self.drivers.values()]
+            + [p.to_dict() for p in (self.hosts.procs() if self.hosts else [])],
             crashed=list(self.crashed))
 
     def _write_state(self) -> None:
@@ -264,29 +295,66 @@ class Supervisor:
                     "registration_ms": self.standin.watcher.latency_ms if self.standin else [],
                     "plugins": {n: self.standin.watcher.drivers(n) for n in self.lay.index} if self.standin else {},
                     "nri_plugins": self.nri.plugins() if self.nri else {}}
+        if op == "unshare":
+            return self._unshare(req["node"])
         if op == "restart-driver":
             key = (req["node"], req["profile"])
+            host = self.hosts.host_of(req["node"], req["profile"]) if self.hosts and key not in self.drivers else None
+            if host is not None:  # host mode: the same start again, for every node it serves
+                since = time.monotonic()
+                new = self.hosts.restart(host)
+                self._write_state()
+                self._await_registration(req["node"], profiles.resolve(req["profile"]).driver, since, new.proc)
+                return {"pid": new.proc.pid}
             if key not in self.drivers:
                 raise KeyError(f"no driver {req['profile']} on node {req['node']}")
             d = self.drivers[key]
+            since = time.monotonic()
             procs.stop(d.proc, popen=d.popen)
             np_, npopen = procs.spawn(d.proc.name, d.argv, Path(d.proc.log), env=d.env)  # the same environment
             self.drivers[key] = RunningDriver(np_, npopen, d.argv, d.env, d.driver)
             self._write_state()
-            deadline = time.monotonic() + 30
-            since = time.monotonic()
-            while not self._registered_since(req["node"], d.driver, since):  # bounded: until it serves again
-                if not procs.alive(np_) or time.monotonic() > deadline:
-                    raise RuntimeError(f"{np_.name} did not register again; see {np_.log}")
-                time.sleep(0.05)
+            self._await_registration(req["node"], d.driver, since, np_)
             return {"pid": np_.pid}
         raise ValueError(f"unknown op {op!r}")
+
+    def _await_registration(self, node: str, driver: str, since: float, p: procs.Proc, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while not self._registered_since(node, driver, since):  # bounded: until it serves again
+            if not procs.alive(p) or time.monotonic() > deadline:
+                raise RuntimeError(f"{p.name} did not register again; see {p.log}")
+            time.sleep(0.05)
+
+    def _unshare(self, node: str) -> dict:
+        """Host mode, before a node's tree changes: its own tree copy and its own driver processes
+        (driverhosts.py); the node's slices are re-published by them."""
+        if not self.hosts or self.hosts.group_of(node) is None:
+            return {"unshared": False}
+        since = time.monotonic()
+        spec = next(n for n in self.spec.nodes if n.name == node)
+        for prof_name in self.hosts.unshare(node):
+            self._start_driver(node, prof_name, spec.driver_args)
+        self._write_state()
+        for prof_name in spec.drivers:
+            d = self.drivers[(node, profiles.resolve(prof_name).name)]
+            self._await_registration(node, d.driver, since, d.proc)
+        return {"unshared": True}
 
     def _registered_since(self, node: str, driver: str, since: float) -> bool:
         t = self.standin.watcher.registered_at.get((node, driver)) if self.standin else None
         return t is not None and t >= since
 
     def _check_children(self) -> None:
+        for h in list(self.hosts.hosts.values()) if self.hosts else []:
+            if not procs.alive(h.proc) and h.proc.name not in self.crashed:
+                self.crashed.append(h.proc.name)
+                log.error("driver host %s (pid %d) exited; see %s", h.proc.name, h.proc.pid, h.proc.log)
+                self._write_state()
+                if self.standin:
+                    self.standin.watcher.probe_soon()
+                for node in self.hosts.nodes_of(h):
+                    self._node_event(node, "DriverExited", f"driver host {h.proc.name} (pid {h.proc.pid}) serving "
+                                     f"this node exited; last log line: {procs.tail(h.proc.log, 1)[:300]}")
         for p in [*self.cp.procs, *(d.proc for d in self.drivers.values())]:
             if not procs.alive(p) and p.name not in self.crashed:
                 self.crashed.append(p.name)
@@ -334,6 +402,8 @@ class Supervisor:
         if self.trees is not None:  # a render still writing would re-create what is removed below
             wait([self.trees], timeout=60)
         procs.stop_all([(d.proc, d.popen) for d in self.drivers.values()], timeout=grace)
+        if self.hosts:
+            self.hosts.stop_all(grace)
         if self.nri:
             self.nri.stop(grace)
         for server, _ in self.imds.values():

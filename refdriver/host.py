@@ -1,0 +1,140 @@
+"""Host mode: one driver process serving many fake nodes that see the same tree (issue 14).
+
+Why: a driver process per node costs about 60 MB and a second of a core to start; at 500 nodes
+that is 30 GB. Nodes of one topology share one rendered tree (read-only), so one scan serves
+them all, while each node keeps everything a node's driver has of its own: its name and
+credentials (a kubeconfig per node, node-scoped RBAC), its kubelet plugin sockets, CDI
+directory, checkpoint and ResourceSlices. A node whose tree is changed gets its own copy and
+its own process (the harness moves it out: SIGHUP re-reads the node list).
+
+The node list is JSON: [{"node_name", "kubeconfig", "registry_dir", "plugins_dir", "cdi_root"}].
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from .driver import Driver, Options
+from .watch import Watcher
+
+log = logging.getLogger("refdriver")
+FIELDS = ("node_name", "kubeconfig", "registry_dir", "plugins_dir", "cdi_root")
+
+
+@dataclass(frozen=True)
+class HostedNode:
+    node_name: str
+    kubeconfig: str
+    registry_dir: str
+    plugins_dir: str
+    cdi_root: str
+
+
+def load_nodes(path: Path) -> dict[str, HostedNode]:
+    """The node list; every problem is one line naming the file."""
+    try:
+        data = json.loads(Path(path).read_text())
+        nodes = [HostedNode(**{k: str(d[k]) for k in FIELDS}) for d in data]
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        raise ValueError(f"{path}: not a host node list ({e.__class__.__name__}: {e}); "
+                         f"want a JSON list of objects with {', '.join(FIELDS)}") from None
+    return {n.node_name: n for n in nodes}
+
+
+class Host:
+    """The drivers of every listed node, published from one scan of the shared tree."""
+
+    def __init__(self, base: Options, nodes_file: Path, workers: int = 8) -> None:
+        self.base, self.nodes_file = base, nodes_file
+        self.scanner = Driver(replace(base, kubelet_plugin=False))
+        self.drivers: dict[str, Driver] = {}
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="node")
+        self.stop_event = threading.Event()
+        self.reload = threading.Event()
+        self.watcher = Watcher()
+
+    def _start(self, hn: HostedNode) -> Driver:
+        from kubernetes import client, config
+
+        from .slices import Publisher
+
+        opts = replace(self.base, node_name=hn.node_name, registry_dir=Path(hn.registry_dir),
+                       plugins_dir=Path(hn.plugins_dir), cdi_root=Path(hn.cdi_root), health_port=0)
+        d = Driver(opts, config.new_client_from_config(config_file=hn.kubeconfig))
+        d.node = self.scanner.node
+        d.publisher = Publisher(d.api_client, hn.node_name, opts.driver)
+        if opts.kubelet_plugin:
+            d.plugin = d._make_plugin(client)
+            d.plugin.start()
+        return d
+
+    def _stop(self, d: Driver) -> None:
+        if d.plugin:
+            d.plugin.stop()
+
+    def sync_nodes(self) -> None:
+        """Start the listed nodes not yet served, stop the ones no longer listed."""
+        want = load_nodes(self.nodes_file)
+        gone = [n for n in self.drivers if n not in want]
+        for name in gone:
+            self._stop(self.drivers.pop(name))
+        new = [hn for name, hn in want.items() if name not in self.drivers]
+        for hn, d in zip(new, self.pool.map(self._start, new)):
+            self.drivers[hn.node_name] = d
+        log.info("serving nodes", extra={"fields": {"nodes": len(self.drivers), "started": len(new), "stopped": len(gone)}})
+
+    def _publish(self, d: Driver, devices: list[dict]) -> None:
+        try:
+            d.publisher.publish(devices)
+            d.last_publish_error, d.published_at = "", time.time()
+        except Exception as e:  # this node's API access failed: the next round retries
+            d.last_publish_error = str(e)[:500]
+            log.error("publishing slices failed", extra={"fields": {"node": d.opts.node_name, "error": d.last_publish_error}})
+
+    def run(self) -> None:
+        def on_stop(*_):
+            self.stop_event.set()
+            self.watcher.wake()
+
+        def on_hup(*_):
+            self.reload.set()
+            self.watcher.wake()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, on_stop)
+        signal.signal(signal.SIGHUP, on_hup)
+        devices = self.scanner.scan()
+        self.sync_nodes()
+        try:
+            while not self.stop_event.is_set():
+                if self.reload.is_set():
+                    self.reload.clear()
+                    self.sync_nodes()
+                stale = "stale-after-hotplug" in self.base.bugs and all(d.published_at for d in self.drivers.values())
+                if not stale:
+                    devices = self.scanner.scan()
+                for d in self.drivers.values():
+                    d.node = self.scanner.node
+                todo = [d for d in self.drivers.values() if d.publisher.published != devices or d.last_publish_error]
+                list(self.pool.map(lambda d: self._publish(d, devices), todo))
+                self.watcher.rearm(self.scanner._watch_paths())
+                failed = any(d.last_publish_error for d in self.drivers.values())
+                self.watcher.wait(1.0 if failed else self.base.rescan_interval)
+        finally:
+            self.watcher.close()
+            for d in self.drivers.values():
+                self._stop(d)
+            self.pool.shutdown(wait=False)
+            log.info("stopped")
+
+    def health(self) -> tuple[bool, dict]:
+        published = sum(1 for d in self.drivers.values() if d.published_at and not d.last_publish_error)
+        return published == len(self.drivers) > 0, {"driver": self.base.driver, "nodes": len(self.drivers),
+                                                     "published": published}
