@@ -6,7 +6,8 @@ artifacts/bench.json. Each section can be skipped; `--quick` skips the slow ones
   up         local cluster of trn1.32xlarge + trn2.48xlarge until slices exist  target: <= 10 s
   prepare    NodePrepareResources over the unix socket (real claim GET + CDI)   report p50/p99
   overhead   claim created -> allocation observed, minus the scheduler's time   report
-  scale      50 fake trn2.48xlarge nodes, 200 pods with aligned claims         target: >= 30 pods/s
+  scale      50/200/500 trn2.48xlarge nodes in host mode, filled with aligned claims, beside
+             upstream scheduler_perf of the same shape (built once, ~7 min)  target: >= 0.7x, up <= 120 s
   e2e        the full e2e suite with cached binaries                           target: <= 180 s
   cold-build Kubernetes + etcd from empty Go caches (opt-in: --cold-build)       report
 """
@@ -218,40 +219,21 @@ def _overhead(kube, c, n: int = 40) -> dict:
             "what": "create claim+pod -> allocation seen by the harness's watch, minus the scheduler's attempt time"}
 
 
-def bench_scale(artifacts: Path, nodes: int, pods: int) -> dict:
-    from .kube import Kube
+def bench_scale(artifacts: Path, sizes: list[int], upstream: bool) -> dict:
+    """Host-mode scale runs beside scheduler_perf (scalebench.py); the headline numbers here, the
+    rest in artifacts/bench/scale/."""
+    from .scalebench import main_run
 
-    name = f"bench-scale-{uuid.uuid4().hex[:4]}"
-    t0 = time.perf_counter()
-    c = _up(",".join(["trn2.48xlarge"] * nodes), name, artifacts / name, drivers=["refdriver-neuron"], timeout=900)
-    up_s = time.perf_counter() - t0
-    try:
-        kube = Kube(str(c.kubeconfig))
-        kube.create_namespace("scale")
-        kube.apply({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate",
-                    "metadata": {"name": "four", "namespace": "scale"},
-                    "spec": {"spec": {"devices": {"requests": [{"name": "n", "exactly": {"deviceClassName": "neuron.aws.com", "count": 4}}],
-                                                  "constraints": [{"requests": ["n"], "matchAttribute": "resource.aws.com/devicegroup4_id"}]}}}})
-        t0 = time.perf_counter()
-        for i in range(pods):
-            kube.core.create_namespaced_pod("scale", {"metadata": {"name": f"p{i}"}, "spec": {
-                "containers": [{"name": "c", "image": "x", "resources": {"claims": [{"name": "d"}]}}],
-                "resourceClaims": [{"name": "d", "resourceClaimTemplateName": "four"}]}})
-        created = time.perf_counter() - t0
-        kube.wait("Pod", lambda lst: sum(1 for p in lst["items"] if p["spec"].get("nodeName")) >= pods, namespace="scale",
-                  timeout=600, what=f"{pods} pods scheduled",
-                  describe=lambda lst: f"{sum(1 for p in lst['items'] if p['spec'].get('nodeName'))} scheduled")
-        sched = time.perf_counter() - t0
-        from .judge.oracle import judge
-
-        claims, _ = kube.list("ResourceClaim", namespace="scale")
-        truths = c.truths()
-        wrong = [v for v in (judge(cl, truths, claims) for cl in claims) if not v.ok]
-    finally:
-        LocalBackend().down(name)
-    return {"nodes": nodes, "pods": pods, "drivers_per_node": 1, "up_s": round(up_s, 1), "create_s": round(created, 2),
-            "all_scheduled_s": round(sched, 2), "pods_per_s": round(pods / sched, 1), "misaligned": len(wrong),
-            "target": ">= 30 pods/s"}
+    r = main_run(artifacts, sizes, upstream=upstream)
+    head = {}
+    for n, h in r["harness"].items():
+        head[f"harness_{n}"] = {k: h[k] for k in ("up_s", "pods_per_s", "per_second", "misaligned", "harness_rss_mib_full")
+                                if k in h} if "error" not in h else h
+    for k, v in r["scheduler_perf"].items():
+        head[f"sp_{k}"] = {x: v[x] for x in ("avg_pods_per_s", "p50", "p90", "wall_s") if x in v} if "error" not in v else v
+    head["ratio"] = r["ratio"]
+    head["target"] = "harness >= 0.7x scheduler_perf; 500 nodes up <= 120 s; 0 misaligned; harness <= 4 GiB at 500"
+    return head
 
 
 def bench_e2e(artifacts: Path) -> dict:
@@ -297,8 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="*", default=None, help="sections to run")
     ap.add_argument("--quick", action="store_true", help="skip scale, e2e and replay")
     ap.add_argument("--cold-build", action="store_true", help="also time a build from empty Go caches (minutes)")
-    ap.add_argument("--scale-nodes", type=int, default=50)
-    ap.add_argument("--scale-pods", type=int, default=200)
+    ap.add_argument("--scale-sizes", default="50,200,500", help="node counts of the scale runs (4 pods per node)")
+    ap.add_argument("--no-upstream", action="store_true", help="scale: skip scheduler_perf")
     ap.add_argument("--artifacts", default="artifacts/bench")
     a = ap.parse_args(argv)
     artifacts = Path(a.artifacts).resolve()
@@ -306,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     sections = {
         "render": bench_render, "discovery": bench_discovery, "up": lambda: bench_up(artifacts),
         "prepare+overhead": lambda: bench_prepare_and_overhead(artifacts),
-        "scale": lambda: bench_scale(artifacts, a.scale_nodes, a.scale_pods), "e2e": lambda: bench_e2e(artifacts),
+        "scale": lambda: bench_scale(artifacts, [int(x) for x in a.scale_sizes.split(",")], not a.no_upstream), "e2e": lambda: bench_e2e(artifacts),
         "replay": lambda: bench_replay(artifacts), "cold-build": bench_cold_build,
     }
     wanted = a.only or [s for s in sections if not (a.quick and s in ("scale", "e2e", "replay")) and (s != "cold-build" or a.cold_build)]

@@ -57,10 +57,18 @@ class Cluster:
         return out
 
     def truths(self) -> dict[str, Truth]:
-        """Ground truth of every fake node (nodes without a tree are not judged)."""
-        out = {}
+        """Ground truth of every fake node (nodes without a tree are not judged); read once per
+        distinct tree, since host-mode nodes share one (backends/local/driverhosts.py)."""
+        out: dict[str, Truth] = {}
+        by_tree: dict[Path, Truth | None] = {}
         for n, info in self.nodes.items():
-            t = info.truth()
+            real = info.tree.resolve() if info.tree else None
+            if real is None or real not in by_tree:
+                t = info.truth()
+                if real is not None:
+                    by_tree[real] = t
+            else:
+                t = by_tree[real]
             if t is not None:
                 out[n] = t
         return out

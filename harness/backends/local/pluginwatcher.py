@@ -82,12 +82,15 @@ class PluginWatcher:
         last_probe = time.monotonic()
         while not self.stop_event.is_set():
             ready, _, _ = select.select([self.fd], [], [], 0.5)
-            replaced = self._drain() if ready else set()
+            replaced, touched = self._drain() if ready else (set(), set())
             probe = self.probe_now.is_set() or time.monotonic() - last_probe > self.PROBE_INTERVAL
             if probe:
                 self.probe_now.clear()
                 last_probe = time.monotonic()
-            self.rescan(replaced, probe)  # cheap (a few directory listings); also retries failed handshakes
+            # the nodes with events and those with a handshake to retry; every node when probing
+            # (a directory listing each: at 500 nodes, a full scan twice a second would cost a core)
+            only = None if probe else touched | {n for n, _ in self.failed}
+            self.rescan(replaced, probe, only)
 
     def probe_soon(self) -> None:
         """Check the registered sockets at the next scan (a driver process was seen to die)."""
@@ -96,14 +99,16 @@ class PluginWatcher:
     def stop(self) -> None:
         self.stop_event.set()
 
-    def _drain(self) -> set[tuple[str, str]]:
+    def _drain(self) -> tuple[set[tuple[str, str]], set[str]]:
         """Note when sockets appear; return those removed since the last scan (a restarted
-        driver removes and re-creates its socket: that is a de-registration and a new one)."""
+        driver removes and re-creates its socket: that is a de-registration and a new one) and
+        the nodes whose directories changed."""
         removed: set[tuple[str, str]] = set()
+        touched: set[str] = set()
         try:
             data = os.read(self.fd, 65536)
         except BlockingIOError:
-            return removed
+            return removed, touched
         i = 0
         while i < len(data):
             wd, mask, _, length = EVENT.unpack_from(data, i)
@@ -112,21 +117,30 @@ class PluginWatcher:
             node = self.wd.get(wd)
             if not node or name.startswith("."):  # the plugin watcher ignores dot files
                 continue
+            touched.add(node)
             if mask & (IN_CREATE | IN_MOVED_TO):
                 self.seen_at.setdefault((node, name), time.monotonic())
             if mask & (IN_DELETE | IN_MOVED_FROM):
                 removed.add((node, name))
-        return removed
+        return removed, touched
 
-    def rescan(self, removed: set[tuple[str, str]] = frozenset(), probe: bool = False) -> None:
+    def rescan(self, removed: set[tuple[str, str]] = frozenset(), probe: bool = False,
+               only: set[str] | None = None) -> None:
+        """Register new sockets and forget vanished ones, in every node's directory or `only`
+        those nodes'."""
+        registered: dict[str, list[tuple[str, str]]] = {}
+        for key in self.sockets:
+            registered.setdefault(key[0], []).append(key)
         for node, d in self.dirs.items():
+            if only is not None and node not in only:
+                continue
             try:
                 present = {e.name for e in os.scandir(d)
                            if not e.name.startswith(".") and stat.S_ISSOCK(e.stat(follow_symlinks=False).st_mode)}
             except OSError:
                 present = set()
-            self._forget([k for k in self.sockets if k[0] == node and
-                          (k[1] not in present or k in removed or (probe and not _answers(d / k[1])))])
+            self._forget([k for k in registered.get(node, []) if
+                          k[1] not in present or k in removed or (probe and not _answers(d / k[1]))])
             for name in sorted(present):
                 key = (node, name)
                 if key in self.sockets:
@@ -146,7 +160,7 @@ class PluginWatcher:
                 self.latency_ms.append(1000 * (time.monotonic() - self.seen_at.pop(key)))
                 log.info("registered plugin %s from %s on node %s %.1f ms after its socket appeared", driver, name,
                          node, self.latency_ms[-1])
-            for key in [k for k in self.failed if k[0] == node and k[1] not in present]:
+            for key in [k for k in list(self.failed) if k[0] == node and k[1] not in present]:
                 self.failed.pop(key, None)
 
     def _forget(self, keys: list[tuple[str, str]]) -> None:
