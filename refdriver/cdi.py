@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+
+from . import atomicfile
 
 CDI_VERSION = "0.5.0"  # env, deviceNodes with hostPath and mounts need no more (MinimumRequiredVersion)
 
@@ -25,11 +26,8 @@ def write_spec(cdi_root: Path, kind: str, claim_uid: str, devices: dict[str, lis
                     for name, nodes in devices.items()],
         "containerEdits": {"env": env, **({"deviceNodes": list(common_nodes)} if common_nodes else {})},
     }
-    cdi_root.mkdir(parents=True, exist_ok=True)
     path = spec_path(cdi_root, kind, claim_uid)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(spec, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomicfile.write(path, json.dumps(spec, indent=2) + "\n")
     return path, {name: f"{kind}={claim_uid}-{name}" for name in devices}
 
 

@@ -84,6 +84,12 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("UMOCKDEV_DIR") != str(root):
             return _reexec_under_umockdev(root)
     vendor_root = root
+    if root != Path("/") and str(root).startswith("/dev/"):
+        # a tree under /dev (the harness keeps state in /dev/shm): umockdev takes every open of a
+        # path below /dev for a device node, tries its ioctl socket and leaks it (one fd per
+        # read of a vendor file). Relative to the tree, umockdev leaves the paths alone.
+        os.chdir(root)
+        vendor_root = Path(".")
     if not args.dry_run and not args.node_name and not args.host_nodes:
         return _fail("--node-name (or NODE_NAME) is required to publish slices")
     from . import logs

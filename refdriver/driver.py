@@ -14,13 +14,14 @@ from pathlib import Path
 import pyudev
 
 
-from . import attributes, cdi
+from . import atomicfile, attributes, cdi
 from .discovery import Node, discover
 from .plugin import Checkpoint, ClaimError, DraService, KubeletPlugin, PluginPaths
 from .vendorfiles import format_cpulist
 from .watch import Watcher
 
 log = logging.getLogger("refdriver")
+_DISCOVERY_LOCK = threading.Lock()
 
 KINDS = {"neuron": attributes.NEURON_DRIVER, "efa": attributes.EFA_DRIVER}
 CDI_KINDS = {"neuron": "k8s.neuron.aws.com/neuron", "efa": "k8s.dra.net/efa"}
@@ -68,7 +69,8 @@ class Driver:
 
     # -- discovery and slices ------------------------------------------------------------------------
     def scan(self) -> list[dict]:
-        self.node = discover(self.ctx, self.opts.vendor_root)
+        with _DISCOVERY_LOCK:
+            self.node = discover(self.ctx, self.opts.vendor_root)
         for p in self.node.problems:  # each fault once, not on every rescan
             if p not in self.reported:
                 self.reported.add(p)
@@ -164,7 +166,10 @@ class Driver:
         """Each published device's health, read now (devhealth.py says what counts)."""
         from . import devhealth
 
-        node, root = self.node, Path(self.opts.vendor_root)
+        # sysfs at /sys, as every other read of it: umockdev or the mount namespace put the tree
+        # there (reading <tree>/sys directly would, for a tree under /dev/shm, look to umockdev
+        # like opening a device node, and it leaks a socket on each such open)
+        node, root = self.node, Path("/")
         if node is None:
             return {}
         if self.opts.kind == "neuron":
@@ -172,9 +177,15 @@ class Driver:
         return {"pci-" + e.pci.bdf.replace(":", "-").replace(".", "-"): devhealth.efa_health(root, e.rdma)
                 for e in node.efa}
 
+    def fresh_node(self) -> Node:
+        """The hardware as it is now. One discovery at a time per process: pyudev's context is
+        not safe to share between threads, and a host (host.py) prepares for many nodes at once."""
+        with _DISCOVERY_LOCK:
+            return discover(self.ctx, self.opts.vendor_root)
+
     def prepare(self, claim: dict, results: list[dict]) -> tuple[list[dict], str]:
         """Check the devices still exist, write the claim's CDI spec, return the kubelet's answer."""
-        node = discover(self.ctx, self.opts.vendor_root)  # fresh: the tree may have changed
+        node = self.fresh_node()  # the tree may have changed since the last scan
         ns, name, uid = claim["metadata"]["namespace"], claim["metadata"]["name"], claim["metadata"]["uid"]
         configs = self._configs(claim)
         env: list[str] = []
@@ -218,7 +229,7 @@ class Driver:
 
     def unprepare(self, entry: dict) -> None:
         if entry.get("cdi_spec"):
-            Path(entry["cdi_spec"]).unlink(missing_ok=True)
+            atomicfile.remove(Path(entry["cdi_spec"]))
 
     def _configs(self, claim: dict) -> list[dict]:
         alloc = claim["status"]["allocation"]

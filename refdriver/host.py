@@ -37,6 +37,18 @@ class HostedNode:
     cdi_root: str
 
 
+def raise_fd_limit() -> int:
+    """The soft open-files limit up to the hard one: each node holds two gRPC servers, its
+    connections and the files it writes, and the usual soft limit of 1024 ran out at 50 nodes
+    (prepares then failed with EMFILE). Returns the new soft limit."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
 def load_nodes(path: Path) -> dict[str, HostedNode]:
     """The node list; every problem is one line naming the file."""
     try:
@@ -52,6 +64,13 @@ class Host:
     """The drivers of every listed node, published from one scan of the shared tree."""
 
     def __init__(self, base: Options, nodes_file: Path, workers: int = 8) -> None:
+        raise_fd_limit()
+        from . import devhealth
+
+        # a shared tree never changes (a node whose tree changes leaves the host), so its health
+        # cannot either: each node's stream only needs its keepalive, not a look twice a second
+        # (500 streams polling kept a core busy)
+        devhealth.POLL = devhealth.KEEPALIVE
         self.base, self.nodes_file = base, nodes_file
         self.scanner = Driver(replace(base, kubelet_plugin=False))
         self.drivers: dict[str, Driver] = {}
@@ -59,6 +78,9 @@ class Host:
         self.stop_event = threading.Event()
         self.reload = threading.Event()
         self.watcher = Watcher()
+        self.health_lock = threading.Lock()
+        self.health_cache: dict[str, tuple[str, str]] = {}
+        self.health_at = -1e9
 
     def _start(self, hn: HostedNode) -> Driver:
         from kubernetes import client, config
@@ -69,11 +91,27 @@ class Host:
                        plugins_dir=Path(hn.plugins_dir), cdi_root=Path(hn.cdi_root), health_port=0)
         d = Driver(opts, config.new_client_from_config(config_file=hn.kubeconfig))
         d.node = self.scanner.node
+        # the shared tree never changes (a node whose tree changes leaves the host): prepare
+        # reads the host's last scan instead of discovering again, once per node and claim
+        d.fresh_node = lambda: self.scanner.node
+        # one health reading of the shared tree for every node's DRAResourceHealth stream: 500
+        # streams each reading 32 counter files twice a second would take both cores
+        d.device_health = self.shared_health
         d.publisher = Publisher(d.api_client, hn.node_name, opts.driver)
         if opts.kubelet_plugin:
             d.plugin = d._make_plugin(client)
             d.plugin.start()
         return d
+
+    def shared_health(self) -> dict[str, tuple[str, str]]:
+        """The devices' health in the shared tree, read at most once per health poll interval."""
+        from .devhealth import POLL
+
+        with self.health_lock:
+            now = time.monotonic()
+            if now - self.health_at >= POLL:
+                self.health_cache, self.health_at = self.scanner.device_health(), now
+            return self.health_cache
 
     def _stop(self, d: Driver) -> None:
         if d.plugin:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from concurrent import futures
 from dataclasses import dataclass
@@ -23,6 +22,8 @@ from kubeletapi.gen.dra_v1beta1 import api_pb2 as v1beta1
 from kubeletapi.gen.dra_v1beta1 import api_pb2_grpc as v1beta1_grpc
 from kubeletapi.gen.pluginregistration import api_pb2 as reg
 from kubeletapi.gen.pluginregistration import api_pb2_grpc as reg_grpc
+
+from . import atomicfile
 
 log = logging.getLogger("refdriver.plugin")
 
@@ -65,10 +66,7 @@ class Checkpoint:
             self.claims = json.loads(path.read_text()).get("claims", {})
 
     def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text(json.dumps({"version": 1, "claims": self.claims}, indent=2))
-        os.replace(tmp, self.path)
+        atomicfile.write(self.path, json.dumps({"version": 1, "claims": self.claims}, indent=2))
 
 
 class DraService:

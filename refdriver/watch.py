@@ -17,6 +17,13 @@ MASK = IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
+def _poll(fds: list[int], timeout: float) -> list[int]:
+    p = select.poll()
+    for fd in fds:
+        p.register(fd, select.POLLIN)
+    return [fd for fd, _ in p.poll(timeout * 1000)]
+
+
 class Watcher:
     def __init__(self) -> None:
         self.fd = -1
@@ -38,17 +45,16 @@ class Watcher:
         return sum(1 for p in paths if _libc.inotify_add_watch(self.fd, os.fsencode(p), MASK) >= 0)
 
     def wait(self, timeout: float, debounce: float = 0.05) -> bool:
-        """True when something changed within `timeout` seconds (events drained after a short debounce)."""
-        fds = [self.wake_r] + ([self.fd] if self.fd >= 0 else [])
-        ready, _, _ = select.select(fds, [], [], timeout)
+        """True when something changed within `timeout` seconds (events drained after a short debounce).
+        poll(), not select(): a driver host serving hundreds of nodes has fds above FD_SETSIZE."""
+        ready = _poll([self.wake_r] + ([self.fd] if self.fd >= 0 else []), timeout)
         if self.wake_r in ready:
             return True
         if not ready:
             return False
         while True:
             self._drain()
-            more, _, _ = select.select([self.fd], [], [], debounce)
-            if not more:
+            if not _poll([self.fd], debounce):
                 return True
 
     def _drain(self) -> None:

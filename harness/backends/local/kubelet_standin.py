@@ -109,6 +109,22 @@ class KubeletStandIn:
         self.streams: dict[tuple[str, str], HealthStream] = {}
         self.running: dict[str, tuple[dict, list[dict]]] = {}  # pod uid -> (pod, containerStatuses as set)
         self.health_due = threading.Event()  # a report changed something: refresh the pods' health now
+        self.held: dict[str, tuple[dict, str]] | None = None  # pod uid -> (pod, node) while starts are held
+
+    def hold(self) -> None:
+        """Stop starting pods until `release()` (they stay Pending, bound): lets `make bench`
+        measure scheduling alone, as scheduler_perf does with no kubelet, and the starts apart."""
+        with self.lock:
+            if self.held is None:
+                self.held = {}
+
+    def release(self) -> int:
+        """Start every pod held back; returns how many."""
+        with self.lock:
+            held, self.held = self.held or {}, None
+            for pod, node in held.values():
+                self._start(pod, node)
+        return len(held)
 
     def plugin(self, node: str, driver: str) -> Plugin:
         p = self.plugins.get((node, driver))
@@ -190,13 +206,18 @@ class KubeletStandIn:
         if node not in self.registry_dirs:
             return
         with self.lock:
+            if (gone or pod["metadata"].get("deletionTimestamp")) and self.held:
+                self.held.pop(pod["metadata"]["uid"], None)
             if gone:
                 if pod["metadata"]["uid"] in self.prepared:
                     self._terminate(pod, node, gone=True)
             elif pod["metadata"].get("deletionTimestamp"):
                 self._terminate(pod, node)
             elif (pod.get("status") or {}).get("phase") == "Pending" and pod["metadata"]["uid"] not in self.prepared:
-                self._start(pod, node)
+                if self.held is not None:
+                    self.held[pod["metadata"]["uid"]] = (pod, node)
+                else:
+                    self._start(pod, node)
 
     def _claims(self, pod: dict) -> list[dict]:
         statuses = {s["name"]: s.get("resourceClaimName") for s in (pod.get("status") or {}).get("resourceClaimStatuses") or []}

@@ -80,8 +80,10 @@ class PluginWatcher:
     def run(self) -> None:
         self.rescan()
         last_probe = time.monotonic()
+        poller = select.poll()
+        poller.register(self.fd, select.POLLIN)
         while not self.stop_event.is_set():
-            ready, _, _ = select.select([self.fd], [], [], 0.5)
+            ready = poller.poll(500)  # poll(): a 500-node supervisor holds fds above select()'s 1024
             replaced, touched = self._drain() if ready else (set(), set())
             probe = self.probe_now.is_set() or time.monotonic() - last_probe > self.PROBE_INTERVAL
             if probe:

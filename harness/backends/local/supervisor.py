@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import queue
+import resource
 import signal
 import socket
 import sys
@@ -297,6 +298,11 @@ class Supervisor:
                     "nri_plugins": self.nri.plugins() if self.nri else {}}
         if op == "unshare":
             return self._unshare(req["node"])
+        if op == "hold-pods":  # make bench: scheduling measured alone, pod starts after
+            self.standin.hold()
+            return {"held": True}
+        if op == "release-pods":
+            return {"released": self.standin.release()}
         if op == "restart-driver":
             key = (req["node"], req["profile"])
             host = self.hosts.host_of(req["node"], req["profile"]) if self.hosts and key not in self.drivers else None
@@ -332,7 +338,17 @@ class Supervisor:
             return {"unshared": False}
         since = time.monotonic()
         spec = next(n for n in self.spec.nodes if n.name == node)
-        for prof_name in self.hosts.unshare(node):
+        prof_names = self.hosts.unshare(node)
+        # the host stops serving the node on SIGHUP and then removes its sockets: the node's own
+        # drivers start only after that, or the host would remove the sockets they just made
+        sockets = [p for name in prof_names for p in (self.lay.registry_dir(node) / f"{profiles.resolve(name).driver}-reg.sock",
+                                                       self.lay.plugins_dir(node) / profiles.resolve(name).driver / "dra.sock")]
+        deadline = time.monotonic() + 30
+        while any(p.exists() for p in sockets):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the driver host still serves {node} 30 s after being told to stop")
+            time.sleep(0.05)
+        for prof_name in prof_names:
             self._start_driver(node, prof_name, spec.driver_args)
         self._write_state()
         for prof_name in spec.drivers:
@@ -424,7 +440,9 @@ def _watch(pid: int, stop) -> None:
     except ProcessLookupError:
         stop()
         return
-    select.select([fd], [], [])
+    poller = select.poll()  # not select(): fds past 1024 in a 500-node supervisor
+    poller.register(fd, select.POLLIN)
+    poller.poll()
     log.info("watched process %d exited; stopping", pid)
     stop()
 
@@ -440,6 +458,9 @@ def main() -> int:
     ap.add_argument("--watch-pid", type=int, default=None, help="stop when this process exits")
     a = ap.parse_args()
     ready = os.fdopen(a.ready_fd, "w")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # a plugin connection and health stream per node and driver
+    if hard > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     spec = ClusterSpec.from_dict(json.loads(Path(a.spec).read_text()))
     lay = ClusterLayout(Path(a.state_dir), Path(a.artifacts), [n.name for n in spec.nodes])
     logging.basicConfig(filename=lay.log_dir / "supervisor.log", level=logging.INFO,
