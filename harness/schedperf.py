@@ -113,13 +113,18 @@ def run(test_bin: Path, etcd_dir: Path, work: Path, case: str, workload: str, ar
                             f"-data-items-dir={items}"], cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT,
                            timeout=timeout + 60)
     wall = time.perf_counter() - t0
-    found = [d for f in items.glob("*.json") for d in json.loads(f.read_text()).get("dataItems", [])]
+    found = [d for f in items.glob("*.json") for d in json.loads(f.read_text()).get("dataItems") or []]
     thr = next((d for d in found if d.get("labels", {}).get("Metric") == "SchedulingThroughput"), None)
-    if r.returncode != 0 or thr is None:
-        tail = log.read_text()[-1500:]
-        raise RuntimeError(f"scheduler_perf {case}/{workload} failed ({r.returncode}); see {log}: {tail}")
+    # a workload below upstream's own threshold fails the benchmark but still measured it
+    below = r.returncode != 0 and thr is not None and "expected \"SchedulingThroughput\"" in log.read_text()
+    if thr is None or (r.returncode != 0 and not below):
+        text = log.read_text()
+        at = text.find("FATAL ERROR")
+        why = text[at:at + 600] if at >= 0 else text[-1500:]
+        raise RuntimeError(f"scheduler_perf {case}/{workload} failed ({r.returncode}); see {log}: {why}")
     data = thr["data"]
     return {"case": case, "workload": workload, "wall_s": round(wall, 1),
             "avg_pods_per_s": round(data.get("Average", 0), 1), "p50": round(data.get("Perc50", 0), 1),
             "p90": round(data.get("Perc90", 0), 1), "p99": round(data.get("Perc99", 0), 1),
-            "data_items": str(items), "log": str(log)}
+            "data_items": str(items), "log": str(log),
+            **({"below_upstream_threshold": True} if below else {})}
