@@ -352,8 +352,20 @@ class Supervisor:
             self._start_driver(node, prof_name, spec.driver_args)
         self._write_state()
         for prof_name in spec.drivers:
-            d = self.drivers[(node, profiles.resolve(prof_name).name)]
-            self._await_registration(node, d.driver, since, d.proc)
+            key = (node, profiles.resolve(prof_name).name)
+            d = self.drivers[key]
+            try:
+                self._await_registration(node, d.driver, since, d.proc)
+            except RuntimeError:
+                # as a DaemonSet restarts a crashed driver pod: once, the same start again (seen
+                # rarely: a driver dying at start with gRPC's "epoll_wait error: Bad file descriptor")
+                log.warning("%s did not register after un-sharing %s; starting it again. Last log lines:\n%s",
+                            d.proc.name, node, procs.tail(d.proc.log))
+                procs.stop(d.proc, popen=d.popen)
+                np_, npopen = procs.spawn(d.proc.name, d.argv, Path(d.proc.log), env=d.env)
+                self.drivers[key] = RunningDriver(np_, npopen, d.argv, d.env, d.driver)
+                self._write_state()
+                self._await_registration(node, d.driver, since, np_)
         return {"unshared": True}
 
     def _registered_since(self, node: str, driver: str, since: float) -> bool:
