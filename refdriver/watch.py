@@ -49,6 +49,11 @@ class Watcher:
         poll(), not select(): a driver host serving hundreds of nodes has fds above FD_SETSIZE."""
         ready = _poll([self.wake_r] + ([self.fd] if self.fd >= 0 else []), timeout)
         if self.wake_r in ready:
+            try:  # drained, or every later wait would return at once (a host woken by SIGHUP would spin)
+                while os.read(self.wake_r, 4096):
+                    pass
+            except BlockingIOError:
+                pass
             return True
         if not ready:
             return False
