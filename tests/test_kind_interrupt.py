@@ -15,16 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.backends.kind.backend import _read_sysctls, state_dir
+from harness.backends.kind.backend import _read_sysctls, node_containers, state_dir
 
 from .conftest import ROOT, bins_or_skip
 
 pytestmark = pytest.mark.slow
-
-
-def _kind_containers(name: str) -> list[str]:
-    return subprocess.run(["docker", "ps", "-aq", "--filter", f"label=io.x-k8s.kind.cluster={name}"],
-                          capture_output=True, text=True).stdout.split()
 
 
 @pytest.mark.parametrize("point", ["creating-nodes", "installing-drivers"])
@@ -37,7 +32,7 @@ def test_ctrl_c_during_kind_up_leaves_nothing(docker_engine, tmp_path, point):
                              "--nodes", "trn1.2xlarge", "--artifacts", str(tmp_path)],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
-    reached = (lambda: _kind_containers(name)) if point == "creating-nodes" else (lambda: (tmp_path / "kubeconfig").exists())
+    reached = (lambda: node_containers(name)) if point == "creating-nodes" else (lambda: (tmp_path / "kubeconfig").exists())
     end = time.monotonic() + 300
     while not reached():
         assert proc.poll() is None, f"up ended before {point}: {proc.stdout.read()}"
@@ -47,7 +42,7 @@ def test_ctrl_c_during_kind_up_leaves_nothing(docker_engine, tmp_path, point):
     out, _ = proc.communicate(timeout=180)
     assert proc.returncode == 130, out
     assert "interrupted" in out
-    assert _kind_containers(name) == [], out
+    assert node_containers(name) == [], out
     assert not state_dir(name).exists()
     assert _read_sysctls() == before
     status = subprocess.run([sys.executable, "-m", "harness.cli", "status", "--backend", "kind", "--name", name],

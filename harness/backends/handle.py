@@ -60,17 +60,13 @@ class Cluster:
         """Ground truth of every fake node (nodes without a tree are not judged); read once per
         distinct tree, since host-mode nodes share one (backends/local/driverhosts.py)."""
         out: dict[str, Truth] = {}
-        by_tree: dict[Path, Truth | None] = {}
+        by_tree: dict[Path | str, Truth | None] = {}
         for n, info in self.nodes.items():
-            real = info.tree.resolve() if info.tree else None
-            if real is None or real not in by_tree:
-                t = info.truth()
-                if real is not None:
-                    by_tree[real] = t
-            else:
-                t = by_tree[real]
-            if t is not None:
-                out[n] = t
+            key = info.tree.resolve() if info.tree else n
+            if key not in by_tree:
+                by_tree[key] = info.truth()
+            if by_tree[key] is not None:
+                out[n] = by_tree[key]
         return out
 
     def _backend(self) -> "Backend":

@@ -40,6 +40,14 @@ def metadata(node: str, instance_type: str, macs: list[str], cluster: str, priva
     return {"document": doc, "meta": meta}
 
 
+def node_metadata(node: str, topology, cluster: str, private_ip: str = "198.18.0.2") -> dict:
+    """metadata() of a node from its fakedev topology: its instance type and its ENAs' MACs."""
+    import fakedev
+
+    macs = [fakedev.ena_mac(topology.instance_type, e.bdf) for e in topology.ena]
+    return metadata(node, topology.instance_type, macs, cluster, private_ip)
+
+
 class _Handler(BaseHTTPRequestHandler):
     server_version = "EC2ws"
     data: dict = {}

@@ -28,7 +28,7 @@ from pathlib import Path
 import fakedev
 from fakedev import Truth
 
-from .. import bins, profiles, shared
+from .. import bins, imds, profiles, shared
 from ..base import BackendError
 from ..handle import Cluster, NodeInfo
 from ..paths import check_name, ensure_root, inside, write_private
@@ -238,7 +238,7 @@ def _up(spec: ClusterSpec, artifacts: Path, build_image: bool = True, chart: str
             kname = node["metadata"]["name"]
             ip = next(a["address"] for a in node["status"]["addresses"] if a["type"] == "InternalIP")
             _run(["docker", "exec", kname, "sh", "-c", kindimds.add_address_script()])
-            imds_data[kname] = kindimds.node_metadata(kname, n.load_topology(), spec.name, ip)
+            imds_data[kname] = imds.node_metadata(kname, n.load_topology(), spec.name, ip)
         kube.create_namespace(kindimds.NAMESPACE)
         for obj in kindimds.manifests(IMAGE, imds_data):
             kube.apply(obj)
@@ -302,13 +302,18 @@ def export_logs(name: str, artifacts: Path) -> None:
     subprocess.run([kind, "export", "logs", str(artifacts / "kind-logs"), "--name", name], capture_output=True)
 
 
+def node_containers(name: str) -> list[str]:
+    """Full ids of every container kind labelled with cluster `name`, running or not."""
+    return subprocess.run(["docker", "ps", "-aq", "--no-trunc", "--filter", f"label=io.x-k8s.kind.cluster={name}"],
+                          capture_output=True, text=True).stdout.split()
+
+
 def thaw(name: str) -> int:
     """Thaw every frozen cgroup v1 freezer below the cluster's node containers; returns how many.
     Why: on cgroup v1 with Debian's runc 1.1.5, a container torn down while starting can leave
     its `runc init` FROZEN in uninterruptible sleep, and the node container then cannot be
     killed ("did not receive an exit event"), so `kind delete` would leave it behind."""
-    ids = subprocess.run(["docker", "ps", "-aq", "--no-trunc", "--filter", f"label=io.x-k8s.kind.cluster={name}"],
-                         capture_output=True, text=True).stdout.split()
+    ids = node_containers(name)
     thawed = 0
     for cid in ids:
         base = Path("/sys/fs/cgroup/freezer/docker") / cid
@@ -331,8 +336,7 @@ def sweep_node_containers(name: str, settle: float = 2.0, timeout: float = 60.0)
     `settle` seconds."""
     removed, quiet_since, end = 0, time.monotonic(), time.monotonic() + timeout
     while time.monotonic() < end:
-        ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=io.x-k8s.kind.cluster={name}"],
-                             capture_output=True, text=True).stdout.split()
+        ids = node_containers(name)
         if ids:
             thaw(name)
             subprocess.run(["docker", "rm", "-f", "-v", *ids], capture_output=True)

@@ -14,19 +14,10 @@ from __future__ import annotations
 
 import json
 
-import fakedev
-
-from .. import imds
 
 NAMESPACE = "dra-harness"
 NAME = "dra-harness-imds"
 ADDR = "169.254.169.254"
-
-
-def node_metadata(node: str, topology: fakedev.Topology, cluster: str, node_ip: str) -> dict:
-    """One node's answers, the same function the local backend uses."""
-    macs = [fakedev.ena_mac(topology.instance_type, e.bdf) for e in topology.ena]
-    return imds.metadata(node, topology.instance_type, macs, cluster, node_ip)
 
 
 def add_address_script() -> str:

@@ -57,10 +57,14 @@ class ClusterLayout:
     def cdi_dir(self, node: str) -> Path:
         return self.node_dir(node) / "cdi"
 
+    def plugin_sockets(self, node: str, driver: str) -> tuple[Path, Path]:
+        """Where a driver of the node serves: its registration socket and its DRA socket."""
+        return self.registry_dir(node) / f"{driver}-reg.sock", self.plugins_dir(node) / driver / "dra.sock"
+
     def check_socket_paths(self, nodes: list[str], drivers: list[str]) -> None:
         for n in nodes:
             for d in drivers:
-                for p in (self.registry_dir(n) / f"{d}-reg.sock", self.plugins_dir(n) / d / "dra.sock"):
+                for p in self.plugin_sockets(n, d):
                     if len(str(p)) > SOCKET_MAX:
                         raise ValueError(f"socket path {p} is longer than {SOCKET_MAX} bytes; use a shorter "
                                          "state root (DRA_HARNESS_STATE) or shorter node names")

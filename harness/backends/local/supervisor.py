@@ -142,17 +142,16 @@ class Supervisor:
         port = int(self.cp.server.rsplit(":", 1)[1])
         for n in self.spec.nodes:
             topo = self.topos[n.name]
-            macs = [fakedev.ena_mac(topo.instance_type, e.bdf) for e in topo.ena]
             if want:
                 net = netns.NodeNet(self.spec.name, n.name, topo.ena[0].ifname if topo.ena else "ens5",
                                     self.lay.log_dir / f"{n.name}.netns.log")
                 self.nets[n.name] = net
-                data = imds.metadata(n.name, topo.instance_type, macs, self.spec.name, net.node_ip)
+                data = imds.node_metadata(n.name, topo, self.spec.name, net.node_ip)
                 self.cp.procs.append(net.holder)  # recorded, so a crashed supervisor's leftovers are found
                 net.forward_in(port)
                 self.imds[n.name] = (imds.Imds(net.listen(netns.IMDS_ADDR, 80), data), f"http://{netns.IMDS_ADDR}")
             else:
-                data = imds.metadata(n.name, topo.instance_type, macs, self.spec.name)
+                data = imds.node_metadata(n.name, topo, self.spec.name)
                 listener = socket.socket()
                 listener.bind(("127.0.0.1", 0))
                 listener.listen(16)
@@ -314,15 +313,20 @@ class Supervisor:
                 return {"pid": new.proc.pid}
             if key not in self.drivers:
                 raise KeyError(f"no driver {req['profile']} on node {req['node']}")
-            d = self.drivers[key]
             since = time.monotonic()
-            procs.stop(d.proc, popen=d.popen)
-            np_, npopen = procs.spawn(d.proc.name, d.argv, Path(d.proc.log), env=d.env)  # the same environment
-            self.drivers[key] = RunningDriver(np_, npopen, d.argv, d.env, d.driver)
-            self._write_state()
-            self._await_registration(req["node"], d.driver, since, np_)
+            np_ = self._respawn(key)
+            self._await_registration(req["node"], self.drivers[key].driver, since, np_)
             return {"pid": np_.pid}
         raise ValueError(f"unknown op {op!r}")
+
+    def _respawn(self, key: tuple[str, str]) -> procs.Proc:
+        """Stop a per-node driver and start it again: the same command and environment."""
+        d = self.drivers[key]
+        procs.stop(d.proc, popen=d.popen)
+        np_, npopen = procs.spawn(d.proc.name, d.argv, Path(d.proc.log), env=d.env)
+        self.drivers[key] = RunningDriver(np_, npopen, d.argv, d.env, d.driver)
+        self._write_state()
+        return np_
 
     def _await_registration(self, node: str, driver: str, since: float, p: procs.Proc, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
@@ -341,8 +345,7 @@ class Supervisor:
         prof_names = self.hosts.unshare(node)
         # the host stops serving the node on SIGHUP and then removes its sockets: the node's own
         # drivers start only after that, or the host would remove the sockets they just made
-        sockets = [p for name in prof_names for p in (self.lay.registry_dir(node) / f"{profiles.resolve(name).driver}-reg.sock",
-                                                       self.lay.plugins_dir(node) / profiles.resolve(name).driver / "dra.sock")]
+        sockets = [p for name in prof_names for p in self.lay.plugin_sockets(node, profiles.resolve(name).driver)]
         deadline = time.monotonic() + 30
         while any(p.exists() for p in sockets):
             if time.monotonic() > deadline:
@@ -361,11 +364,7 @@ class Supervisor:
                 # rarely: a driver dying at start with gRPC's "epoll_wait error: Bad file descriptor")
                 log.warning("%s did not register after un-sharing %s; starting it again. Last log lines:\n%s",
                             d.proc.name, node, procs.tail(d.proc.log))
-                procs.stop(d.proc, popen=d.popen)
-                np_, npopen = procs.spawn(d.proc.name, d.argv, Path(d.proc.log), env=d.env)
-                self.drivers[key] = RunningDriver(np_, npopen, d.argv, d.env, d.driver)
-                self._write_state()
-                self._await_registration(node, d.driver, since, np_)
+                self._await_registration(node, d.driver, since, self._respawn(key))
         return {"unshared": True}
 
     def _registered_since(self, node: str, driver: str, since: float) -> bool:
