@@ -345,3 +345,23 @@ def test_state_removal_needs_the_marker_and_removes_it_last(tmp_path):
     foreign = tmp_path / "foreign"
     (foreign / "data").mkdir(parents=True)
     assert not remove_marked(foreign) and (foreign / "data").exists()
+
+
+@pytest.mark.parametrize("argv, text, want", [
+    (["refdriver.cli", "neuron", "--host-nodes", "{f}"], "", "not a host node list"),
+    (["refdriver.cli", "neuron", "--host-nodes", "{f}"], "{", "not a host node list"),
+    (["refdriver.cli", "neuron", "--host-nodes", "{f}"], '[{"node_name": "a"}]', "not a host node list"),
+    (["refdriver.cli", "neuron", "--host-nodes", "{f}"], "[1]", "not a host node list"),
+    (["harness.backends.imds", "--node", "n", "--data", "{f}"], "not json", "no metadata for node n"),
+    (["harness.backends.imds", "--node", "x", "--data", "{f}"], '{"n": {}}', "no metadata for node x"),
+    (["harness.backends.imds", "--node", "n", "--data", "{f}/missing"], "", "no metadata for node n"),
+], ids=["host-nodes-empty", "host-nodes-broken", "host-nodes-missing-fields", "host-nodes-not-objects",
+        "imds-data-not-json", "imds-node-absent", "imds-data-missing"])
+def test_host_mode_and_imds_inputs_are_one_line_errors(tmp_path: Path, argv: list[str], text: str, want: str):
+    """The inputs this work added: a driver host's node list and the kind IMDS pod's data file."""
+    f = tmp_path / "input.json"
+    f.write_text(text)
+    args = [a.replace("{f}", str(f)) for a in argv]
+    r = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, cwd=ROOT, timeout=60,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 2 and want in r.stderr and r.stderr.count("\n") == 1, r.stderr
