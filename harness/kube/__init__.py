@@ -25,6 +25,13 @@ class WaitTimeout(AssertionError):
     """A wait that ran out of time; an AssertionError so pytest shows the message plainly."""
 
 
+class ClusterFailed(AssertionError):
+    """The cluster said it cannot go on (a component no restart can help): a wait ends at once."""
+
+
+HEALTH_EVERY = 5.0  # seconds: how often a wait asks whether the cluster has failed
+
+
 @dataclass(frozen=True)
 class Kind:
     list_fn: str  # method on the API class
@@ -55,6 +62,8 @@ class Kube:
         self.res = client.ResourceV1Api(self.api)
         self.apps = client.AppsV1Api(self.api)
         self._dyn: DynamicClient | None = None
+        # why the cluster cannot go on, or None (harness.backends.Cluster.failure): waits ask it
+        self.health: Callable[[], str | None] | None = None
 
     @property
     def dyn(self) -> DynamicClient:
@@ -131,22 +140,27 @@ class Kube:
             kw["field_selector"] = f"metadata.name={name}"
         if label_selector:
             kw["label_selector"] = label_selector
-        items, rv = self.list(kind, namespace=namespace, **kw)
-        state = {i["metadata"]["name"] + "/" + (i["metadata"].get("namespace") or ""): i for i in items}
+        state: dict[str, dict] = {}
+        rv: str | None = None
 
         def current():
             if name:
                 return next(iter(state.values()), None)
             return {"items": list(state.values())}
 
-        if predicate(current()):
-            return current()
         while True:
+            self._check_health()
             left = deadline - time.monotonic()
             if left <= 0:
                 raise WaitTimeout(f"timed out after {timeout:.0f}s waiting for {what}; last seen: {describe(current())}")
             try:
-                for typ, obj in self.stream(kind, namespace, rv, left, **kw):
+                if rv is None:
+                    items, rv = self.list(kind, namespace=namespace, **kw)
+                    state = {i["metadata"]["name"] + "/" + (i["metadata"].get("namespace") or ""): i for i in items}
+                    if predicate(current()):
+                        return current()
+                # in slices of at most HEALTH_EVERY seconds, so a failed cluster is noticed soon
+                for typ, obj in self.stream(kind, namespace, rv, min(left, HEALTH_EVERY), **kw):
                     if typ == "ERROR":  # e.g. 410 Gone: relist
                         raise _Relist()
                     key = obj["metadata"]["name"] + "/" + (obj["metadata"].get("namespace") or "")
@@ -160,10 +174,24 @@ class Kube:
                     if time.monotonic() >= deadline:
                         break
             except _Relist:
-                items, rv = self.list(kind, namespace=namespace, **kw)
-                state = {i["metadata"]["name"] + "/" + (i["metadata"].get("namespace") or ""): i for i in items}
-                if predicate(current()):
-                    return current()
+                rv = None
+            except ApiException as e:
+                if e.status != 410 and not transient(e):
+                    raise
+                rv = None
+                if e.status != 410:
+                    time.sleep(0.5)
+            except Exception as e:  # no connection: an API server restarting is waited for, a failed cluster is not
+                if not transient(e):
+                    raise
+                self._check_health()
+                rv = None
+                time.sleep(0.5)
+
+    def _check_health(self) -> None:
+        failure = self.health() if self.health else None
+        if failure:
+            raise ClusterFailed(f"the cluster failed: {failure}")
 
     def stays(self, kind: str, predicate: Callable[[dict | None], bool], *, what: str, seconds: float,
               namespace: str | None = None, name: str | None = None, describe=None) -> dict | None:
@@ -190,3 +218,33 @@ def _describe(obj: dict | None) -> str:
         return f"{len(obj['items'])} object(s): " + ", ".join(i["metadata"]["name"] for i in obj["items"][:10])
     status = obj.get("status") or {}
     return json.dumps({"name": obj["metadata"]["name"], "status": status}, default=str)[:1500]
+
+
+TRANSIENT_STATUS = {429, 500, 502, 503, 504}
+
+
+def transient(e: Exception) -> bool:
+    """An API error worth retrying: throttling, a server error, no connection (an API server
+    restarting), or a 409 from the quota admission's own optimistic update ("Operation cannot
+    be fulfilled on resourcequotas"), which the API server returns to the creating client."""
+    if isinstance(e, ApiException):
+        if e.status in TRANSIENT_STATUS or not e.status:
+            return True
+        return e.status == 409 and "resourcequotas" in (e.body or "") + str(e.reason)
+    import urllib3.exceptions
+
+    return isinstance(e, (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError))
+
+
+def retrying(fn: Callable, *args, attempts: int = 6, first: float = 0.2, **kw):
+    """Call `fn`, retrying transient API errors with exponential back-off (0.2 s doubling, six
+    tries: about 6 s in all); any other error, or the last transient one, is raised."""
+    delay = first
+    for i in range(attempts):
+        try:
+            return fn(*args, **kw)
+        except Exception as e:
+            if i == attempts - 1 or not transient(e):
+                raise
+            time.sleep(delay)
+            delay *= 2
