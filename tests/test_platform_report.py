@@ -133,6 +133,7 @@ def test_a_replay_records_what_the_cluster_did(cluster, tmp_path):
     kube = Kube(str(cluster.kubeconfig))
     truths = cluster.truths()
     ledger = Replay(kube, t, kit, truths, speed=30).run()
+    assert ledger.failures == [], "the API server refused workloads for other reasons"
     assert len(ledger.claims) + len([d for d in ledger.denials if d.reason == "access"]) == len(t.workloads)
     done = [r for r in ledger.claims.values() if r.allocated is not None]
     assert done and all(r.node in truths and len(r.neuron) >= 1 for r in done)

@@ -35,6 +35,18 @@ class Denial:
 
 
 @dataclass
+class Failure:
+    """A request the API server refused for a reason that is neither access nor quota, after
+    transient errors were retried: kept, so a run's counts add up and the reason is visible."""
+    t: float
+    team: str
+    klass: str
+    name: str
+    status: int
+    message: str
+
+
+@dataclass
 class Intervention:
     t: float
     actor: str
@@ -64,6 +76,7 @@ class Ledger:
     samples: list[Sample] = field(default_factory=list)
     end: float = 0.0
     explanations: dict[str, str] = field(default_factory=dict)  # still-pending claim -> explain's answer
+    failures: list[Failure] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
@@ -76,4 +89,5 @@ class Ledger:
         d = json.loads(Path(path).read_text())
         return cls(kit=d["kit"], claims={k: ClaimRecord(**v) for k, v in d["claims"].items()},
                    denials=[Denial(**x) for x in d["denials"]], interventions=[Intervention(**x) for x in d["interventions"]],
-                   samples=[Sample(**x) for x in d["samples"]], end=d["end"], explanations=d.get("explanations", {}))
+                   samples=[Sample(**x) for x in d["samples"]], end=d["end"], explanations=d.get("explanations", {}),
+                   failures=[Failure(**x) for x in d.get("failures", [])])

@@ -1,7 +1,13 @@
 """Fills a Ledger from what the cluster shows: pods of golden-path workloads (by their claim
 template), their claims' allocations (watched, so pending time has the watch's resolution, not
 the API's one-second timestamps), quota denials from the resource-claim controller's events,
-and samples of pending work and stranded capacity."""
+and samples of pending work and stranded capacity.
+
+Three informers (pods, claims, events) feed one join. They deliver in no order relative to each
+other: a claim's allocation can arrive before its pod, a quota event before either, a re-list
+can replace a stream. So each handler only records what its own stream says (first sighting,
+first allocation, denial) and then joins by pod; whichever stream arrives last completes the
+record. Nothing depends on which came first, and a record is made once per pod."""
 
 from __future__ import annotations
 
@@ -13,13 +19,20 @@ from fakedev import Truth
 
 from ..judge.identity import allocations, holders
 from ..kube import Kube
-from .kit import CLASS_LABEL, Kit
+from ..kube.informer import Informer, start
+from .kit import Kit
 from .ledger import ClaimRecord, Denial, Ledger, Sample
 from .metrics import stranded_by_class, waiting_cost
 from .topology import fraction
 
 log = logging.getLogger("recorder")
 NEEDS_ANNOTATION = "dra-harness.io/needs-devices"
+
+
+def _owner_pod(obj: dict) -> str | None:
+    md = obj["metadata"]
+    owner = next((o["name"] for o in md.get("ownerReferences") or [] if o.get("kind") == "Pod"), None)
+    return f"{md['namespace']}/{owner}" if owner else None
 
 
 class Recorder:
@@ -32,56 +45,24 @@ class Recorder:
         self.lock = threading.Lock()
         self.stop_event = threading.Event()
         self.claims: dict[str, dict] = {}  # ns/name -> claim (current)
+        # the join's memory, by pod: first sighting on any stream, first allocation seen (kept
+        # after the claim is gone, so a pod seen late still gets it), a denial waiting for its pod
+        self.first_seen: dict[str, float] = {}
+        self.allocation_of: dict[str, tuple[float, str, dict]] = {}  # pod -> (time, claim key, claim)
+        self.denial_for: dict[str, str] = {}
         self.quota_seen: set[str] = set()
-        self.threads = [threading.Thread(target=self._watch, args=(k,), name=f"rec-{k}", daemon=True)
-                        for k in ("PodAll", "ResourceClaimAll", "EventAll")]
+        self.informers = [Informer(kube, "PodAll", self._pod), Informer(kube, "ResourceClaimAll", self._claim),
+                          Informer(kube, "EventAll", self._event)]
 
-    def start(self) -> None:
-        for t in self.threads:
-            t.start()
+    def start(self, sync_timeout: float = 30) -> None:
+        """Start the informers and return once each has listed (as WaitForCacheSync)."""
+        start(self.informers, self.stop_event, sync_timeout)
 
     def stop(self) -> None:
         self.stop_event.set()
         self.ledger.end = self.clock()
 
-    # -- watches -------------------------------------------------------------------------------------
-    def _watch(self, kind: str) -> None:
-        """List once, then watch on from the last resourceVersion seen; a re-list (after an
-        error) replaces what was known, so objects deleted meanwhile are not kept."""
-        handle = {"PodAll": self._pod, "ResourceClaimAll": self._claim, "EventAll": self._event}[kind]
-        rv = None
-        while not self.stop_event.is_set():
-            try:
-                if rv is None:
-                    items, rv = self.kube.list(kind)
-                    self._relisted(kind, items)
-                    for o in items:
-                        handle("ADDED", o)
-                for typ, o in self.kube.stream(kind, None, rv, 5):
-                    if self.stop_event.is_set():
-                        return
-                    if typ == "ERROR":  # e.g. 410 Gone: the resourceVersion is too old
-                        rv = None
-                        break
-                    rv = o["metadata"].get("resourceVersion", rv)
-                    handle(typ, o)
-            except Exception as e:  # keep recording across API hiccups (410 Gone included): re-list
-                rv = None
-                if self.stop_event.is_set():
-                    return
-                log.warning("%s watch: %s", kind, e)
-                self.stop_event.wait(0.2)
-
-    def _relisted(self, kind: str, items: list[dict]) -> None:
-        keys = {f"{o['metadata']['namespace']}/{o['metadata']['name']}" for o in items}
-        with self.lock:
-            if kind == "ResourceClaimAll":
-                self.claims = {k: v for k, v in self.claims.items() if k in keys}
-            elif kind == "PodAll":
-                for rec in self.ledger.claims.values():
-                    if rec.key not in keys and rec.released is None:
-                        rec.released = self.clock()
-
+    # -- the three streams ------------------------------------------------------------------------------
     def _pod(self, typ: str, pod: dict) -> None:
         md = pod["metadata"]
         team = self.team_of.get(md["namespace"])
@@ -90,41 +71,77 @@ class Recorder:
             return
         key = f"{md['namespace']}/{md['name']}"
         with self.lock:
+            now = self.clock()
             rec = self.ledger.claims.get(key)
-            if rec is None and typ != "DELETED":
+            if rec is None:
                 g = self.kit.classes[tmpl]
                 needs = (md.get("annotations") or {}).get(NEEDS_ANNOTATION)
                 rec = self.ledger.claims[key] = ClaimRecord(
-                    key=key, team=team, klass=tmpl, created=self.clock(),
+                    key=key, team=team, klass=tmpl, created=self.first_seen.setdefault(key, now),
                     devices_requested=g.neuron_devices(self.node_neurons),
                     needs=int(needs) if needs and needs.isdigit() else None)
-            if rec and rec.released is None and (typ == "DELETED" or md.get("deletionTimestamp")):
-                rec.released = self.clock()
+                if key in self.denial_for:
+                    self._deny(key, rec, self.denial_for.pop(key))
+            if rec.released is None and (typ == "DELETED" or md.get("deletionTimestamp")):
+                rec.released = now
+            self._join(key)
 
     def _claim(self, typ: str, claim: dict) -> None:
         md = claim["metadata"]
         ckey = f"{md['namespace']}/{md['name']}"
+        pod = _owner_pod(claim)
         with self.lock:
+            now = self.clock()
             if typ == "DELETED":
                 self.claims.pop(ckey, None)
                 return
             self.claims[ckey] = claim
-            owner = next((o["name"] for o in md.get("ownerReferences") or [] if o.get("kind") == "Pod"), None)
-            rec = self.ledger.claims.get(f"{md['namespace']}/{owner}") if owner else None
-            results = [(r, tid) for _, _, r, tid in allocations([claim])]
-            if rec is None or rec.allocated is not None or not results:
+            if pod is None:
                 return
-            rec.allocated = self.clock()
-            rec.node = results[0][0]["pool"]
-            for r, tid in results:
-                if tid:
-                    (rec.neuron if r["driver"] == "neuron.aws.com" else rec.efa).append(tid)
-            truth = self.truths.get(rec.node)
-            if truth is not None and rec.neuron:
-                rec.topology_fraction = fraction(truth, rec.neuron, rec.efa, self._efa_sharers(ckey, rec.node))
-            last = self.ledger.interventions[-1] if self.ledger.interventions else None
-            if last and rec.created < last.t <= rec.allocated:
-                rec.unblocked_by = f"{last.action} {last.target}"
+            self.first_seen.setdefault(pod, now)
+            if pod not in self.allocation_of and any(True for _ in allocations([claim])):
+                self.allocation_of[pod] = (now, ckey, claim)
+            self._join(pod)
+
+    def _event(self, typ: str, ev: dict) -> None:
+        if typ == "DELETED" or ev.get("reason") != "FailedResourceClaimCreation" or "exceeded quota" not in ev.get("message", ""):
+            return
+        obj = ev.get("involvedObject") or {}
+        key = f"{obj.get('namespace')}/{obj.get('name')}"
+        if obj.get("namespace") not in self.team_of:
+            return
+        with self.lock:
+            rec = self.ledger.claims.get(key)
+            if rec is None:  # the pod's stream is behind: the denial waits for it
+                self.denial_for.setdefault(key, ev["message"])
+            else:
+                self._deny(key, rec, ev["message"])
+
+    # -- the join ---------------------------------------------------------------------------------------
+    def _deny(self, key: str, rec: ClaimRecord, message: str) -> None:
+        if key not in self.quota_seen:
+            self.quota_seen.add(key)
+            self.ledger.denials.append(Denial(self.clock(), rec.team, rec.klass, "quota", message[:300]))
+
+    def _join(self, pod: str) -> None:
+        """Complete a pod's record from its claim's first allocation, once both are known."""
+        rec = self.ledger.claims.get(pod)
+        seen = self.allocation_of.get(pod)
+        if rec is None or seen is None or rec.allocated is not None:
+            return
+        t, ckey, claim = seen
+        results = [(r, tid) for _, _, r, tid in allocations([claim])]
+        rec.allocated = max(t, rec.created)
+        rec.node = results[0][0]["pool"]
+        for r, tid in results:
+            if tid:
+                (rec.neuron if r["driver"] == "neuron.aws.com" else rec.efa).append(tid)
+        truth = self.truths.get(rec.node)
+        if truth is not None and rec.neuron:
+            rec.topology_fraction = fraction(truth, rec.neuron, rec.efa, self._efa_sharers(ckey, rec.node))
+        last = self.ledger.interventions[-1] if self.ledger.interventions else None
+        if last and rec.created < last.t <= rec.allocated:
+            rec.unblocked_by = f"{last.action} {last.target}"
 
     def _efa_sharers(self, own: str, node: str) -> dict[str, int]:
         """EFA id -> how many other current claims hold it on `node` (EFAs may be shared by rule;
@@ -137,18 +154,6 @@ class Recorder:
             if r["driver"] == "dra.net" and r["pool"] == node:
                 count[tid] = count.get(tid, 0) + 1
         return count
-
-    def _event(self, typ: str, ev: dict) -> None:
-        if typ != "ADDED" or ev.get("reason") != "FailedResourceClaimCreation" or "exceeded quota" not in ev.get("message", ""):
-            return
-        obj = ev["involvedObject"]
-        key = f"{obj.get('namespace')}/{obj.get('name')}"
-        with self.lock:
-            rec = self.ledger.claims.get(key)
-            if rec is None or key in self.quota_seen:
-                return
-            self.quota_seen.add(key)
-            self.ledger.denials.append(Denial(self.clock(), rec.team, rec.klass, "quota", ev["message"][:300]))
 
     # -- samples -------------------------------------------------------------------------------------
     def sample(self) -> Sample:

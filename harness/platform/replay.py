@@ -20,9 +20,9 @@ from fakedev import Truth
 from kubernetes.client.rest import ApiException
 
 from ..judge.explain import explain
-from ..kube import Kube
+from ..kube import Kube, retrying, transient
 from . import kit as kitmod
-from .ledger import Denial, Intervention, Ledger
+from .ledger import Denial, Failure, Intervention, Ledger
 from .recorder import NEEDS_ANNOTATION, Recorder
 from .trace import Trace, Workload
 
@@ -47,28 +47,31 @@ def workload_pod(w: Workload, ns: str, name: str) -> dict:
 
 
 def apply_kit(kube: Kube, kit: kitmod.Kit, timeout: float = 30) -> None:
-    """Apply the kit and wait until its access policy denies (policies take effect asynchronously)."""
+    """Apply the kit and wait until every class's access policy denies an outsider. Each
+    ValidatingAdmissionPolicy takes effect on its own, asynchronously: waiting for one (as this
+    once did) let a request to another class through in the first second."""
     for o in kitmod.render(kit):
         kube.apply(o)
-    g = next((g for g in kit.classes.values() if set(kit.teams) - set(g.teams)), None)
-    if g is None:
-        return
-    outsider = next(t for t in kit.teams if t not in g.teams)
-    ns = kit.teams[outsider][0]
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        probe = {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
-                 "metadata": {"name": "kit-probe", "namespace": ns},
-                 "spec": {"devices": {"requests": [{"name": "n", "exactly": {"deviceClassName": g.device_class("neuron")}}]}}}
-        try:
-            kube.res.create_namespaced_resource_claim(ns, probe)
-            kube.res.delete_namespaced_resource_claim("kit-probe", ns)
+    for g in kit.classes.values():
+        outsider = next((t for t in kit.teams if t not in g.teams and kit.teams[t]), None)
+        if outsider is None:
+            continue
+        ns = kit.teams[outsider][0]
+        while True:
+            probe = {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+                     "metadata": {"name": f"kit-probe-{g.name}"[:63], "namespace": ns}, "spec": kitmod.claim_spec(g)}
+            try:
+                kube.res.create_namespaced_resource_claim(ns, probe)
+                kube.res.delete_namespaced_resource_claim(probe["metadata"]["name"], ns)
+            except ApiException as e:
+                if e.status in (403, 422):
+                    break
+                if not transient(e):
+                    raise
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the kit's admission policy gp-{g.name}-access did not take effect within {timeout:.0f} s")
             time.sleep(0.2)
-        except ApiException as e:
-            if e.status in (403, 422):
-                return
-            raise
-    raise TimeoutError("the kit's admission policy did not take effect within 30 s")
 
 
 class Replay:
@@ -126,17 +129,22 @@ class Replay:
         g = self.kit.classes[w.klass]
         try:
             if w.team not in g.teams:  # asks with a claim of the class, as copied YAML would
-                self.kube.res.create_namespaced_resource_claim(ns, {
+                retrying(self.kube.res.create_namespaced_resource_claim, ns, {
                     "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim", "metadata": {"name": name, "namespace": ns},
                     "spec": kitmod.claim_spec(g)})
                 return
-            self.kube.core.create_namespaced_pod(ns, workload_pod(w, ns, name))
+            retrying(self.kube.core.create_namespaced_pod, ns, workload_pod(w, ns, name))
             self.running[f"{ns}/{name}"] = Running(w, f"{ns}/{name}")
         except ApiException as e:
             if e.status in (403, 422):
                 self.ledger.denials.append(Denial(self.clock(), w.team, w.klass, "access", denial_message(e)))
-            else:
-                log.warning("creating %s/%s: %s", ns, name, e.reason)
+            else:  # never dropped: counted with its reason (transient errors were retried)
+                log.warning("creating %s/%s: %s %s", ns, name, e.status, denial_message(e))
+                self.ledger.failures.append(Failure(self.clock(), w.team, w.klass, f"{ns}/{name}", e.status or 0,
+                                                    denial_message(e)))
+        except Exception as e:  # no answer even after the retries (an API server down): counted too
+            log.warning("creating %s/%s: %s", ns, name, e)
+            self.ledger.failures.append(Failure(self.clock(), w.team, w.klass, f"{ns}/{name}", 0, str(e)[:300]))
 
     def _finish_due(self, now: float) -> None:
         for key, run in list(self.running.items()):
@@ -161,7 +169,7 @@ class Replay:
                 continue
             mine = self.kit.classes[rec.klass].priority
             lower: dict[str, list[str]] = {}
-            for other in self.ledger.claims.values():
+            for other in list(self.ledger.claims.values()):
                 if other.allocated is not None and other.released is None and other.node and \
                         self.kit.classes[other.klass].priority < mine and other.key in self.running:
                     lower.setdefault(other.node, []).append(other.key)
