@@ -14,6 +14,8 @@ import pytest
 from harness.backends import bins
 from harness.backends.paths import state_root as default_state_root
 
+from .conftest import ROOT
+
 pytestmark = pytest.mark.slow
 
 SUITE = '''
@@ -34,6 +36,12 @@ def test_fails_with_a_bundle(dra):
 @pytest.mark.k8s(min="1.99")
 def test_future_only(dra):
     pass
+
+def test_platform_fails_with_a_bundle(dra_platform):
+    p = dra_platform(KIT)
+    key = p.workload("inference", "small-inference")
+    p.allocated(key)
+    assert False, "deliberately failing after " + key
 '''
 
 
@@ -42,7 +50,7 @@ def test_plugin_under_xdist(tmp_path):
         bins.ensure(None, build=False)
     except bins.BinsError as e:
         pytest.skip(str(e))
-    (tmp_path / "test_suite.py").write_text(SUITE)
+    (tmp_path / "test_suite.py").write_text(f"KIT = {str(ROOT / 'platform/golden-paths.yaml')!r}\n" + SUITE)
     before = set(default_state_root().glob("pt-*")) if default_state_root().exists() else set()
     art = tmp_path / "art"
     r = subprocess.run([sys.executable, "-m", "pytest", "-n", "2", "-p", "no:cacheprovider", "--artifacts", str(art),
@@ -50,16 +58,30 @@ def test_plugin_under_xdist(tmp_path):
                        capture_output=True, text=True, cwd=tmp_path, timeout=600)
     out = r.stdout + r.stderr
     assert r.returncode == 1, out
-    assert "4 passed, 1 skipped" in out and "1 failed" in out, out
+    assert "4 passed, 1 skipped" in out and "2 failed" in out, out
     clusters = [d for d in art.iterdir() if d.name.startswith("pt-")]
     assert len(clusters) == 1, f"the two workers shared one cluster: {clusters}"
     junit = ET.parse(tmp_path / "junit.xml").getroot()
-    assert int(junit.find("testsuite").get("tests")) == 6
-    bundle = next((art / "failures").iterdir())
+    assert int(junit.find("testsuite").get("tests")) == 7
+    bundle = next(b for b in (art / "failures").iterdir() if "test_fails_with_a_bundle" in b.name)
     names = {p.name for p in bundle.iterdir()}
     assert {"resourceclaims.yaml", "resourceslices.yaml", "pods.yaml", "events.yaml", "notes.txt"} <= names
     assert any(n.startswith("topology-") and n.endswith(".svg") for n in names)
     assert "cannot be satisfied with this topology" in (bundle / "notes.txt").read_text()
+    assert not (bundle / "errors.txt").exists(), (bundle / "errors.txt").read_text()
+    # a platform test's bundle holds its team namespaces, the kit's cluster objects and its ledger
+    pb = next(b for b in (art / "failures").iterdir() if "test_platform_fails" in b.name)
+    team = next((pb / "namespaces").glob("*-inference"))
+    pods = (team / "pods.yaml").read_text()
+    assert "w0-small-inference" in pods and "nodeName" in pods, pods[:500]
+    assert "reason: Scheduled" in (team / "events.yaml").read_text(), "the team namespace's events are missing"
+    assert "gp-small-inference" in (team / "resourcequotas.yaml").read_text()
+    assert "small-inference" in (team / "resourceclaimtemplates.yaml").read_text()
+    assert "gp-small-inference-access" in (pb / "validatingadmissionpolicies.yaml").read_text()
+    assert "gp-small-inference" in (pb / "priorityclasses.yaml").read_text()
+    assert "bound to" in (pb / "scheduler.txt").read_text()
+    ledger = json.loads(next(pb.glob("ledger-*.json")).read_text())
+    assert any(k.endswith("/w0-small-inference") and r["allocated"] is not None for k, r in ledger["claims"].items())
     summary = json.loads((art / "summary.json").read_text())
     assert len(summary["verdicts"]) == 4 and all(v["ok"] for v in summary["verdicts"])
     after = set(default_state_root().glob("pt-*")) if default_state_root().exists() else set()

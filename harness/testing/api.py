@@ -39,6 +39,10 @@ class Dra:
         self.test = test
         self.created: dict[tuple[str, str], float] = {}  # (kind, name) -> monotonic creation time
         self.verdicts: list[Verdict] = []
+        # what a failure bundle collects besides the test's namespace: namespaces the test made
+        # through the platform side, and their ledgers (name -> a callable giving the ledger's JSON)
+        self.namespaces: list[str] = [namespace]
+        self.ledgers: dict[str, object] = {}
 
     # -- builders ---------------------------------------------------------------------------------
     @staticmethod

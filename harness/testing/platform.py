@@ -49,6 +49,11 @@ class Platform:
     def ledger(self):
         return self.recorder.ledger
 
+    def ledger_json(self) -> str:
+        """The ledger as recorded so far (for a failure bundle)."""
+        with self.recorder.lock:
+            return self.ledger.to_json()
+
     def ns(self, team: str) -> str:
         return self.kit.teams[team][0]
 
@@ -127,8 +132,9 @@ class Platform:
 
     def metrics(self) -> dict[str, dict[str, Row]]:
         self.recorder.sample()
-        self.ledger.end = self.recorder.clock()
-        return compute(self.ledger, self.kit)
+        with self.recorder.lock:  # the informers may be adding records meanwhile
+            self.ledger.end = self.recorder.clock()
+            return compute(self.ledger, self.kit)
 
     def close(self) -> None:
         self.recorder.stop()
@@ -136,6 +142,8 @@ class Platform:
             for ns in nss:
                 try:
                     self.kube.core.delete_collection_namespaced_pod(ns, grace_period_seconds=0)
+                    # claims made with request_as belong to no pod: nothing else removes them
+                    self.kube.res.delete_collection_namespaced_resource_claim(ns)
                 except ApiException:
                     pass
         for nss in self.kit.teams.values():

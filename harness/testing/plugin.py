@@ -185,7 +185,8 @@ def dra_kube(dra_cluster, dra_session):
 
     key = str(dra_cluster.kubeconfig)
     if key not in dra_session.kubes:
-        dra_session.kubes[key] = Kube(key)
+        kube = dra_session.kubes[key] = Kube(key)
+        kube.health = dra_cluster.failure  # a failed cluster ends every wait at once, with its reason
     return dra_session.kubes[key]
 
 
@@ -221,6 +222,8 @@ def dra_platform(dra, dra_kube):
     def make(kit_path) -> Platform:
         p = Platform(dra_kube, kit_path, dra.ns[:40], dra.truths())
         made.append(p)
+        dra.namespaces += [ns for nss in p.kit.teams.values() for ns in nss]
+        dra.ledgers[p.kit.name] = p.ledger_json
         return p
 
     yield make
@@ -265,8 +268,14 @@ def pytest_runtest_makereport(item, call):
         try:
             claims, _ = api.kube.list("ResourceClaim", namespace=api.ns)
             notes += [str(api.explain(c["metadata"]["name"])) for c in claims if not (c.get("status") or {}).get("allocation")]
-            out = bundle(sess.artifacts / "failures" / safe, api.kube, api.truths(), api.ns,
-                         api.cluster.artifacts / "logs" if api.cluster.artifacts else None, "\n\n".join(notes))
+            ledgers = {}
+            for name, get in api.ledgers.items():
+                try:
+                    ledgers[name] = get()
+                except Exception as e:  # a ledger that cannot be read is named, the bundle goes on
+                    ledgers[name] = json.dumps({"error": str(e)[:300]})
+            out = bundle(sess.artifacts / "failures" / safe, api.kube, api.truths(), api.namespaces,
+                         api.cluster.artifacts / "logs" if api.cluster.artifacts else None, "\n\n".join(notes), ledgers)
             rep.sections.append(("dra-harness", f"failure bundle: {out}\n" + "\n\n".join(notes)))
         except Exception as e:  # the bundle is best effort; the failure itself must stay visible
             rep.sections.append(("dra-harness", f"could not write the failure bundle: {e}"))
