@@ -14,6 +14,9 @@ if TYPE_CHECKING:
     from .base import Backend
 
 # fakedev.Tree operations a test may apply to a running node (see `fakedev mutate --help`).
+# Written by a backend into the cluster's artifacts when the cluster cannot go on (a component
+# that no restart can help): one line, which every wait on the cluster reports instead of timing out.
+FAILURE_FILE = "failure.txt"
 MUTATIONS = ("remove", "add", "unbind", "bind", "set_numa_none", "duplicate_routing_id", "attr",
              "set_instance_type", "reset")
 
@@ -68,6 +71,13 @@ class Cluster:
             if by_tree[key] is not None:
                 out[n] = by_tree[key]
         return out
+
+    def failure(self) -> str | None:
+        """Why the cluster cannot go on, when its backend said so; None while it can."""
+        try:
+            return (self.artifacts / FAILURE_FILE).read_text().strip() or None
+        except (OSError, TypeError):
+            return None
 
     def _backend(self) -> "Backend":
         from . import get

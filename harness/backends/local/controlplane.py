@@ -146,6 +146,29 @@ leaderElection: {{leaderElect: false}}
             time.sleep(0.05)
         raise StartError(f"{p.name} not healthy at {url} in time (last: {last}); log: {p.log}\n{procs.tail(p.log)}")
 
+    def exit_status(self, p: procs.Proc) -> int | None:
+        """A dead component's exit status (negative: the signal that ended it), as `wait` gives it."""
+        popen = self.popens.get(p.pid)
+        return popen.poll() if popen is not None else None
+
+    def restart(self, p: procs.Proc) -> procs.Proc:
+        """Start a dead component again with the same command line, as the kubelet restarts a
+        static pod: the same ports, certificates and data directory, its log appended to."""
+        old = self.popens.pop(p.pid, None)
+        if old is not None:
+            old.poll()  # reap it
+        new, popen = procs.spawn(p.name, p.argv, Path(p.log))
+        self.procs[self.procs.index(p)] = new
+        self.popens[new.pid] = popen
+        return new
+
+    def unrestartable(self, p: procs.Proc) -> str | None:
+        """Why starting `p` again cannot help, or None: an etcd whose data directory is gone
+        would come back empty, and the cluster would silently lose every object."""
+        if p.name == "etcd" and not (self.state_dir / "etcd" / "member" / "snap").is_dir():
+            return f"its data directory {self.state_dir / 'etcd'} is gone"
+        return None
+
     def stop(self, grace: float = 3) -> None:
         """Scheduler and controller-manager together, then the apiserver, then etcd; each group
         gets `grace` seconds after SIGTERM (the state is thrown away either way)."""

@@ -29,6 +29,7 @@ from kubeletapi.gen.pluginregistration import api_pb2 as reg
 from kubeletapi.gen.pluginregistration import api_pb2_grpc as reg_grpc
 
 from ...kube import Kube
+from ...kube.informer import Informer
 from .devicehealth import HealthCache, HealthStream, allocated_resources_status, pick_service
 from .nri import NriError, NriRuntime
 from .pluginwatcher import PluginWatcher
@@ -103,6 +104,8 @@ class KubeletStandIn:
         self.watcher = PluginWatcher(registry_dirs, self._register, self._deregister)
         self.prepared: dict[str, list[dict]] = {}  # pod uid -> claims prepared
         self.stop_event = threading.Event()
+        self.pods = Informer(kube, "PodAll", self._pod_event)
+        self.start_retry: dict[str, tuple[float, int]] = {}  # pod uid -> (when to sync again, tries)
         self.lock = threading.Lock()
         self.retry: dict[str, tuple[dict, bool]] = {}  # pod uid -> (pod, gone) whose unprepare failed: retried
         self.health = HealthCache()
@@ -181,23 +184,12 @@ class KubeletStandIn:
     def run(self) -> None:
         threading.Thread(target=self.watcher.run, name="plugin-watcher", daemon=True).start()
         threading.Thread(target=self._retry_loop, name="standin-retry", daemon=True).start()
-        while not self.stop_event.is_set():
-            try:
-                items, rv = self.kube.list("PodAll")
-                for pod in items:
-                    self.handle(pod)
-                for typ, pod in self.kube.stream("PodAll", None, rv, 30):
-                    if self.stop_event.is_set():
-                        return
-                    if typ in ("ADDED", "MODIFIED"):
-                        self.handle(pod)
-                    elif typ == "DELETED":
-                        self.handle(pod, gone=True)
-            except Exception as e:  # keep serving across API hiccups
-                if self.stop_event.is_set():
-                    return
-                log.warning("pod watch failed: %s", e)
-                self.stop_event.wait(0.5)
+        # list, watch from the list's resourceVersion, re-list on 410 Gone: a pod deleted while the
+        # API server was away is seen as DELETED on the re-list, so its claims are unprepared
+        self.pods.run(self.stop_event)
+
+    def _pod_event(self, typ: str, pod: dict) -> None:
+        self.handle(pod, gone=typ == "DELETED")
 
     def handle(self, pod: dict, gone: bool = False) -> None:
         """`gone`: the pod was removed without a graceful phase (e.g. a zero grace period on
@@ -255,6 +247,10 @@ class KubeletStandIn:
             self._event(pod, "FailedPrepareDynamicResources", f"Failed to prepare dynamic resources: {msg}")
             log.warning("prepare failed for %s/%s: %s", ns, pname, msg)
             self._unprepare(prepared, node)
+            # as the kubelet's pod worker: the sync is tried again after a back-off (1 s doubling to 10 s)
+            uid = pod["metadata"]["uid"]
+            tries = self.start_retry.get(uid, (0.0, 0))[1] + 1
+            self.start_retry[uid] = (time.monotonic() + min(10.0, 2.0 ** (tries - 1)), tries)
             return
         adjustments: dict[str, dict] = {}
         if self.nri is not None:
@@ -266,6 +262,7 @@ class KubeletStandIn:
                 log.warning("NRI refused %s/%s: %s", ns, pname, e)
                 self._unprepare(prepared, node)
                 return
+        self.start_retry.pop(pod["metadata"]["uid"], None)
         self.prepared[pod["metadata"]["uid"]] = prepared
         self._set_running(pod, node, cdi, adjustments)
 
@@ -321,6 +318,22 @@ class KubeletStandIn:
                 with self.lock:
                     if uid in self.retry:
                         self._terminate(pod, pod["spec"]["nodeName"], gone)
+            self._retry_starts()
+
+    def _retry_starts(self) -> None:
+        """Pods whose prepare failed, synced again once their back-off is over (the latest
+        state the informer holds: a pod deleted meanwhile is dropped)."""
+        now = time.monotonic()
+        latest = {p["metadata"]["uid"]: p for p in self.pods.snapshot()}
+        for uid, (due, _) in list(self.start_retry.items()):
+            if due > now:
+                continue
+            pod = latest.get(uid)
+            if pod is None:
+                self.start_retry.pop(uid, None)
+                continue
+            self.start_retry[uid] = (float("inf"), self.start_retry[uid][1])  # set again if it fails again
+            self.handle(pod)
 
     def _terminate(self, pod: dict, node: str, gone: bool = False) -> None:
         uid = pod["metadata"]["uid"]

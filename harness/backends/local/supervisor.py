@@ -31,6 +31,8 @@ from fakedev import safeyaml
 
 from ...kube import Kube, WaitTimeout
 from .. import imds, procs, profiles, shared
+from ..handle import FAILURE_FILE
+from ..paths import write_private
 from ..spec import ClusterSpec
 from . import netns, rbac
 from .driverhosts import DriverHosts
@@ -41,6 +43,10 @@ from .layout import ClusterLayout, remove_marked
 from .state import LocalState, NodeState
 
 log = logging.getLogger("supervisor")
+
+# A crashed driver starts again after the kubelet's CrashLoopBackOff: 10 s, doubling, at most 5 min.
+DRIVER_BACKOFF_FIRST, DRIVER_BACKOFF_MAX = 10.0, 300.0
+
 
 @dataclass
 class RunningDriver:
@@ -61,6 +67,10 @@ class Supervisor:
         self.requests: queue.Queue = queue.Queue()
         self.standin: KubeletStandIn | None = None
         self.crashed: list[str] = []
+        # a crashed per-node driver: (when to start it again, crashes so far), as a DaemonSet's pod
+        self.driver_backoff: dict[tuple[str, str], tuple[float, int]] = {}
+        self.restarts: dict[str, list[float]] = {}  # control-plane component -> when it was restarted
+        self.failure: str | None = None  # why the cluster cannot go on (a component that a restart cannot help)
         self.nets: dict[str, netns.NodeNet] = {}
         self.trees: Future | None = None  # the trees being rendered while the control plane starts
         self.topos: dict[str, fakedev.Topology] = {}  # loaded once at bring-up, used by every step
@@ -71,6 +81,7 @@ class Supervisor:
     # -- bring-up ----------------------------------------------------------------------------------
     def up(self) -> None:
         deadline = time.monotonic() + self.timeout
+        (self.lay.artifacts / FAILURE_FILE).unlink(missing_ok=True)  # a previous run's, under the same name
         t0 = time.monotonic()
         self.topos = {n.name: n.load_topology() for n in self.spec.nodes}
         if self.spec.wants_driver_hosts():
@@ -382,17 +393,55 @@ class Supervisor:
                 for node in self.hosts.nodes_of(h):
                     self._node_event(node, "DriverExited", f"driver host {h.proc.name} (pid {h.proc.pid}) serving "
                                      f"this node exited; last log line: {procs.tail(h.proc.log, 1)[:300]}")
-        for p in [*self.cp.procs, *(d.proc for d in self.drivers.values())]:
+        for p in list(self.cp.procs):
+            if not procs.alive(p) and p.name not in self.crashed:
+                self._control_plane_exited(p)
+        now = time.monotonic()
+        for key, d in list(self.drivers.items()):
+            p = d.proc
             if not procs.alive(p) and p.name not in self.crashed:
                 self.crashed.append(p.name)
-                log.error("%s (pid %d) exited; see %s", p.name, p.pid, p.log)
+                tries = self.driver_backoff.get(key, (0.0, 0))[1]
+                delay = min(DRIVER_BACKOFF_MAX, DRIVER_BACKOFF_FIRST * 2 ** tries)
+                self.driver_backoff[key] = (now + delay, tries + 1)
+                log.error("%s (pid %d) exited; see %s; started again in %.0f s (a DaemonSet's back-off)",
+                          p.name, p.pid, p.log, delay)
                 self._write_state()
-                node = next((k[0] for k, d in self.drivers.items() if d.proc is p), None)
-                if node is not None and self.standin:
+                if self.standin:
                     self.standin.watcher.probe_soon()  # its socket is likely left behind, unanswered
-                if node is not None:
-                    self._node_event(node, "DriverExited", f"driver {p.name} (pid {p.pid}) exited; "
-                                     f"last log line: {procs.tail(p.log, 1)[:300]}")
+                self._node_event(key[0], "DriverExited", f"driver {p.name} (pid {p.pid}) exited; "
+                                 f"last log line: {procs.tail(p.log, 1)[:300]}")
+            elif p.name in self.crashed and self.driver_backoff.get(key, (float("inf"),))[0] <= now:
+                self.driver_backoff[key] = (float("inf"), self.driver_backoff[key][1])
+                self.crashed.remove(p.name)
+                new = self._respawn(key)
+                log.warning("%s started again as pid %d", p.name, new.pid)
+
+    def _control_plane_exited(self, p: procs.Proc) -> None:
+        """A control-plane component died: start it again at once, as the kubelet restarts a
+        static pod, unless that cannot help (etcd's data gone) or it is crash-looping (5 exits
+        within 60 s). Then the cluster is failed: one line naming the component, its exit status
+        and its log's tail, in the log, the state and `<artifacts>/failure.txt`, and everything stops, so
+        whoever waits on the cluster hears of it at once rather than at a timeout."""
+        status = self.cp.exit_status(p)
+        now = time.monotonic()
+        recent = [t for t in self.restarts.get(p.name, []) if now - t < 60]
+        why = self.cp.unrestartable(p) or ("it exited 5 times within 60 s" if len(recent) >= 5 else None)
+        if why:
+            tail = " | ".join(procs.tail(p.log, 3).splitlines())[-400:]
+            self.failure = (f"{p.name} (pid {p.pid}) exited with status {status} and is not restarted: {why}; "
+                            f"last log lines: {tail}")
+            log.error("cluster failed: %s", self.failure)
+            self.crashed.append(p.name)
+            write_private(self.lay.artifacts / FAILURE_FILE, self.failure + "\n")
+            self._write_state()
+            self.requests.put(({"op": "stop"}, queue.Queue()))
+            return
+        self.restarts[p.name] = recent + [now]
+        new = self.cp.restart(p)
+        log.warning("%s (pid %d) exited with status %s; started again as pid %d (restart %d within 60 s)",
+                    p.name, p.pid, status, new.pid, len(recent) + 1)
+        self._write_state()
 
     def _node_event(self, node: str, reason: str, message: str) -> None:
         try:
