@@ -126,8 +126,13 @@ def test_engine_up_runs_privileged_containers_and_down_undoes_it():
         subnet = subprocess.run(["docker", "network", "inspect", "kind", "--format", "{{range .IPAM.Config}}{{.Subnet}}{{end}}"],
                                 capture_output=True, text=True).stdout.strip()
         assert ipaddress.ip_network(subnet).subnet_of(ipaddress.ip_network("198.18.0.0/15"))
+        # a kind node container a failed test left on the `kind` network: down removes it first
+        subprocess.run(["docker", "run", "-d", "--name", "dra-harness-left-node", "--network", "kind",
+                        "--label", "io.x-k8s.kind.cluster=left-behind", img, "sleep", "600"], check=True, capture_output=True)
     finally:
         engine.down(say=lines.append)
+    assert any("removed node container dra-harness-left-node of kind cluster left-behind" in x for x in lines), lines
+    assert any("removed the `kind` network" in x for x in lines), lines
     assert engine.answers() is None, lines
     assert not engine.DAEMON_JSON.exists() and not engine.WRAPPER.exists()
     assert engine.read_sysctls() == before, lines

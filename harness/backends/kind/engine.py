@@ -252,8 +252,7 @@ def down(say=print) -> None:
     ours = _ours_running(st)
     if st.kind_network and answers():
         for net in _client().networks.list(names=["kind"]):
-            net.remove()
-            say("engine: removed the `kind` network")
+            remove_kind_network(net, say)
     if ours:
         procs.stop(ours, timeout=20)
         say(f"engine: stopped dockerd (pid {ours.pid})")
@@ -268,6 +267,38 @@ def down(say=print) -> None:
         WRAPPER.unlink()
         say(f"engine: removed {WRAPPER}")
     EngineState.path().unlink(missing_ok=True)
+
+
+def remove_kind_network(net, say=print) -> bool:
+    """Remove the `kind` network this engine made. Containers still on it are kind's node
+    containers of clusters someone left (a test that failed, an interrupted `up`): those are
+    removed first, as `kind delete` would; anything else on it is named and left, and so is the
+    network. Never a traceback: `engine down` must finish its other steps."""
+    import docker.errors
+
+    try:
+        net.remove()
+        say("engine: removed the `kind` network")
+        return True
+    except docker.errors.APIError:
+        pass
+    net.reload()
+    held = []
+    for c in net.containers:
+        cluster = (c.labels or {}).get("io.x-k8s.kind.cluster")
+        if cluster:
+            c.remove(force=True)
+            say(f"engine: removed node container {c.name} of kind cluster {cluster}, left on the `kind` network")
+        else:
+            held.append(c.name)
+    try:
+        net.remove()
+        say("engine: removed the `kind` network")
+        return True
+    except docker.errors.APIError as e:
+        say(f"engine: left the `kind` network: still used by {', '.join(held) or 'endpoints'} "
+            f"({getattr(e, 'explanation', None) or e}); remove those containers and run `dra-harness engine down` again")
+        return False
 
 
 _DOCKER_RULE = re.compile(r"DOCKER|\bdocker0\b|\bbr-[0-9a-f]{12}\b")
