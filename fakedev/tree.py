@@ -8,6 +8,7 @@ and a marker file proving fakedev created DIR.
 from __future__ import annotations
 
 import contextlib
+import errno
 import ctypes
 import fcntl
 import os
@@ -117,10 +118,25 @@ def generate(topo: Topology, out: str | os.PathLike, devnodes: str | None = None
             shutil.rmtree(stage)
         else:
             os.rename(stage, out)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(stage, ignore_errors=True)
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise TreeError(out_of_room(out.parent, f"rendering {out}", files)) from None
         raise
     return GenerateResult(out, files, kind, writer.fallbacks)
+
+
+def out_of_room(where: Path, doing: str, files: int) -> str:
+    """One line for a full filesystem: what ran out there and what a tree needs (on a tmpfs a
+    file of a few bytes still takes a page, and every file and directory an inode)."""
+    try:
+        st = os.statvfs(where)
+        free = f"{st.f_bavail * st.f_frsize // 1024} KiB and {st.f_favail} inodes free"
+        ran_out = "inodes" if st.f_favail == 0 or (st.f_files and st.f_favail < files) else "space"
+    except OSError:
+        free, ran_out = "unknown free space", "space or inodes"
+    return (f"out of room {doing}: the filesystem at {where} ran out of {ran_out} ({free}); this tree needs "
+            f"about {files * 4 // 1024 + 1} MiB and {files} inodes (nothing was left half-written)")
 
 
 def _sweep_stages(out: Path) -> None:
