@@ -29,6 +29,7 @@ import uuid
 from pathlib import Path
 
 from .backends import bins
+from . import soak
 from .backends.local.backend import LocalBackend
 
 ROOT = bins.ROOT
@@ -281,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cold-build", action="store_true", help="also time a build from empty Go caches (minutes)")
     ap.add_argument("--scale-sizes", default="50,200,500", help="node counts of the scale runs (4 pods per node)")
     ap.add_argument("--no-upstream", action="store_true", help="scale: skip scheduler_perf")
+    ap.add_argument("--soak-seconds", type=float, default=600, help="soak: how long to run (bounded; default 10 min)")
     ap.add_argument("--artifacts", default="artifacts/bench")
     a = ap.parse_args(argv)
     artifacts = Path(a.artifacts).resolve()
@@ -290,8 +292,9 @@ def main(argv: list[str] | None = None) -> int:
         "prepare+overhead": lambda: bench_prepare_and_overhead(artifacts),
         "scale": lambda: bench_scale(artifacts, [int(x) for x in a.scale_sizes.split(",")], not a.no_upstream), "e2e": lambda: bench_e2e(artifacts),
         "replay": lambda: bench_replay(artifacts), "cold-build": bench_cold_build,
+        "soak": lambda: soak.run(artifacts, a.soak_seconds),
     }
-    wanted = a.only or [s for s in sections if not (a.quick and s in ("scale", "e2e", "replay")) and (s != "cold-build" or a.cold_build)]
+    wanted = a.only or [s for s in sections if not (a.quick and s in ("scale", "e2e", "replay")) and s not in ("cold-build", "soak") or s == "cold-build" and a.cold_build]
     results = {}
     for s in wanted:
         print(f"bench: {s} ...", flush=True)
