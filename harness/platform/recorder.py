@@ -131,7 +131,7 @@ class Recorder:
             return
         t, ckey, claim = seen
         results = [(r, tid) for _, _, r, tid in allocations([claim])]
-        rec.allocated = max(t, rec.created)
+        allocated = max(t, rec.created)
         rec.node = results[0][0]["pool"]
         for r, tid in results:
             if tid:
@@ -140,8 +140,9 @@ class Recorder:
         if truth is not None and rec.neuron:
             rec.topology_fraction = fraction(truth, rec.neuron, rec.efa, self._efa_sharers(ckey, rec.node))
         last = self.ledger.interventions[-1] if self.ledger.interventions else None
-        if last and rec.created < last.t <= rec.allocated:
+        if last and rec.created < last.t <= allocated:
             rec.unblocked_by = f"{last.action} {last.target}"
+        rec.allocated = allocated  # last: a reader polling `allocated` sees a complete record
 
     def _efa_sharers(self, own: str, node: str) -> dict[str, int]:
         """EFA id -> how many other current claims hold it on `node` (EFAs may be shared by rule;

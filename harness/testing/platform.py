@@ -93,8 +93,13 @@ class Platform:
             time.sleep(0.05)
 
     def allocated(self, key: str, timeout: float = 60):
-        self._wait(lambda: self.ledger.claims[key].allocated is not None, f"{key} to get its devices", timeout)
-        return self.ledger.claims[key]
+        def done() -> bool:
+            with self.recorder.lock:  # a record is completed under the lock: read it whole
+                return self.ledger.claims[key].allocated is not None
+
+        self._wait(done, f"{key} to get its devices", timeout)
+        with self.recorder.lock:
+            return copy.deepcopy(self.ledger.claims[key])
 
     def stays_pending(self, key: str, seconds: float = 3) -> None:
         time.sleep(seconds)
