@@ -10,6 +10,7 @@ disappears with a single rename, so a reader never sees half a device.
 from __future__ import annotations
 
 import functools
+import errno
 import os
 import re
 import shutil
@@ -60,11 +61,55 @@ def _under(path: str, d: str) -> bool:
     return path.startswith(d + "/")
 
 
-def apply_diff(root: Path, old: Plan, new: Plan, devnodes: str) -> None:
-    """Turn the tree rendered from `old` into the tree of `new`, touching only what differs."""
+def apply_diff(root: Path, old: Plan, new: Plan, devnodes: str, extra: dict[Path, bytes] | None = None) -> None:
+    """Turn the tree rendered from `old` into the tree of `new`, touching only what differs.
+
+    All or nothing under a full filesystem: everything that needs space (new device
+    directories, changed files and links, device nodes, and `extra` files such as the saved
+    model) is written aside first. Only then does the tree change, by unlinks and renames, which
+    need no space. A write that fails removes what was written aside and leaves the tree as it
+    was, so no device appears in the tree that the model does not know (reliability probe 2, #93)."""
     a, b = _flatten(old), _flatten(new)
     gone_dirs = _topmost(a.dirs - b.dirs)
     new_dirs = _topmost(b.dirs - a.dirs)
+    in_new = lambda p: any(_under(p, d) for d in new_dirs)  # noqa: E731
+    staging = root / STAGING
+    staged: list[tuple[Path, Path]] = []  # (written aside, where it goes)
+    try:
+        for d in new_dirs:
+            stage = staging / uuid.uuid4().hex
+            stage.mkdir(parents=True)
+            TreeWriter(str(stage), devnodes).write(Group(
+                files={p[len(d) + 1:]: v for p, v in b.files.items() if _under(p, d)},
+                links={p[len(d) + 1:]: v for p, v in b.links.items() if _under(p, d)},
+                dirs={x[len(d) + 1:] for x in b.dirs if _under(x, d)},
+            ))
+            staged.append((stage, root / d))
+        for path, (data, mode) in b.files.items():
+            if a.files.get(path) != (data, mode) and not in_new(path):
+                staged.append((_aside_file(root / path, data, mode), root / path))
+        for path, target in b.links.items():
+            if a.links.get(path) != target and not in_new(path):
+                full = root / path
+                full.parent.mkdir(parents=True, exist_ok=True)
+                tmp = full.with_name(f".{full.name}.fakedev-tmp")
+                _unlink(tmp)
+                os.symlink(target, tmp)
+                staged.append((tmp, full))
+        nodes = {p: v for p, v in b.nodes.items() if a.nodes.get(p) != v}
+        if nodes:
+            stage = staging / uuid.uuid4().hex
+            stage.mkdir(parents=True)
+            TreeWriter(str(stage), devnodes).write(Group(nodes=nodes))
+            staged += [(stage / p, root / p) for p in nodes]
+        for path, data in (extra or {}).items():
+            staged.append((_aside_file(path, data, 0o644), path))
+    except OSError:
+        for tmp, _ in staged:
+            if not tmp.is_relative_to(staging):
+                _unlink(tmp)
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     # 1. Links that go away or change target first, so nothing points into a vanishing device.
     for path, target in a.links.items():
         if b.links.get(path) != target and not any(_under(path, d) for d in gone_dirs):
@@ -81,37 +126,26 @@ def apply_diff(root: Path, old: Plan, new: Plan, devnodes: str) -> None:
     for path in a.files.keys() - b.files.keys():
         if not any(_under(path, d) for d in gone_dirs):
             _unlink(root / path)
-    # 3. New directories are filled aside and renamed into place.
-    staging = root / STAGING
-    writer = TreeWriter(str(root), devnodes)
-    for d in new_dirs:
-        stage = staging / uuid.uuid4().hex
-        sub = TreeWriter(str(stage), devnodes)
-        g = Group(
-            files={p[len(d) + 1:]: v for p, v in b.files.items() if _under(p, d)},
-            links={p[len(d) + 1:]: v for p, v in b.links.items() if _under(p, d)},
-            dirs={x[len(d) + 1:] for x in b.dirs if _under(x, d)},
-        )
-        stage.mkdir(parents=True)
-        sub.write(g)
-        (root / d).parent.mkdir(parents=True, exist_ok=True)
-        os.rename(stage, root / d)
+    # 3. What was written aside goes into place: whole new directories with one rename each,
+    # files, links and device nodes replaced one by one (atomic per path).
+    for tmp, dest in staged:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, dest)
     shutil.rmtree(staging, ignore_errors=True)
-    # 4. Changed or added files and links elsewhere: write aside, rename over (atomic per file).
-    in_new = lambda p: any(_under(p, d) for d in new_dirs)  # noqa: E731
-    for path, (data, mode) in b.files.items():
-        if a.files.get(path) != (data, mode) and not in_new(path):
-            _atomic_file(root / path, data, mode)
-    for path, target in b.links.items():
-        if a.links.get(path) != target and not in_new(path):
-            full = root / path
-            full.parent.mkdir(parents=True, exist_ok=True)
-            tmp = full.with_name(f".{full.name}.fakedev-tmp")
-            _unlink(tmp)
-            os.symlink(target, tmp)
-            os.replace(tmp, full)
-    nodes = {p: v for p, v in b.nodes.items() if a.nodes.get(p) != v}
-    writer.write(Group(nodes=nodes))
+
+
+def _aside_file(path: Path, data: bytes, mode: int) -> Path:
+    """`data` written beside `path` under a hidden name, for os.replace later."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.fakedev-tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        while data:
+            data = data[os.write(fd, data):]
+    finally:
+        os.close(fd)
+    os.chmod(tmp, mode)
+    return tmp
 
 
 def _topmost(dirs: set[str]) -> list[str]:
@@ -127,18 +161,6 @@ def _unlink(p: Path) -> None:
         os.unlink(p)
     except FileNotFoundError:
         pass
-
-
-def _atomic_file(path: Path, data: bytes, mode: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.fakedev-tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -182,8 +204,15 @@ class Tree:
         old_plan = build_plan(self.topo, self.state)
         new_plan = build_plan(new_topo, new_state)
         new_state.history.append(what)
-        apply_diff(self.root, old_plan, new_plan, treemod.devnode_kind_of(self.root))
-        treemod.save_meta(self.root, new_topo, new_state)
+        try:  # the saved model goes in with the tree's change, or neither does
+            apply_diff(self.root, old_plan, new_plan, treemod.devnode_kind_of(self.root),
+                       treemod.meta_files(self.root, new_topo, new_state))
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                files = sum(len(g.files) + len(g.links) + len(g.nodes) for g in new_plan.groups.values())
+                raise MutationError(treemod.out_of_room(self.root, f"applying {what!r}", files)
+                                    .replace("this tree needs", "the whole tree needs")) from None
+            raise
         self.topo, self.state = new_topo, new_state
         return what
 

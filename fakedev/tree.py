@@ -159,11 +159,17 @@ def _exchange(a: Path, b: Path) -> None:
     os.rename(tmp, a)
 
 
-def save_meta(root: Path, topo: Topology, state: TreeState) -> None:
+def meta_files(root: Path, topo: Topology, state: TreeState) -> dict[Path, bytes]:
+    """The saved model and mutation state as file contents (a mutation writes them with the tree)."""
     meta = root / META_DIR
-    meta.mkdir(exist_ok=True)
-    _atomic_write(meta / "topology.yaml", yaml.safe_dump(specmod.dump(topo), sort_keys=False))
-    _atomic_write(meta / "state.json", state.to_json())
+    return {meta / "topology.yaml": yaml.safe_dump(specmod.dump(topo), sort_keys=False).encode(),
+            meta / "state.json": state.to_json().encode()}
+
+
+def save_meta(root: Path, topo: Topology, state: TreeState) -> None:
+    (root / META_DIR).mkdir(exist_ok=True)
+    for path, data in meta_files(root, topo, state).items():
+        _atomic_write(path, data.decode())
 
 
 def _atomic_write(path: Path, text: str) -> None:
