@@ -368,14 +368,9 @@ class Supervisor:
         for prof_name in spec.drivers:
             key = (node, profiles.resolve(prof_name).name)
             d = self.drivers[key]
-            try:
-                self._await_registration(node, d.driver, since, d.proc)
-            except RuntimeError:
-                # as a DaemonSet restarts a crashed driver pod: once, the same start again (seen
-                # rarely: a driver dying at start with gRPC's "epoll_wait error: Bad file descriptor")
-                log.warning("%s did not register after un-sharing %s; starting it again. Last log lines:\n%s",
-                            d.proc.name, node, procs.tail(d.proc.log))
-                self._await_registration(node, d.driver, since, self._respawn(key))
+            # no second start: the drivers that died here were forked children killed by gRPC's
+            # fork handlers before exec, which harness/__init__.py turns off
+            self._await_registration(node, d.driver, since, d.proc)
         return {"unshared": True}
 
     def _registered_since(self, node: str, driver: str, since: float) -> bool:
