@@ -178,3 +178,93 @@ def test_large_reserved_training_against_interactive_experiments(cluster):
     claim = kube.get("ResourceClaim", p["status"]["resourceClaimStatuses"][0]["resourceClaimName"], "team-training")
     v = judge(claim, cluster.truths())
     assert v.ok and len(v.devices) == 16 + 8, str(v)
+
+
+# -- every route to a golden-path class is gated by team (reliability probe 2, rows 121-131) ---------
+
+
+def _fa_claim(ns: str, name: str, cls: str, count: int) -> dict:
+    return {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim", "metadata": {"name": name, "namespace": ns},
+            "spec": {"devices": {"requests": [{"name": "r", "firstAvailable": [{"name": "a", "deviceClassName": cls,
+                                                                               "count": count}]}]}}}
+
+
+def _as_template(claim: dict) -> dict:
+    return {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate", "metadata": claim["metadata"],
+            "spec": {"spec": claim["spec"]}}
+
+
+ROUTES = {  # the probe's bypasses, each from a namespace the class is not for
+    "firstAvailable claim (row 121)": lambda: _fa_claim("team-research", "b1", "gp-batch-inference-neuron", 4),
+    "firstAvailable template (row 123)": lambda: _as_template(_fa_claim("team-research", "b2", "gp-batch-inference-neuron", 4)),
+    "firstAvailable from an unlabelled namespace (row 125)":
+        lambda: _fa_claim("rogue", "b3", "gp-distributed-training-neuron", 16),
+    "mixed firstAvailable, the first one forbidden (row 126)": lambda: {
+        **_fa_claim("team-research", "b4", "gp-distributed-training-neuron", 16),
+        "spec": {"devices": {"requests": [{"name": "r", "firstAvailable": [
+            {"name": "a", "deviceClassName": "gp-distributed-training-neuron", "count": 16},
+            {"name": "b", "deviceClassName": "gp-small-inference-neuron", "count": 1}]}]}}},
+    "the driver's own DeviceClass from a team namespace (row 124)":
+        lambda: _claim("team-research", "b5", "neuron.aws.com", 4),
+    "the driver's DeviceClass in a firstAvailable subrequest": lambda: _fa_claim("team-inference", "b6", "neuron.aws.com", 1),
+}
+
+
+@pytest.fixture(scope="module")
+def kit_applied(cluster):
+    import time
+
+    from harness.kube import Kube
+
+    kube = Kube(str(cluster.kubeconfig))
+    kube.create_namespace("rogue")
+    for o in kitmod.render(kitmod.load(KIT)):
+        kube.apply(o)
+    deadline = time.monotonic() + 20  # each policy takes effect on its own: wait for the last one
+    while True:
+        try:
+            kube.apply(_claim("team-research", f"probe-{uuid.uuid4().hex[:4]}", "neuron.aws.com", 1))
+        except ApiException:
+            break
+        assert time.monotonic() < deadline, f"{kitmod.RESERVED_POLICY} never took effect"
+        time.sleep(0.2)
+    return kube
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("route", list(ROUTES))
+def test_every_route_to_a_golden_path_is_gated_by_team(kit_applied, route):
+    obj = ROUTES[route]()
+    with pytest.raises(ApiException) as e:
+        kit_applied.apply(obj)
+    assert e.value.status in (403, 422), e.value.body
+    assert "golden path" in e.value.body, e.value.body
+
+
+@pytest.mark.slow
+def test_an_extended_resource_of_the_drivers_class_is_refused_in_a_team_namespace(kit_applied):
+    """Row 131: a pod asking `deviceclass.resource.kubernetes.io/neuron.aws.com: 4`, with no claim,
+    got 4 devices. The scheduler's claim for it is now refused at admission: the pod stays
+    unscheduled, and the scheduler says why."""
+    kube = kit_applied
+    for ns in ("team-research", "team-training"):  # free devices: the scheduler must get as far as the claim
+        kube.core.delete_collection_namespaced_pod(ns, grace_period_seconds=0)
+        kube.wait("Pod", lambda lst: not lst["items"], namespace=ns, timeout=60, what=f"the pods of {ns} gone")
+    kube.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "er", "namespace": "team-research"},
+                "spec": {"containers": [{"name": "c", "image": "x", "resources": {
+                    "limits": {"deviceclass.resource.kubernetes.io/neuron.aws.com": "4"}}}]}})
+    try:
+        ev = kube.wait("Event", lambda lst: any(e.get("reason") == "FailedScheduling" and "reserved" in e.get("message", "")
+                                                for e in lst["items"]),
+                       namespace="team-research", timeout=30, what="the scheduler naming the refused claim")
+        assert not kube.get("Pod", "er", "team-research")["spec"].get("nodeName"), "the pod was scheduled"
+        assert ev
+    finally:
+        kube.core.delete_namespaced_pod("er", "team-research", grace_period_seconds=0)
+
+
+@pytest.mark.slow
+def test_namespaces_outside_the_kit_keep_the_driver_classes(kit_applied):
+    """Documented: a namespace no team of the kit owns is not the platform's (the harness's own
+    test namespaces use the driver classes); only golden-path classes are gated there."""
+    kit_applied.apply(_claim("rogue", "raw", "neuron.aws.com", 1))

@@ -189,7 +189,11 @@ def claim_spec(g: GoldenPath) -> dict:
 
 def _access_policy(g: GoldenPath, teams: list[str]) -> list[dict]:
     classes = [g.device_class(k) for k in sorted({r.device for r in g.requests})]
-    uses = " || ".join(f"r.exactly.deviceClassName == '{c}'" for c in classes)
+    # every route to the class: an `exactly` request, or any firstAvailable subrequest (in a claim,
+    # a template, or the scheduler's claim for an extended resource); probe 2 rows 121-126
+    listed = "[" + ", ".join(f"'{c}'" for c in classes) + "]"
+    uses = (f"(has(r.exactly) && r.exactly.deviceClassName in {listed}) || "
+            f"(has(r.firstAvailable) && r.firstAvailable.exists(s, s.deviceClassName in {listed}))")
     allowed = "[" + ", ".join(f"'{t}'" for t in g.teams) + "]"
     name = f"gp-{g.name}-access"
     team = f"namespaceObject.metadata.?labels[?'{TEAM_LABEL}'].orValue('')"
@@ -203,7 +207,7 @@ def _access_policy(g: GoldenPath, teams: list[str]) -> list[dict]:
                   "variables": [{"name": "requests", "expression":
                                  "object.kind == 'ResourceClaimTemplate' ? object.spec.spec.devices.requests "
                                  ": object.spec.devices.requests"}],
-                  "validations": [{"expression": f"!variables.requests.exists(r, has(r.exactly) && ({uses})) || "
+                  "validations": [{"expression": f"!variables.requests.exists(r, {uses}) || "
                                                  f"{team} in {allowed}",
                                    "messageExpression": f"'golden path {g.name} is for teams {', '.join(g.teams)}; "
                                                         f"namespace ' + namespaceObject.metadata.name + ' belongs to team \"' "
@@ -215,12 +219,50 @@ def _access_policy(g: GoldenPath, teams: list[str]) -> list[dict]:
     ]
 
 
+RESERVED_POLICY = "gp-only-golden-paths"
+
+
+def _golden_paths_only(kit: Kit) -> list[dict]:
+    """In a team's namespace, every request names one of the kit's DeviceClasses: the classes
+    drivers ship (`neuron.aws.com`, `dra.net`, any other driver's) and their extended-resource
+    names (`deviceclass.resource.kubernetes.io/<class>`, whose claim the scheduler creates and
+    admission sees) are reserved, or a team would walk around its golden paths and their quota
+    (probe 2 rows 124, 131). Namespaces outside the kit's teams are not the platform's and keep
+    the driver classes (the harness's own test namespaces use them)."""
+    mine = sorted({g.device_class(k) for g in kit.classes.values() for k in {r.device for r in g.requests}})
+    listed = "[" + ", ".join(f"'{c}'" for c in mine) + "]"
+    teams = "[" + ", ".join(f"'{t}'" for t in sorted(kit.teams)) + "]"
+    team = f"namespaceObject.metadata.?labels[?'{TEAM_LABEL}'].orValue('')"
+    other = (f"(has(r.exactly) && !(r.exactly.deviceClassName in {listed})) || "
+             f"(has(r.firstAvailable) && r.firstAvailable.exists(s, !(s.deviceClassName in {listed})))")
+    return [
+        {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+         "metadata": {"name": RESERVED_POLICY, "labels": {CLASS_LABEL: kit.name}},
+         "spec": {"failurePolicy": "Fail",
+                  "matchConstraints": {"resourceRules": [{"apiGroups": ["resource.k8s.io"], "apiVersions": ["*"],
+                                                          "operations": ["CREATE", "UPDATE"],
+                                                          "resources": ["resourceclaims", "resourceclaimtemplates"]}]},
+                  "variables": [{"name": "requests", "expression":
+                                 "object.kind == 'ResourceClaimTemplate' ? object.spec.spec.devices.requests "
+                                 ": object.spec.devices.requests"}],
+                  "validations": [{"expression": f"!({team} in {teams}) || !variables.requests.exists(r, {other})",
+                                   "messageExpression": f"'namespace ' + namespaceObject.metadata.name + ' belongs to team \"' "
+                                                        f"+ {team} + '\" of kit {kit.name}: requests must name a golden path "
+                                                        f"DeviceClass ({', '.join(mine)}); driver DeviceClasses are reserved'",
+                                   "reason": "Forbidden"}]}},
+        {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+         "metadata": {"name": RESERVED_POLICY, "labels": {CLASS_LABEL: kit.name}},
+         "spec": {"policyName": RESERVED_POLICY, "validationActions": ["Deny"]}},
+    ]
+
+
 def render(kit: Kit) -> list[dict]:
     """Every object of the kit, in an order `kubectl apply` accepts."""
     out: list[dict] = []
     for team, nss in kit.teams.items():
         for ns in nss:
             out.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": {TEAM_LABEL: team}}})
+    out += _golden_paths_only(kit)
     for g in kit.classes.values():
         out += device_classes(g)
         out.append({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
