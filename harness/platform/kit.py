@@ -235,9 +235,10 @@ def _golden_paths_only(kit: Kit) -> list[dict]:
     team = f"namespaceObject.metadata.?labels[?'{TEAM_LABEL}'].orValue('')"
     other = (f"(has(r.exactly) && !(r.exactly.deviceClassName in {listed})) || "
              f"(has(r.firstAvailable) && r.firstAvailable.exists(s, !(s.deviceClassName in {listed})))")
+    name = f"{RESERVED_POLICY}-{kit.name}"  # one per kit: applying one kit never rewrites another's
     return [
         {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
-         "metadata": {"name": RESERVED_POLICY, "labels": {CLASS_LABEL: kit.name}},
+         "metadata": {"name": name, "labels": {CLASS_LABEL: RESERVED_POLICY}},
          "spec": {"failurePolicy": "Fail",
                   "matchConstraints": {"resourceRules": [{"apiGroups": ["resource.k8s.io"], "apiVersions": ["*"],
                                                           "operations": ["CREATE", "UPDATE"],
@@ -251,8 +252,8 @@ def _golden_paths_only(kit: Kit) -> list[dict]:
                                                         f"DeviceClass ({', '.join(mine)}); driver DeviceClasses are reserved'",
                                    "reason": "Forbidden"}]}},
         {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
-         "metadata": {"name": RESERVED_POLICY, "labels": {CLASS_LABEL: kit.name}},
-         "spec": {"policyName": RESERVED_POLICY, "validationActions": ["Deny"]}},
+         "metadata": {"name": name, "labels": {CLASS_LABEL: RESERVED_POLICY}},
+         "spec": {"policyName": name, "validationActions": ["Deny"]}},
     ]
 
 
