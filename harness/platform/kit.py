@@ -235,7 +235,7 @@ def _golden_paths_only(kit: Kit) -> list[dict]:
     team = f"namespaceObject.metadata.?labels[?'{TEAM_LABEL}'].orValue('')"
     other = (f"(has(r.exactly) && !(r.exactly.deviceClassName in {listed})) || "
              f"(has(r.firstAvailable) && r.firstAvailable.exists(s, !(s.deviceClassName in {listed})))")
-    name = f"{RESERVED_POLICY}-{kit.name}"  # one per kit: applying one kit never rewrites another's
+    name = f"{RESERVED_POLICY}-{kit.name}"[:200].rstrip("-.")  # one per kit: applying one kit never rewrites another's
     return [
         {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
          "metadata": {"name": name, "labels": {CLASS_LABEL: RESERVED_POLICY}},
