@@ -197,9 +197,17 @@ def _access_policy(g: GoldenPath, teams: list[str]) -> list[dict]:
     allowed = "[" + ", ".join(f"'{t}'" for t in g.teams) + "]"
     name = f"gp-{g.name}-access"
     team = f"namespaceObject.metadata.?labels[?'{TEAM_LABEL}'].orValue('')"
+    return _claim_policy(name, g.name, f"!variables.requests.exists(r, {uses}) || {team} in {allowed}",
+                         f"'golden path {g.name} is for teams {', '.join(g.teams)}; "
+                         f"namespace ' + namespaceObject.metadata.name + ' belongs to team \"' + {team} + '\"'")
+
+
+def _claim_policy(name: str, label: str, expression: str, message: str) -> list[dict]:
+    """A ValidatingAdmissionPolicy over the requests of ResourceClaims and their templates, and
+    its Deny binding."""
     return [
         {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
-         "metadata": {"name": name, "labels": {CLASS_LABEL: g.name}},
+         "metadata": {"name": name, "labels": {CLASS_LABEL: label}},
          "spec": {"failurePolicy": "Fail",
                   "matchConstraints": {"resourceRules": [{"apiGroups": ["resource.k8s.io"], "apiVersions": ["*"],
                                                           "operations": ["CREATE", "UPDATE"],
@@ -207,14 +215,9 @@ def _access_policy(g: GoldenPath, teams: list[str]) -> list[dict]:
                   "variables": [{"name": "requests", "expression":
                                  "object.kind == 'ResourceClaimTemplate' ? object.spec.spec.devices.requests "
                                  ": object.spec.devices.requests"}],
-                  "validations": [{"expression": f"!variables.requests.exists(r, {uses}) || "
-                                                 f"{team} in {allowed}",
-                                   "messageExpression": f"'golden path {g.name} is for teams {', '.join(g.teams)}; "
-                                                        f"namespace ' + namespaceObject.metadata.name + ' belongs to team \"' "
-                                                        f"+ {team} + '\"'",
-                                   "reason": "Forbidden"}]}},
+                  "validations": [{"expression": expression, "messageExpression": message, "reason": "Forbidden"}]}},
         {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
-         "metadata": {"name": name, "labels": {CLASS_LABEL: g.name}},
+         "metadata": {"name": name, "labels": {CLASS_LABEL: label}},
          "spec": {"policyName": name, "validationActions": ["Deny"]}},
     ]
 
@@ -236,25 +239,10 @@ def _golden_paths_only(kit: Kit) -> list[dict]:
     other = (f"(has(r.exactly) && !(r.exactly.deviceClassName in {listed})) || "
              f"(has(r.firstAvailable) && r.firstAvailable.exists(s, !(s.deviceClassName in {listed})))")
     name = f"{RESERVED_POLICY}-{kit.name}"[:200].rstrip("-.")  # one per kit: applying one kit never rewrites another's
-    return [
-        {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
-         "metadata": {"name": name, "labels": {CLASS_LABEL: RESERVED_POLICY}},
-         "spec": {"failurePolicy": "Fail",
-                  "matchConstraints": {"resourceRules": [{"apiGroups": ["resource.k8s.io"], "apiVersions": ["*"],
-                                                          "operations": ["CREATE", "UPDATE"],
-                                                          "resources": ["resourceclaims", "resourceclaimtemplates"]}]},
-                  "variables": [{"name": "requests", "expression":
-                                 "object.kind == 'ResourceClaimTemplate' ? object.spec.spec.devices.requests "
-                                 ": object.spec.devices.requests"}],
-                  "validations": [{"expression": f"!({team} in {teams}) || !variables.requests.exists(r, {other})",
-                                   "messageExpression": f"'namespace ' + namespaceObject.metadata.name + ' belongs to team \"' "
-                                                        f"+ {team} + '\" of kit {kit.name}: requests must name a golden path "
-                                                        f"DeviceClass ({', '.join(mine)}); driver DeviceClasses are reserved'",
-                                   "reason": "Forbidden"}]}},
-        {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
-         "metadata": {"name": name, "labels": {CLASS_LABEL: RESERVED_POLICY}},
-         "spec": {"policyName": name, "validationActions": ["Deny"]}},
-    ]
+    return _claim_policy(name, RESERVED_POLICY, f"!({team} in {teams}) || !variables.requests.exists(r, {other})",
+                         f"'namespace ' + namespaceObject.metadata.name + ' belongs to team \"' + {team} + "
+                         f"'\" of kit {kit.name}: requests must name a golden path DeviceClass ({', '.join(mine)}); "
+                         f"driver DeviceClasses are reserved'")
 
 
 def render(kit: Kit) -> list[dict]:
