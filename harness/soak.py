@@ -101,6 +101,7 @@ def run(artifacts: Path, seconds: float = 600, seed: int = 1) -> dict:
             pods = {x["metadata"]["name"]: x for x in kube.list("Pod", namespace=ns)[0]}
             others = [x for x in claims.values() if (x.get("status") or {}).get("allocation")]
             now = time.monotonic()
+            truths = None  # read once per step, and only when a claim is judged
             for pname in list(live):
                 cl, pod = claims.get(pname), pods.get(pname)
                 if cl is None and pod is not None:
@@ -110,7 +111,8 @@ def run(artifacts: Path, seconds: float = 600, seed: int = 1) -> dict:
                 if cl is not None and (cl.get("status") or {}).get("allocation"):
                     if pname not in judged:
                         judged.add(pname)
-                        v = judge(cl, c.truths(), [x for x in others if x is not cl], c.identities())
+                        truths = truths if truths is not None else c.truths()
+                        v = judge(cl, truths, [x for x in others if x is not cl], c.identities())
                         counts["verdicts"] += 1
                         if not v.ok:
                             wrong.append(str(v))

@@ -323,6 +323,8 @@ class KubeletStandIn:
     def _retry_starts(self) -> None:
         """Pods whose prepare failed, synced again once their back-off is over (the latest
         state the informer holds: a pod deleted meanwhile is dropped)."""
+        if not self.start_retry:  # the usual case: no copy of every pod twice a second
+            return
         now = time.monotonic()
         latest = {p["metadata"]["uid"]: p for p in self.pods.snapshot()}
         for uid, (due, _) in list(self.start_retry.items()):
