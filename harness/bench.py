@@ -285,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--soak-seconds", type=float, default=600, help="soak: how long to run (bounded; default 10 min)")
     ap.add_argument("--artifacts", default="artifacts/bench")
     a = ap.parse_args(argv)
+    if not 1 <= a.soak_seconds <= 3600:  # nan fails both comparisons: refused too
+        ap.error(f"--soak-seconds: a number of seconds in 1..3600 (the soak is bounded), got {a.soak_seconds}")
     artifacts = Path(a.artifacts).resolve()
     artifacts.mkdir(parents=True, exist_ok=True)
     sections = {

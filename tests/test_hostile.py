@@ -365,3 +365,13 @@ def test_host_mode_and_imds_inputs_are_one_line_errors(tmp_path: Path, argv: lis
     r = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, cwd=ROOT, timeout=60,
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert r.returncode == 2 and want in r.stderr and r.stderr.count("\n") == 1, r.stderr
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "0", "-5", "1e9"])
+def test_the_soak_is_bounded_before_anything_starts(value):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "harness.bench", "--only", "soak", "--soak-seconds", value],
+                       capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert r.returncode == 2 and "--soak-seconds" in r.stderr and "Traceback" not in r.stderr, r.stderr
