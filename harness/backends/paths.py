@@ -10,6 +10,7 @@ import os
 import re
 from pathlib import Path
 
+MARKER = ".dra-harness-cluster"  # written first into a cluster's state dir; cleanup needs it
 LABEL_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
 
 
@@ -37,12 +38,35 @@ def state_root() -> Path:
 
 
 def ensure_root(root: Path | None = None) -> Path:
-    """The state root, created private (0700): it holds keys, kubeconfigs and sockets."""
+    """The state root, private (0700): it holds keys, kubeconfigs and sockets.
+
+    Created 0700 when absent. An existing directory is used only if it is already ours and
+    private: its mode is never changed, since DRA_HARNESS_STATE may name a shared directory
+    (/tmp, a team's scratch) whose mode other users depend on (reliability-probe-2.md rows
+    105-106). Every problem is one line naming the root."""
     root = root or state_root()
-    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        root.mkdir(mode=0o700, parents=True)
+        os.chmod(root, 0o700)  # mkdir's mode is filtered by the umask; this directory is ours
+        return root
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise BadName(f"state root {root}: cannot create it: {e.strerror}") from None
+    return check_root(root)
+
+
+def check_root(root: Path | None = None) -> Path:
+    """An existing state root, refused (one line) unless it is a private directory of ours;
+    touches nothing, so read-only commands can use it."""
+    root = root or state_root()
     if root.is_symlink() or not root.is_dir():
         raise BadName(f"state root {root} is not a directory")
-    os.chmod(root, 0o700)
+    st = root.stat()
+    if st.st_uid != os.getuid() or st.st_mode & 0o7077:
+        raise BadName(f"state root {root} exists with mode {st.st_mode & 0o7777:04o} and owner uid {st.st_uid}; "
+                      "dra-harness keeps keys there and will not change a directory it did not create: point "
+                      "DRA_HARNESS_STATE at a path that does not exist yet (or chmod 700 one of your own)")
     return root
 
 
@@ -63,3 +87,26 @@ def write_private(path: Path, data: bytes | str) -> None:
         f.write(data.encode() if isinstance(data, str) else data)
     os.chmod(tmp, 0o600)
     os.replace(tmp, path)
+
+
+def remove_marked(root: Path) -> bool:
+    """Delete a cluster's state directory, which must carry the marker `up` wrote first; the
+    marker goes last, so a removal cut short can be finished later and never loses the proof.
+    Returns False (and touches nothing) when the marker is absent."""
+    import shutil
+
+    marker = root / MARKER
+    if root.is_symlink() or not marker.is_file():
+        return False
+    for entry in list(root.iterdir()):
+        if entry.name == MARKER:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+    if any(e.name != MARKER for e in root.iterdir()):
+        return True  # something resisted; the marker stays for the next cleanup
+    marker.unlink()
+    root.rmdir()
+    return True

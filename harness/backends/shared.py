@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .base import Backend
 from .handle import Cluster
-from .paths import check_name, ensure_root
+from .paths import check_name, ensure_root, state_root
 from .spec import ClusterSpec
 
 
@@ -71,6 +71,8 @@ def release(backend: Backend, cluster: Cluster, keep: bool = False, export_logs_
 
 def forget(name: str) -> None:
     """Remove the sharing files of a cluster (also after an interrupted run)."""
-    root = ensure_root()
+    root = state_root()
+    if not root.is_dir():
+        return
     for suffix in (".lock", ".refs"):
         (root / f"{check_name(name, 'cluster name')}{suffix}").unlink(missing_ok=True)

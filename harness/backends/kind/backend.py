@@ -31,7 +31,7 @@ from fakedev import Truth
 from .. import bins, imds, profiles, shared
 from ..base import BackendError
 from ..handle import Cluster, NodeInfo
-from ..paths import check_name, ensure_root, inside, write_private
+from ..paths import MARKER, check_name, check_root, ensure_root, inside, remove_marked, state_root, write_private
 from ..spec import ClusterSpec
 from . import config as kindcfg
 from . import imds as kindimds
@@ -129,8 +129,12 @@ def raise_inotify_limits(say=print) -> None:
 
 
 def state_dir(name: str) -> Path:
-    """Trees and the handle of kind cluster `name` (checked before it becomes a path)."""
-    return inside(ensure_root(), ".kind", check_name(name, "cluster name"))
+    """Trees and the handle of kind cluster `name` (checked before it becomes a path). Creates
+    nothing: `status` and `down` of a cluster that never was must leave the state root alone."""
+    root = state_root()
+    if root.exists() or root.is_symlink():
+        check_root(root)
+    return inside(root, ".kind", check_name(name, "cluster name"))
 
 
 def mknod_script(truth: Truth) -> str:
@@ -180,8 +184,10 @@ def _up(spec: ClusterSpec, artifacts: Path, build_image: bool = True, chart: str
         image_mode: str = "auto") -> Cluster:
     kind, helm = _need("kind"), _need("helm")
     _need("docker")
+    ensure_root()
     root = state_dir(spec.name)
     root.mkdir(parents=True, exist_ok=True)
+    (root / MARKER).write_text(f"{spec.name}\n")  # first: `down` deletes only what carries it
     (root / "sysctls.json").write_text(json.dumps(_read_sysctls()))  # restored when the cluster goes
     raise_inotify_limits()
     trees = {}
@@ -304,6 +310,8 @@ def export_logs(name: str, artifacts: Path) -> None:
 
 def node_containers(name: str) -> list[str]:
     """Full ids of every container kind labelled with cluster `name`, running or not."""
+    if shutil.which("docker") is None:  # no engine installed: no node containers either
+        return []
     return subprocess.run(["docker", "ps", "-aq", "--no-trunc", "--filter", f"label=io.x-k8s.kind.cluster={name}"],
                           capture_output=True, text=True).stdout.split()
 
@@ -349,6 +357,13 @@ def sweep_node_containers(name: str, settle: float = 2.0, timeout: float = 60.0)
 
 
 def _delete(name: str, export_logs_to: Path | None = None) -> None:
+    d = state_dir(name)
+    if not (d / MARKER).is_file() and not node_containers(name):  # nothing of ours, nothing of kind's: no tools needed
+        if d.exists():
+            print(f"dra-harness: warning: kind: {d} is not a dra-harness cluster's state (no {MARKER}); left as it is",
+                  file=sys.stderr)
+        shared.forget(name)
+        return
     if export_logs_to:
         export_logs(name, export_logs_to)
     thaw(name)
@@ -357,12 +372,14 @@ def _delete(name: str, export_logs_to: Path | None = None) -> None:
     except KindError:
         pass
     sweep_node_containers(name)
-    saved = state_dir(name) / "sysctls.json"
-    if saved.exists():  # what the nodes' kubelets rewrote on the host, put back
+    d = state_dir(name)
+    saved = d / "sysctls.json"
+    if (d / MARKER).is_file() and saved.exists():  # what the nodes' kubelets rewrote on the host, put back
         from .engine import restore_sysctls
 
         restore_sysctls(json.loads(saved.read_text()), say=lambda _: None)
-    shutil.rmtree(state_dir(name), ignore_errors=True)
+    if d.exists() and not remove_marked(d):  # reliability-probe-2.md row 113: never an unmarked directory
+        print(f"dra-harness: warning: kind: {d} is not a dra-harness cluster's state (no {MARKER}); left as it is", file=sys.stderr)
     shared.forget(name)  # the sharing files of test runs, also after an interrupted run (as the local backend)
 
 

@@ -21,6 +21,7 @@ from ..base import BackendError
 from ..handle import Cluster
 from ..paths import check_name, ensure_root, inside, state_root
 from ..spec import ClusterSpec
+from .kubelet_standin import wiping_delay_from_env
 from .layout import MARKER, ClusterLayout, remove_marked
 from .state import LocalState
 
@@ -68,12 +69,13 @@ class LocalBackend:
             else:
                 raise BackendError(f"{root} exists but was not made by dra-harness; remove it yourself or pick "
                                    "another --name")
+        wiping_delay_from_env()  # environment checked before a build or a process starts
+        ensure_root()
         bin_dir = bins.ensure(spec.k8s_version, build=build)
         spec.k8s_version = bins.resolve(spec.k8s_version)
         lay = ClusterLayout(root, artifacts, [n.name for n in spec.nodes])
         lay.check_socket_paths([n.name for n in spec.nodes],
                                sorted({profiles.resolve(d).driver for n in spec.nodes for d in n.drivers}))
-        ensure_root()
         root.mkdir(mode=0o700)
         lay.marker.write_text(spec.name + "\n")
         lay.log_dir.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -86,20 +87,30 @@ def call(plugin: Plugin, method: str, claims: list[dict], timeout: float = 45) -
         return {uid: {"error": r.error} for uid, r in resp.claims.items()}
 
 
-WIPING_DELAY = float(os.environ.get("DRA_HARNESS_WIPING_DELAY", "30"))  # the kubelet's defaultWipingDelay
+def wiping_delay_from_env() -> float:
+    """DRA_HARNESS_WIPING_DELAY (seconds, default 30: the kubelet's defaultWipingDelay), checked
+    by `up` before anything starts so a bad value is one line, not a supervisor's traceback."""
+    raw = os.environ.get("DRA_HARNESS_WIPING_DELAY", "30")
+    try:
+        v = float(raw)
+    except ValueError:
+        v = math.nan
+    if not 0 <= v <= 3600:
+        raise ValueError(f"DRA_HARNESS_WIPING_DELAY={raw[:40]!r}: want seconds between 0 and 3600")
+    return v
 
 
 class KubeletStandIn:
     """Serves every fake node of a cluster: plugin registration (a plugin watcher on each node's
     plugins_registry/), and the DRA part of running pods, from one pod watch."""
 
-    def __init__(self, kube: Kube, registry_dirs: dict[str, Path], wiping_delay: float = WIPING_DELAY,
+    def __init__(self, kube: Kube, registry_dirs: dict[str, Path], wiping_delay: float | None = None,
                  nri: NriRuntime | None = None) -> None:
         self.kube = kube
         self.nri = nri  # the nodes' container runtime NRI side, when the cluster runs one
         self.registry_dirs = registry_dirs  # node -> its plugins_registry directory
         self.plugins: dict[tuple[str, str], Plugin] = {}
-        self.wiping_delay = wiping_delay
+        self.wiping_delay = wiping_delay_from_env() if wiping_delay is None else wiping_delay
         self.wipes: dict[tuple[str, str], threading.Timer] = {}
         self.watcher = PluginWatcher(registry_dirs, self._register, self._deregister)
         self.prepared: dict[str, list[dict]] = {}  # pod uid -> claims prepared

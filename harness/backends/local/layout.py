@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..paths import MARKER, remove_marked  # noqa: F401 (the local backend's names for them)
+
 SOCKET_MAX = 107
-MARKER = ".dra-harness-cluster"  # written first into a cluster's state dir; cleanup needs it
 
 
 class ClusterLayout:
@@ -70,24 +71,3 @@ class ClusterLayout:
                                          "state root (DRA_HARNESS_STATE) or shorter node names")
 
 
-def remove_marked(root: Path) -> bool:
-    """Delete a cluster's state directory, which must carry the marker `up` wrote first; the
-    marker goes last, so a removal cut short can be finished later and never loses the proof.
-    Returns False (and touches nothing) when the marker is absent."""
-    import shutil
-
-    marker = root / MARKER
-    if root.is_symlink() or not marker.is_file():
-        return False
-    for entry in list(root.iterdir()):
-        if entry.name == MARKER:
-            continue
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)
-    if any(e.name != MARKER for e in root.iterdir()):
-        return True  # something resisted; the marker stays for the next cleanup
-    marker.unlink()
-    root.rmdir()
-    return True
