@@ -8,6 +8,7 @@ before any object is built."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,13 @@ class YamlLimitError(ValueError):
         self.where, self.problem, self.source = where, problem, source
         text = f"{source}: {where}: {problem}"
         super().__init__("".join(c if c.isprintable() else repr(c)[1:-1] for c in text))
+
+
+# Plain scalars YAML 1.1 (PyYAML, and kubectl's go-yaml) turns into numbers a reader does not
+# expect: 010 is 8, 0x10 is 16, 1:30 is 90, 1_0 is 10 (reliability-probe-2.md rows 6, 27, 96).
+# They are refused: write the decimal number, or quote the text.
+_SURPRISING_NUMBER = re.compile(r"[-+]?(0[0-7_]+|0x[0-9a-fA-F_]+|0b[01_]+|[0-9][0-9_]*(:[0-5]?[0-9])+(\.[0-9_]*)?"
+                                r"|[0-9_.]*_[0-9_.]*)\Z")
 
 
 class _BoundedLoader(yaml.SafeLoader):
@@ -48,6 +56,37 @@ class _BoundedLoader(yaml.SafeLoader):
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
+
+    def _plain_number(self, node: yaml.ScalarNode) -> None:
+        if node.style is None and _SURPRISING_NUMBER.match(node.value):
+            raise YamlLimitError(f"line {node.start_mark.line + 1}", f"{node.value[:40]!r} is a YAML 1.1 number "
+                                 "(octal, hex, base 60 or with '_'); write it in decimal, or quote it for text")
+
+    def construct_yaml_int(self, node):  # type: ignore[override]
+        self._plain_number(node)
+        return super().construct_yaml_int(node)
+
+    def construct_yaml_float(self, node):  # type: ignore[override]
+        self._plain_number(node)
+        return super().construct_yaml_float(node)
+
+    def construct_mapping(self, node, deep=False):  # type: ignore[override]
+        """Duplicate keys are refused: PyYAML keeps the last silently (rows 11, 23, 97)."""
+        if isinstance(node, yaml.MappingNode):
+            seen: set = set()
+            for k, _ in node.value:
+                if isinstance(k, yaml.ScalarNode) and k.tag != "tag:yaml.org,2002:merge":
+                    ident = (k.tag, k.value)
+                    if ident in seen:
+                        raise YamlLimitError(f"line {k.start_mark.line + 1}", f"key {k.value[:40]!r} appears twice "
+                                             "in one mapping")
+                    seen.add(ident)
+        return super().construct_mapping(node, deep=deep)
+
+
+_BoundedLoader.add_constructor("tag:yaml.org,2002:int", _BoundedLoader.construct_yaml_int)
+_BoundedLoader.add_constructor("tag:yaml.org,2002:float", _BoundedLoader.construct_yaml_float)
+_BoundedLoader.add_constructor("tag:yaml.org,2002:map", _BoundedLoader.construct_yaml_map)
 
 
 def _check_size(text: str | bytes, source: str) -> str:
@@ -107,3 +146,16 @@ def load_file(path: str | Path, all_documents: bool = False) -> Any:
     except OSError as e:
         raise YamlLimitError("<file>", f"cannot read: {e.strerror}", str(p)) from None
     return loads_all(data, str(p)) if all_documents else loads(data, str(p))
+
+
+class _KubeDumper(yaml.SafeDumper):
+    """A dumper whose strings survive YAML 1.1 readers: go-yaml v2 (kubectl, sigs.k8s.io/yaml)
+    reads a plain y, Y, n or N as a boolean, so those are quoted too (row 29)."""
+
+
+_KubeDumper.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:y|Y|n|N)$"), list("yYnN"))
+
+
+def dumps_all(docs: list[Any]) -> str:
+    """YAML for kubectl: every string that a YAML 1.1 reader would take for something else quoted."""
+    return yaml.dump_all(docs, Dumper=_KubeDumper, sort_keys=False)
