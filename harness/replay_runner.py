@@ -3,12 +3,33 @@ the metrics over time, and the run directory `dra-harness report` turns into a p
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 import uuid
 from pathlib import Path
 
 import yaml
+
+from .judge.files import write_file
+
+MAX_SPEED = 10_000.0
+RUN_FILES = {"ledger.json", "run.json", "metrics.txt", "report.html", "cluster"}
+
+
+def run_dir(out: Path) -> Path:
+    """The replay's run directory: new, empty, or an earlier run's (whose files it replaces);
+    never a symlink, a file, or a directory holding anything else (row 46)."""
+    if out.is_symlink():
+        raise ValueError(f"--out {out} is a symbolic link; give the real directory")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a directory")
+    if out.is_dir():
+        other = sorted(e.name for e in out.iterdir() if e.name not in RUN_FILES and not e.name.startswith("."))
+        if other:
+            raise ValueError(f"--out {out} holds files a replay did not write ({other[0][:60]!r}, ...); "
+                             "give a new or empty directory")
+    return out.resolve()
 
 
 def generate(args) -> int:
@@ -18,11 +39,13 @@ def generate(args) -> int:
     import os
 
     k = kitmod.load(args.kit)
+    if args.out and Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} is a directory; give the trace's file name")
     kit_ref = os.path.relpath(args.kit, Path(args.out).resolve().parent) if args.out else args.kit  # relative to the trace
     t = gen(args.generate, k, kit_ref, seed=args.seed, count=args.count, duration=args.duration, nodes=args.nodes)
     text = yaml.safe_dump(t.to_dict(), sort_keys=False, width=200)
     if args.out:
-        Path(args.out).write_text(f"# generated: dra-harness replay --generate {args.generate} --seed {args.seed} "
+        write_file(args.out, f"# generated: dra-harness replay --generate {args.generate} --seed {args.seed} "
                                   f"--count {args.count} --kit {args.kit}\n" + text)
         print(f"wrote {args.out}: {len(t.workloads)} workloads over {t.duration:.0f}s", file=sys.stderr)
     else:
@@ -39,9 +62,12 @@ def replay(args) -> int:
     from .platform.metrics import compute
     from .platform.replay import Replay, write_run
 
+    if not (math.isfinite(args.speed) and 0 < args.speed <= MAX_SPEED):  # 0, negative or NaN never ends (row 41)
+        raise ValueError(f"--speed {args.speed}: want trace seconds per real second, > 0 and <= {MAX_SPEED}")
     trace = tracemod.load(args.trace)
     kit = kitmod.load(trace.kit)
-    out = Path(args.out or f"artifacts/replay-{trace.name}").resolve()
+    tracemod.check_against(trace, kit, args.trace)
+    out = run_dir(Path(args.out or f"artifacts/replay-{trace.name}"))
     local = get("local")
     started = None
     t0 = time.monotonic()
@@ -67,7 +93,7 @@ def replay(args) -> int:
         if started is not None:
             local.down(started.name)
     text = render_metrics(compute(ledger, kit), ledger)
-    (out / "metrics.txt").write_text(text)
+    write_file(out / "metrics.txt", text)
     print(text)
     print(f"replay: {len(trace.workloads)} workloads, {trace.duration:.0f}s of trace in {took:.1f}s "
           f"(x{trace.duration / took:.1f}); run directory {out}; `dra-harness report {out}` draws it", file=sys.stderr)

@@ -26,6 +26,7 @@ from .metrics import stranded_by_class, waiting_cost
 from .topology import fraction
 
 log = logging.getLogger("recorder")
+RUN_LABEL = "dra-harness.io/replay-run"
 NEEDS_ANNOTATION = "dra-harness.io/needs-devices"
 
 
@@ -36,8 +37,10 @@ def _owner_pod(obj: dict) -> str | None:
 
 
 class Recorder:
-    def __init__(self, kube: Kube, kit: Kit, truths: dict[str, Truth], clock: Callable[[], float]) -> None:
+    def __init__(self, kube: Kube, kit: Kit, truths: dict[str, Truth], clock: Callable[[], float],
+                 run: str | None = None) -> None:
         self.kube, self.kit, self.truths, self.clock = kube, kit, truths, clock
+        self.run = run  # only pods labelled with this replay run (an earlier run's are not this one's)
         self.ledger = Ledger(kit=kit.name)
         self.team_of = {ns: team for team, nss in kit.teams.items() for ns in nss}
         # what a class taking "all" devices asks for: the largest node's Neuron devices
@@ -68,6 +71,8 @@ class Recorder:
         team = self.team_of.get(md["namespace"])
         tmpl = next((rc.get("resourceClaimTemplateName") for rc in pod["spec"].get("resourceClaims") or []), None)
         if team is None or tmpl not in self.kit.classes:
+            return
+        if self.run is not None and (md.get("labels") or {}).get(RUN_LABEL) != self.run:
             return
         key = f"{md['namespace']}/{md['name']}"
         with self.lock:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -23,7 +24,7 @@ from ..judge.explain import explain
 from ..kube import Kube, retrying, transient
 from . import kit as kitmod
 from .ledger import Denial, Failure, Intervention, Ledger
-from .recorder import NEEDS_ANNOTATION, Recorder
+from .recorder import NEEDS_ANNOTATION, RUN_LABEL, Recorder
 from .trace import Trace, Workload
 
 log = logging.getLogger("replay")
@@ -36,11 +37,12 @@ class Running:
     key: str  # namespace/pod
 
 
-def workload_pod(w: Workload, ns: str, name: str) -> dict:
-    """The pod a workload runs as: its class's claim template, priority and `needs` annotation."""
+def workload_pod(w: Workload, ns: str, name: str, run: str = "") -> dict:
+    """The pod a workload runs as: its class's claim template, priority and `needs` annotation,
+    labelled with the replay run that made it."""
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "namespace": ns, "annotations": {NEEDS_ANNOTATION: str(w.needs)},
-                         "labels": {kitmod.CLASS_LABEL: w.klass}},
+                         "labels": {kitmod.CLASS_LABEL: w.klass, RUN_LABEL: run}},
             "spec": {"priorityClassName": f"gp-{w.klass}", "terminationGracePeriodSeconds": 0,
                      "containers": [{"name": "job", "image": "replay", "resources": {"claims": [{"name": "devices"}]}}],
                      "resourceClaims": [{"name": "devices", "resourceClaimTemplateName": w.klass}]}}
@@ -80,7 +82,10 @@ class Replay:
         self.kube, self.trace, self.kit, self.truths, self.speed = kube, trace, kit, truths, speed
         self.progress = progress
         self.t0 = 0.0
-        self.recorder = Recorder(kube, kit, truths, self.clock)
+        # this run's label and name part: a replay on a cluster an earlier one used neither
+        # collides with its pods nor counts them (reliability-probe-2.md row 49)
+        self.run_id = uuid.uuid4().hex[:6]
+        self.recorder = Recorder(kube, kit, truths, self.clock, run=self.run_id)
         self.running: dict[str, Running] = {}  # pod key -> workload
         self.evicted_for: set[str] = set()
 
@@ -93,7 +98,47 @@ class Replay:
         return self.recorder.ledger
 
     def run(self) -> Ledger:
+        """Replay the trace; whatever happens, this run's pods and claims are gone at the end
+        (a workload longer than the trace would otherwise stay Running, row 48)."""
         apply_kit(self.kube, self.kit)
+        try:
+            return self._run()
+        finally:
+            self.clean_up()
+
+    def clean_up(self, timeout: float = 60) -> None:
+        """Delete this run's pods and claims and wait (bounded) until they are gone, so their
+        devices are free for whatever runs next."""
+        sel = f"{RUN_LABEL}={self.run_id}"
+        nss = sorted({ns for nss in self.kit.teams.values() for ns in nss})
+        deadline = time.monotonic() + timeout
+        while True:
+            left = 0
+            try:
+                for ns in nss:
+                    pods = self.kube.core.list_namespaced_pod(ns, label_selector=sel).items
+                    if pods:
+                        self.kube.core.delete_collection_namespaced_pod(ns, label_selector=sel, grace_period_seconds=0)
+                    mine = [c for c in self.kube.res.list_namespaced_resource_claim(ns).items
+                            if (c.metadata.labels or {}).get(RUN_LABEL) == self.run_id
+                            or any(f"-{self.run_id}-" in o.name for o in c.metadata.owner_references or [])]
+                    for c in mine:  # the template claims go with their pods; the rest by name
+                        if not c.metadata.owner_references and c.metadata.deletion_timestamp is None:
+                            self.kube.res.delete_namespaced_resource_claim(c.metadata.name, ns)
+                    left += len(pods) + len(mine)
+            except ApiException as e:
+                log.warning("cleaning up replay run %s: %s %s", self.run_id, e.status, e.reason)
+            except Exception as e:  # the API server gone: say so, do not hang
+                log.warning("cleaning up replay run %s: %s", self.run_id, e)
+                return
+            if not left:
+                return
+            if time.monotonic() > deadline:
+                log.warning("replay run %s: %d pods or claims still present after %.0f s", self.run_id, left, timeout)
+                return
+            time.sleep(0.5)
+
+    def _run(self) -> Ledger:
         self.t0 = time.monotonic()
         self.recorder.start()
         todo = list(self.trace.workloads)
@@ -121,19 +166,22 @@ class Replay:
         return self.ledger
 
     def _arrive(self, w: Workload, i: int) -> None:
-        name = f"w{i:05d}-{w.klass}"[:63]
+        name = f"w{i:05d}-{self.run_id}-{w.klass}"[:63].rstrip("-")
         nss = self.kit.teams.get(w.team) or []
-        if not nss:
+        if not nss:  # counted, not skipped: the kit gives this team no namespace to run in
+            self.ledger.failures.append(Failure(self.clock(), w.team, w.klass, f"-/{name}", 0,
+                                                f"team {w.team} has no namespace in kit {self.kit.name}"))
             return
         ns = nss[0]
         g = self.kit.classes[w.klass]
         try:
             if w.team not in g.teams:  # asks with a claim of the class, as copied YAML would
                 retrying(self.kube.res.create_namespaced_resource_claim, ns, {
-                    "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim", "metadata": {"name": name, "namespace": ns},
+                    "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+                    "metadata": {"name": name, "namespace": ns, "labels": {RUN_LABEL: self.run_id}},
                     "spec": kitmod.claim_spec(g)})
                 return
-            retrying(self.kube.core.create_namespaced_pod, ns, workload_pod(w, ns, name))
+            retrying(self.kube.core.create_namespaced_pod, ns, workload_pod(w, ns, name, self.run_id))
             self.running[f"{ns}/{name}"] = Running(w, f"{ns}/{name}")
         except ApiException as e:
             if e.status in (403, 422):
@@ -209,8 +257,10 @@ def write_run(out: Path, ledger: Ledger, trace: Trace, kit: kitmod.Kit, truths: 
     """What `dra-harness report` reads: the ledger, the trace, the kit, the truths, the claims."""
     import json
 
+    from ..judge.files import write_file
+
     out.mkdir(parents=True, exist_ok=True)
     ledger.write(out / "ledger.json")
-    (out / "run.json").write_text(json.dumps({"trace": trace.name, "kit": trace.kit, "nodes": trace.nodes,
+    write_file(out / "run.json", json.dumps({"trace": trace.name, "kit": trace.kit, "nodes": trace.nodes,
                                               "speed": None, "truths": {n: t.to_dict() for n, t in truths.items()},
                                               "claims": claims}))
