@@ -14,6 +14,7 @@ from pathlib import Path
 
 from fakedev import Truth
 
+from ..judge.files import write_file
 from ..judge.report import PALETTE, svg
 from . import kit as kitmod
 from .ledger import Ledger
@@ -129,14 +130,50 @@ def render(ledger: Ledger, kit: kitmod.Kit, truths: dict[str, Truth], claims: li
     return "\n".join(parts)
 
 
+MAX_TORUS = 64  # a torus coordinate beyond this is no Trainium topology (and an SVG kilometres wide)
+
+
+def _no_constants(name: str) -> None:
+    raise ValueError(f"{name} is not a number a replay writes")
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        d = json.loads(path.read_text(), parse_constant=_no_constants)  # NaN or Infinity: refused (row 63)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ValueError(f"{path}: not what `dra-harness replay` writes ({str(e)[:80]})") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"{path}: not what `dra-harness replay` writes (not a JSON object)")
+    return d
+
+
 def write(run_dir: Path, out: Path | None = None) -> Path:
     if not (run_dir / "ledger.json").is_file() or not (run_dir / "run.json").is_file():
         raise ValueError(f"{run_dir} is not a replay's run directory (no ledger.json and run.json; "
                          "`dra-harness replay TRACE --out DIR` makes one)")
-    ledger = Ledger.read(run_dir / "ledger.json")
-    run = json.loads((run_dir / "run.json").read_text())
-    kit = kitmod.load(run["kit"])
-    truths = {n: Truth.from_dict(d) for n, d in run["truths"].items()}
     out = out or run_dir / "report.html"
-    out.write_text(render(ledger, kit, truths, run["claims"], f"dra-harness replay: {run['trace']}"))
+    if out.is_dir() and not out.is_symlink():  # checked before minutes of rendering
+        raise ValueError(f"{out} is a directory; give a file name with --out")
+    ledger_d, run = _read_json(run_dir / "ledger.json"), _read_json(run_dir / "run.json")
+    kit_path = run.get("kit")
+    try:
+        kit = kitmod.load(str(kit_path))
+    except (kitmod.KitError, ValueError, TypeError):  # never the named file's content (row 58)
+        raise ValueError(f"{run_dir / 'run.json'}: its kit {str(kit_path)[:200]!r} is not a golden-path kit that "
+                         "can be read") from None
+    stage = "ledger.json"
+    try:
+        ledger = Ledger.from_dict(ledger_d)
+        stage = "run.json"
+        truths = {str(n): Truth.from_dict(d) for n, d in run["truths"].items()}
+        for n, t in truths.items():
+            for dev in t.devices:
+                if dev.torus is not None and not all(isinstance(c, int) and 0 <= c < MAX_TORUS for c in dev.torus):
+                    raise ValueError(f"torus coordinates of {dev.id} on {n} are not in 0..{MAX_TORUS - 1}")
+        stage = "the ledger and run"
+        page = render(ledger, kit, truths, list(run["claims"]), f"dra-harness replay: {run['trace']}")
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, ZeroDivisionError) as e:
+        why = str(e)[:120] if isinstance(e, ValueError) else type(e).__name__
+        raise ValueError(f"{run_dir}: {stage} is not what `dra-harness replay` writes ({why})") from None
+    write_file(out, page)
     return out

@@ -82,11 +82,16 @@ class Ledger:
         return json.dumps(asdict(self), indent=1)
 
     def write(self, path: Path) -> None:
-        path.write_text(self.to_json())
+        from ..judge.files import write_file
+
+        write_file(path, self.to_json())
 
     @classmethod
     def read(cls, path: Path) -> "Ledger":
-        d = json.loads(Path(path).read_text())
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Ledger":
         return cls(kit=d["kit"], claims={k: ClaimRecord(**v) for k, v in d["claims"].items()},
                    denials=[Denial(**x) for x in d["denials"]], interventions=[Intervention(**x) for x in d["interventions"]],
                    samples=[Sample(**x) for x in d["samples"]], end=d["end"], explanations=d.get("explanations", {}),
