@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _spec(args):
     from .backends.paths import check_name
-    from .backends.profiles import parse_driver_args, resolve
+    from .backends.profiles import check_set, parse_driver_args
     from .backends.spec import ClusterSpec, parse_nodes
 
     extra = parse_driver_args(args.driver_arg)
@@ -147,8 +147,8 @@ def _spec(args):
                        k8s_version=args.k8s_version, netns={"auto": None, "on": True, "off": False}[args.netns],
                        nri={"auto": None, "on": True, "off": False}[args.nri],
                        driver_hosts={"auto": None, "on": True, "off": False}[args.driver_hosts])
-    for prof in {d for n in spec.nodes for d in n.drivers}:  # every profile valid before anything starts
-        resolve(prof, extra)
+    for n in spec.nodes:  # every profile valid, once per driver, before anything starts
+        check_set(n.drivers, extra)
     return spec
 
 
@@ -227,13 +227,13 @@ def _explain(args) -> int:
 
 
 def _kit(args) -> int:
-    import yaml
+    from fakedev import safeyaml
 
     from .platform import kit
 
     k = kit.load(args.kit)
     if args.action == "render":
-        sys.stdout.write(yaml.safe_dump_all(kit.render(k), sort_keys=False))
+        sys.stdout.write(safeyaml.dumps_all(kit.render(k)))
         return 0
     from .platform.check import check
 

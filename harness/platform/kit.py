@@ -16,6 +16,9 @@ from pathlib import Path
 from fakedev import safeyaml
 
 TEAM_LABEL = "dra-harness.io/team"
+MAX_NAMESPACES = 1000
+MAX_CLASSES = 100
+MAX_CLASS_NAMESPACES = 5000
 CLASS_LABEL = "dra-harness.io/golden-path"
 DRIVERS = {"neuron": ("neuron.aws.com", None), "efa": ("dra.net", 'device.attributes["dra.net"].rdma == true')}
 NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,40}[a-z0-9])?")
@@ -100,10 +103,19 @@ def load(path: str | Path) -> Kit:
         raise KitError(e.source, e.where, e.problem) from None
     d = _map(data, "", src, {"kit", "teams", "classes"}, {"kit", "teams", "classes"})
     teams = {}
+    owner: dict[str, str] = {}
     for t, spec in _map(d["teams"], "teams", src, set(d["teams"]) if isinstance(d["teams"], dict) else set()).items():
         _name(t, f"teams.{str(t)[:40]}", src)
         spec = _map(spec, f"teams.{t}", src, {"namespaces"}, {"namespaces"})
         teams[t] = _names(spec["namespaces"], f"teams.{t}.namespaces", src)
+        for ns in teams[t]:  # a namespace carries one team label: two teams would fight over it (row 28)
+            if ns in owner:
+                raise KitError(src, f"teams.{t}.namespaces", f"namespace {ns!r} is already team {owner[ns]!r}'s")
+            owner[ns] = t
+    if len(owner) > MAX_NAMESPACES:
+        raise KitError(src, "teams", f"{len(owner)} namespaces; a kit may name at most {MAX_NAMESPACES}")
+    if isinstance(d["classes"], dict) and len(d["classes"]) > MAX_CLASSES:
+        raise KitError(src, "classes", f"{len(d['classes'])} classes; a kit may define at most {MAX_CLASSES}")
     classes = {}
     cls_map = d["classes"] if isinstance(d["classes"], dict) else None
     if cls_map is None:
@@ -121,14 +133,19 @@ def load(path: str | Path) -> Kit:
             r = _map(r, rp, src, {"name", "device", "count", "all", "logical_neuron_core"}, {"name", "device"})
             if r["device"] not in DRIVERS:
                 raise KitError(src, f"{rp}.device", f"one of {', '.join(DRIVERS)}")
-            if ("count" in r) == bool(r.get("all")):
+            if "all" in r and r["all"] is not True:  # "no" is a truthy string (row 24)
+                raise KitError(src, f"{rp}.all", f"only `all: true` (unquoted) is meaningful, got {r['all']!r:.40}")
+            if ("count" in r) == ("all" in r):
                 raise KitError(src, rp, "exactly one of count or all: true")
             lnc = r.get("logical_neuron_core")
-            if lnc is not None and (r["device"] != "neuron" or lnc not in (1, 2)):
+            if lnc is not None and (isinstance(lnc, bool) or r["device"] != "neuron" or lnc not in (1, 2)):
                 raise KitError(src, f"{rp}.logical_neuron_core", "1 or 2, for neuron devices only")
             reqs.append(Request(_name(r["name"], f"{rp}.name", src), r["device"],
                                 _int(r["count"], f"{rp}.count", src, 1, 64) if "count" in r else None, lnc))
         names = {r.name for r in reqs}
+        if len(names) < len(reqs):  # the API refuses the template (row 25): so does the kit
+            dup = next(r.name for i, r in enumerate(reqs) if r.name in {x.name for x in reqs[:i]})
+            raise KitError(src, f"{p}.requests", f"request name {dup!r} is used twice")
         cons = []
         for i, k in enumerate(c.get("constraints") or []):
             kp = f"{p}.constraints[{i}]"
@@ -152,6 +169,9 @@ def load(path: str | Path) -> Kit:
         classes[cname] = GoldenPath(cname, reqs, cons, cteams, quota, float(cost),
                                     _int(c["priority"], f"{p}.priority", src, 0, 1_000_000_000),
                                     _names(c.get("share_efa_with") or [], f"{p}.share_efa_with", src))
+    objects = sum(len(teams[t]) for g in classes.values() for t in g.teams)  # a template (and quota) per class x namespace
+    if objects > MAX_CLASS_NAMESPACES:  # bounded before rendering: 50 x 1000 took 51 s, more ran out of memory (row 31)
+        raise KitError(src, "classes", f"{objects} class x namespace pairs; a kit may have at most {MAX_CLASS_NAMESPACES}")
     for g in classes.values():
         for other in g.share_efa_with:
             if other not in classes:
