@@ -31,6 +31,41 @@ class ProfileError(ValueError):
     pass
 
 
+PLACEHOLDERS = {"node", "tree", "kubeconfig", "kubelet_dir", "registry_dir", "plugins_dir", "cdi_root", "python",
+                "health_port", "bin_dir", "imds_endpoint", "nri_socket", "nodes_file"}
+_PART = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
+ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def placeholders_in(text: str) -> list[str]:
+    """The placeholders of a template, or ValueError naming what is not one: plain `{name}`
+    substitution with `{{` and `}}` for literal braces, not str.format (whose `{0}`, `{x.attr}`
+    and `{x[i]}` reach into Python objects, reliability-probe-2.md rows 1-5)."""
+    out = []
+    for m in _PART.finditer(text):
+        tok = m.group(0)
+        if tok in ("{{", "}}"):
+            continue
+        if m.group(1) is None:
+            raise ValueError(f"a lone {tok!r} (write {tok * 2!r} for a literal brace)")
+        if m.group(1) not in PLACEHOLDERS:
+            raise ValueError(f"unknown placeholder {{{m.group(1)[:40]}}} (known: {', '.join(sorted(PLACEHOLDERS))}; "
+                             "{{ and }} for literal braces)")
+        out.append(m.group(1))
+    return out
+
+
+def fill(text: str, values: dict[str, str]) -> str:
+    """`text` with its placeholders replaced (checked by placeholders_in)."""
+    placeholders_in(text)
+
+    def one(m: re.Match) -> str:
+        tok = m.group(0)
+        return tok[0] if tok in ("{{", "}}") else str(values.get(m.group(1), tok))
+
+    return _PART.sub(one, text)
+
+
 @dataclass
 class DriverProfile:
     name: str
@@ -47,11 +82,37 @@ class DriverProfile:
     # {nodes_file} that sees {tree}; None: the driver runs one process per node, always
     host_command: list[str] | None = None
 
+    source: str | None = None  # the YAML file it came from (relative paths in it are relative to that file)
+
     def device_classes_path(self) -> Path | None:
         if not self.device_classes:
             return None
         p = Path(self.device_classes)
-        return p if p.is_absolute() else ROOT / p
+        base = Path(self.source).parent if self.source else ROOT
+        return p if p.is_absolute() else base / p
+
+    def device_class_objects(self) -> list[dict]:
+        """The DeviceClasses the driver ships, and nothing else: they are applied with admin
+        rights, so a ClusterRoleBinding or a policy binding in the file could undo the driver
+        scoping (reliability-probe-2.md row 10). Checked at load, before anything starts."""
+        path = self.device_classes_path()
+        if path is None:
+            return []
+        where = f"driver profile {self.name}: device_classes"
+        try:
+            docs = safeyaml.load_file(path, all_documents=True)
+        except safeyaml.YamlLimitError as e:
+            raise ProfileError(f"{where}: {e}") from None
+        out = []
+        for i, obj in enumerate(d for d in docs if d is not None):
+            if not isinstance(obj, dict) or obj.get("kind") != "DeviceClass" or \
+                    not str(obj.get("apiVersion", "")).startswith("resource.k8s.io/") or \
+                    not isinstance(obj.get("metadata"), dict) or not isinstance(obj["metadata"].get("name"), str):
+                kind = obj.get("kind") if isinstance(obj, dict) else type(obj).__name__
+                raise ProfileError(f"{where}: {path}: document {i + 1} is a {str(kind)[:40]!r}, not a "
+                                   "resource.k8s.io DeviceClass with a name (only DeviceClasses are applied)")
+            out.append(obj)
+        return out
 
     def environment(self, **values: str) -> dict[str, str]:
         """A clean environment: the profile's variables (templated like the command), the
@@ -60,23 +121,23 @@ class DriverProfile:
         base = {k: os.environ[k] for k in CLEAN_ENV if k in os.environ}
         values = {"python": sys.executable, **values}
         try:
-            own = {k: v.format(**values) for k, v in self.env.items()}
-        except (KeyError, IndexError) as e:
-            raise ProfileError(f"driver profile {self.name}: unknown placeholder {e} in env") from None
+            own = {k: fill(v, values) for k, v in self.env.items()}
+        except ValueError as e:
+            raise ProfileError(f"driver profile {self.name}: env: {e}") from None
         return {**base, "PYTHONPATH": str(ROOT), "NODE_NAME": values.get("node", ""), **own}
 
     def host_argv(self, **values: str) -> list[str]:
         """The host-mode command, templated ({python} {tree} {nodes_file} {health_port})."""
         values = {"python": sys.executable, **values}
-        return [a.format(**values) for a in self.host_command or []]
+        return [fill(a, values) for a in self.host_command or []]
 
     def argv(self, binds: list[tuple[str, str]] = (), **values: str) -> list[str]:
         """The command, templated; under fakedev-run also the extra `binds` (DIR, PATH)."""
         values = {"python": sys.executable, **values}
         try:
-            argv = [a.format(**values) for a in self.command]
-        except KeyError as e:
-            raise ProfileError(f"driver profile {self.name}: unknown placeholder {e} in command") from None
+            argv = [fill(a, values) for a in self.command]
+        except ValueError as e:
+            raise ProfileError(f"driver profile {self.name}: command: {e}") from None
         if self.tree_access == "fakedev-run":
             extra = [f"--bind={src}:{dst}" for src, dst in binds]
             argv = [sys.executable, "-m", "fakedev.cli", "run", "--tree", values["tree"], *extra, "--", *argv]
@@ -138,10 +199,23 @@ def load(path: str | Path) -> DriverProfile:
     if not isinstance(data["command"], list) or not data["command"] or \
             not all(isinstance(a, str) and "\0" not in a for a in data["command"]):
         raise ProfileError(f"{path}: command: must be a non-empty list of strings")
+    if data["name"] in BUILTIN:
+        raise ProfileError(f"{path}: name: {data['name']!r} is a built-in profile's name; pick another")
     env = data.get("env") or {}
-    if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, (str, int)) for k, v in env.items()):
+    if not isinstance(env, dict):
         raise ProfileError(f"{path}: env: must map variable names to strings")
+    for k, v in env.items():
+        if not isinstance(k, str) or not ENV_NAME_RE.match(k):
+            raise ProfileError(f"{path}: env: {str(k)[:40]!r} is not a variable name (letters, digits, '_')")
+        if isinstance(v, bool) or not isinstance(v, (str, int)) or (isinstance(v, str) and "\0" in v):
+            raise ProfileError(f"{path}: env.{k}: must be a string (quote it: YAML reads true as a boolean)")
     data["env"] = {k: str(v) for k, v in env.items()}
+    for field_name, texts in (("command", data["command"]), *((f"env.{k}", [v]) for k, v in data["env"].items())):
+        for t in texts:
+            try:
+                placeholders_in(t)
+            except ValueError as e:
+                raise ProfileError(f"{path}: {field_name}: {e}") from None
     if data.get("tree_access", "sysfs-root") not in ("sysfs-root", "fakedev-run"):
         raise ProfileError(f"{path}: tree_access must be sysfs-root or fakedev-run")
     for key in ("kind_chart", "device_classes"):
@@ -156,7 +230,14 @@ def load(path: str | Path) -> DriverProfile:
                               set(ident) - {"name_pattern", "pci_attribute", "index_attribute"} or
                               not all(isinstance(v, str) for v in ident.values())):
         raise ProfileError(f"{path}: identity: one of name_pattern, pci_attribute or index_attribute (a string)")
-    return DriverProfile(**data)
+    if "name_pattern" in (ident or {}):
+        try:
+            re.compile(ident["name_pattern"])
+        except re.error as e:
+            raise ProfileError(f"{path}: identity: name_pattern: {e}") from None
+    prof = DriverProfile(**data, source=str(Path(path).resolve()))
+    prof.device_class_objects()  # the file exists and holds only DeviceClasses, before anything starts
+    return prof
 
 
 def resolve(name: str, extra_args: dict[str, list[str]] | None = None) -> DriverProfile:
@@ -173,6 +254,24 @@ def resolve(name: str, extra_args: dict[str, list[str]] | None = None) -> Driver
         if p.host_command:
             p.host_command = p.host_command + more
     return p
+
+
+def check_set(names: list[str], extra_args: dict[str, list[str]]) -> list[DriverProfile]:
+    """The profiles of one node, each valid, no two for one driver name (they would bind the
+    same sockets, rows 12-13), and every --driver-arg aimed at one of them (row 19)."""
+    profs = [resolve(n, extra_args) for n in names]
+    by_driver: dict[str, str] = {}
+    for n, p in zip(names, profs):
+        if p.driver in by_driver:
+            raise ProfileError(f"profiles {by_driver[p.driver]!r} and {n!r} both serve driver {p.driver} on one node; "
+                               "give each driver once")
+        by_driver[p.driver] = n
+    known = set(names) | {p.name for p in profs}
+    for target in extra_args:
+        if target not in known:
+            raise ProfileError(f"--driver-arg {target!r}=...: no such profile in this cluster "
+                               f"(profiles: {', '.join(sorted(known))})")
+    return profs
 
 
 def parse_driver_args(items: list[str]) -> dict[str, list[str]]:

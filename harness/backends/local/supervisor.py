@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import fakedev
-from fakedev import safeyaml
 
 from ...kube import Kube, WaitTimeout
 from .. import imds, procs, profiles, shared
@@ -96,11 +95,9 @@ class Supervisor:
         kube = Kube(str(self.cp.admin_kubeconfig))
         for obj in rbac.DRIVER_RBAC:
             kube.apply(obj)
-        manifests = {profiles.resolve(d).device_classes_path() for n in self.spec.nodes for d in n.drivers}
-        for path in sorted(filter(None, manifests)):  # the DeviceClasses each driver ships (a profile's file: bounded)
-            for obj in safeyaml.load_file(path, all_documents=True):
-                if obj:
-                    kube.apply(obj)
+        for prof in sorted({d for n in self.spec.nodes for d in n.drivers}):  # the DeviceClasses each driver ships
+            for obj in profiles.resolve(prof).device_class_objects():  # nothing but DeviceClasses (row 10)
+                kube.apply(obj)
         log.info("RBAC and DeviceClasses applied after %.2fs", time.monotonic() - t0)
         self.trees.result()  # re-raises what the render raised
         with ThreadPoolExecutor(max_workers=8, thread_name_prefix="nodes") as pool:  # 3 requests a node: 500 nodes in seconds
