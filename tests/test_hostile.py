@@ -41,6 +41,7 @@ class Case:
     setup: Callable[[Path], None] | None = None
     seconds: float = 30.0
     memory_mb: int | None = None  # address-space limit for the run
+    env: dict[str, str] = field(default_factory=dict)  # more environment ({S} substituted)
 
 
 def _corrupt_state(s: Path) -> None:
@@ -173,6 +174,12 @@ def pristine(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_hostile_input(case: Case, tmp_path: Path, pristine: Path):
+    run_case(case, tmp_path, pristine)
+
+
+def run_case(case: Case, tmp_path: Path, pristine: Path) -> None:
+    """Run one case in a fresh sandbox: its exit code, one line on stderr, no traceback, in time,
+    and nothing outside the state root changed (the table-driven suites share this)."""
     s = tmp_path / "sandbox"
     s.mkdir()
     (s / "victim").mkdir()
@@ -185,7 +192,8 @@ def test_hostile_input(case: Case, tmp_path: Path, pristine: Path):
         case.setup(s)
     before = snapshot(s)
     argv = [a.replace("{S}", str(s)).replace("{T}", str(s / "T")) for a in case.argv]
-    env = {**os.environ, "DRA_HARNESS_STATE": str(s / "state"), "HOME": str(s / "home")}
+    env = {**os.environ, "DRA_HARNESS_STATE": str(s / "state"), "HOME": str(s / "home"),
+           **{k: v.replace("{S}", str(s)) for k, v in case.env.items()}}
     t0 = time.monotonic()
     r = subprocess.run([sys.executable, "-m", EXE[argv[0]], *argv[1:]], capture_output=True, text=True, cwd=ROOT,
                        env=env, timeout=case.seconds + 30, preexec_fn=_limit(case.memory_mb))

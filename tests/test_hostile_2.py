@@ -1,0 +1,340 @@
+"""The second probe's hostile inputs (shared/research/reliability-probe-2.md, 132 cases on the
+surfaces added after the first probe) as a permanent test: each row names the case it closes.
+Same rules as test_hostile.py: the exit code, one line on stderr, no traceback, in time, and
+nothing outside the state root changed. Cases that need a running cluster are in test_kit.py
+(the admission routes) and test_platform_report.py (replays on a cluster)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import ROOT, is_root
+from .test_hostile import Case, pristine, run_case  # noqa: F401 (pristine is a fixture)
+
+KIT = str(ROOT / "platform/golden-paths.yaml")
+
+
+def trace(workloads: str = "  - {at: 1, duration: 10, team: inference, class: small-inference, needs: 1}\n",
+          **top: str) -> str:
+    head = {"name": "t", "kit": KIT, "nodes": "trn1.32xlarge", "duration": "60", **top}
+    return "".join(f"{k}: {v}\n" for k, v in head.items()) + "workloads:\n" + workloads
+
+
+def kit(classes: str, teams: str = "  a: {namespaces: [ns-a]}\n  b: {namespaces: [ns-b]}\n") -> str:
+    return f"kit: k\nteams:\n{teams}classes:\n{classes}"
+
+
+ONE_CLASS = "  c: {{requests: [{req}], teams: [a], cost_per_device_hour: 1, priority: 1}}\n"
+
+
+def profile(extra: str = "", command: str = '["/bin/true", "{node}"]', name: str = "p") -> str:
+    return f"name: {name}\ndriver: a.example.com\ncommand: {command}\n{extra}"
+
+
+UP = ["dra-harness", "up", "--name", "probe2", "--nodes", "trn1.2xlarge", "--k8s-version", "9.99"]
+UP_P = UP + ["--driver", "{S}/p.yaml"]
+
+
+def _shared_dir(s: Path) -> None:
+    (s / "shared").mkdir()
+    os.chmod(s / "shared", 0o1777)
+
+
+def _a_file(s: Path) -> None:
+    (s / "afile").write_text("x")
+
+
+def _kind_victim(s: Path) -> None:
+    (s / "sbk/.kind/victim").mkdir(parents=True)
+    os.chmod(s / "sbk", 0o700)
+    (s / "sbk/.kind/victim/notes.txt").write_text("precious")
+
+
+def _ledger(s: Path, ledger: object, run: dict | None = None) -> None:
+    d = s / "r"
+    d.mkdir()
+    (d / "ledger.json").write_text(ledger if isinstance(ledger, str) else json.dumps(ledger))
+    (d / "run.json").write_text(json.dumps(run if run is not None else
+                                           {"trace": "t", "kit": KIT, "nodes": "n", "truths": {}, "claims": []}))
+
+
+def _empty_ledger() -> dict:
+    from harness.platform.ledger import Ledger
+
+    return json.loads(Ledger(kit="golden-paths").to_json())
+
+
+def _mkdir(rel: str):
+    return lambda s: (s / rel).mkdir(parents=True)
+
+
+CASES = [
+    # -- profiles (rows 1-19)
+    Case("1 {0} placeholder", UP_P, 2, "command: unknown placeholder {0}", files={"p.yaml": profile(command='["/bin/echo", "{0}"]')}),
+    Case("3 attribute placeholder", UP_P, 2, "unknown placeholder {node.__class__.__mro__}",
+         files={"p.yaml": profile(command='["/bin/echo", "{node.__class__.__mro__}"]')}),
+    Case("2 literal braces need doubling", UP_P, 2, "a lone '}'",
+         files={"p.yaml": profile(command='["/bin/echo", "--config=}"]')}),
+    Case("4 env name", UP_P, 2, "env: 'A=B' is not a variable name", files={"p.yaml": profile('env: {"A=B": x}\n')}),
+    Case("4 empty env name", UP_P, 2, "env: '' is not a variable name", files={"p.yaml": profile('env: {"": y}\n')}),
+    Case("5 env placeholder", UP_P, 2, "env.X: unknown placeholder {0}", files={"p.yaml": profile('env: {X: "{0}"}\n')}),
+    Case("6 env boolean", UP_P, 2, "env.FLAG: must be a string", files={"p.yaml": profile("env: {FLAG: true}\n")}),
+    Case("6 env hex", UP_P, 2, "YAML 1.1 number", files={"p.yaml": profile("env: {N: 0x10}\n")}),
+    Case("7 bad identity regex", UP_P, 2, "name_pattern: missing )",
+         files={"p.yaml": profile('identity: {name_pattern: "neuron-device-(?P<index>\\\\d+"}\n')}),
+    Case("8 device_classes not YAML of classes", UP_P, 2, "not a resource.k8s.io DeviceClass",
+         files={"p.yaml": profile("device_classes: /etc/passwd\n")}),
+    Case("9 device_classes missing, relative to the profile", UP_P, 2, "no such file",
+         files={"p.yaml": profile("device_classes: nonexistent/x.yaml\n")}),
+    Case("10 device_classes with a ClusterRoleBinding", UP_P, 2, "document 2 is a 'ClusterRoleBinding'",
+         files={"p.yaml": profile("device_classes: evil.yaml\n"),
+                "evil.yaml": "apiVersion: resource.k8s.io/v1\nkind: DeviceClass\nmetadata: {name: x}\n---\n"
+                             "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {name: evil}\n"
+                             "roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: cluster-admin}\n"
+                             "subjects: [{kind: Group, name: 'dra-harness:drivers'}]\n"}),
+    Case("11 duplicate key", UP_P, 2, "key 'name' appears twice",
+         files={"p.yaml": profile() + "name: refdriver-neuron\n"}),
+    Case("11 a built-in's name", UP_P, 2, "is a built-in profile's name", files={"p.yaml": profile(name="refdriver-neuron")}),
+    Case("12 two profiles, one driver", UP + ["--driver", "refdriver-neuron", "--driver", "{S}/p.yaml"], 2,
+         "both serve driver neuron.aws.com",
+         files={"p.yaml": profile(command='["/bin/true"]').replace("a.example.com", "neuron.aws.com")}),
+    Case("13 one profile twice", UP + ["--driver", "refdriver-neuron", "--driver", "refdriver-neuron"], 2,
+         "both serve driver neuron.aws.com"),
+    Case("19 --driver-arg for no profile", UP + ["--driver-arg", "nosuch=--x"], 2, "'nosuch'=...: no such profile"),
+    Case("19 --driver-arg for the empty name", UP + ["--driver-arg", "=--y"], 2, "--driver-arg ''=...: no such profile"),
+    # -- kits (rows 23-35)
+    Case("23 class defined twice", ["dra-harness", "kit", "render", "{S}/k.yaml"], 2, "key 'c' appears twice",
+         files={"k.yaml": kit(ONE_CLASS.format(req="{name: d, device: neuron, count: 1}") * 2)}),
+    Case("24 all: \"no\"", ["dra-harness", "kit", "render", "{S}/k.yaml"], 2, "only `all: true`",
+         files={"k.yaml": kit(ONE_CLASS.format(req='{name: d, device: neuron, all: "no"}'))}),
+    Case("25 request named twice", ["dra-harness", "kit", "check", "{S}/k.yaml"], 2, "request name 'd' is used twice",
+         files={"k.yaml": kit(ONE_CLASS.format(req="{name: d, device: neuron, count: 1}, {name: d, device: neuron, count: 1}"))}),
+    Case("26 logical_neuron_core: true", ["dra-harness", "kit", "render", "{S}/k.yaml"], 2, "logical_neuron_core: 1 or 2",
+         files={"k.yaml": kit(ONE_CLASS.format(req="{name: d, device: neuron, count: 1, logical_neuron_core: true}"))}),
+    Case("27 octal count", ["dra-harness", "kit", "render", "{S}/k.yaml"], 2, "'010' is a YAML 1.1 number",
+         files={"k.yaml": kit(ONE_CLASS.format(req="{name: d, device: neuron, count: 010}"))}),
+    Case("27 base-60 priority", ["dra-harness", "kit", "render", "{S}/k.yaml"], 2, "'1:30' is a YAML 1.1 number",
+         files={"k.yaml": kit(ONE_CLASS.format(req="{name: d, device: neuron, count: 1}").replace("priority: 1", "priority: 1:30"))}),
+    Case("28 a namespace of two teams", ["dra-harness", "kit", "check", "{S}/k.yaml"], 2,
+         "namespace 'shared' is already team 'a'",
+         files={"k.yaml": kit(ONE_CLASS.format(req="{name: d, device: neuron, count: 1}"),
+                              teams="  a: {namespaces: [shared]}\n  b: {namespaces: [shared]}\n")}),
+    Case("31 classes x namespaces", ["dra-harness", "kit", "render", "{S}/k.yaml"], 2, "class x namespace pairs",
+         files={"k.yaml": kit("".join(f"  c{i}: {{requests: [{{name: a, device: neuron, count: 1}}], teams: [t], "
+                                      f"cost_per_device_hour: 1, priority: 1}}\n" for i in range(50)),
+                              teams="  t: {namespaces: [%s]}\n" % ", ".join(f"n{i}" for i in range(1000)))},
+         seconds=10, memory_mb=900),
+    Case("31 too many namespaces", ["dra-harness", "kit", "render", "{S}/k.yaml"], 2, "at most 1000",
+         files={"k.yaml": kit(ONE_CLASS.format(req="{name: d, device: neuron, count: 1}"),
+                              teams="  a: {namespaces: [%s]}\n" % ", ".join(f"n{i}" for i in range(20000)))},
+         seconds=10, memory_mb=900),
+    # -- traces and replay (rows 36-55): refused at load, before any cluster starts
+    Case("36 needs: .inf", ["dra-harness", "replay", "{S}/t.yaml"], 2, "workloads[0].needs",
+         files={"t.yaml": trace("  - {at: 1, duration: 10, team: inference, class: small-inference, needs: .inf}\n")}),
+    Case("37 duration: [1]", ["dra-harness", "replay", "{S}/t.yaml"], 2, "workloads[0].duration: a finite number",
+         files={"t.yaml": trace("  - {at: 1, duration: [1], team: inference, class: small-inference, needs: 1}\n")}),
+    Case("38 duration: abc", ["dra-harness", "replay", "{S}/t.yaml"], 2, "duration: a finite number",
+         files={"t.yaml": trace(duration="abc")}),
+    Case("39 at: .nan", ["dra-harness", "replay", "{S}/t.yaml"], 2, "workloads[0].at: a finite number",
+         files={"t.yaml": trace("  - {at: .nan, duration: 10, team: inference, class: small-inference, needs: 1}\n")}),
+    Case("40 trace duration .inf", ["dra-harness", "replay", "{S}/t.yaml"], 2, "duration: a finite number",
+         files={"t.yaml": trace(duration=".inf")}),
+    *[Case(f"41 --speed {v}", ["dra-harness", "replay", "{S}/t.yaml", "--speed", v], 2, f"--speed {v}",
+           files={"t.yaml": trace()}) for v in ("0", "-5", "nan", "inf")],
+    Case("42 unknown class", ["dra-harness", "replay", "{S}/t.yaml"], 2, "'no-such-class' is not a class of kit",
+         files={"t.yaml": trace("  - {at: 1, duration: 10, team: inference, class: no-such-class, needs: 1}\n")}),
+    Case("43 evict_after: soon", ["dra-harness", "replay", "{S}/t.yaml"], 2, "evict_after: a finite number",
+         files={"t.yaml": trace(evict_after="soon")}),
+    Case("44 unknown team", ["dra-harness", "replay", "{S}/t.yaml"], 2, "'nobody' is not a team of kit",
+         files={"t.yaml": trace("  - {at: 1, duration: 10, team: nobody, class: small-inference, needs: 1}\n")}),
+    Case("45 misspelt key", ["dra-harness", "replay", "{S}/t.yaml"], 2, "evict_afer: unknown key",
+         files={"t.yaml": trace(evict_afer="900")}),
+    Case("45 misspelt workload key", ["dra-harness", "replay", "{S}/t.yaml"], 2, "unknown key neds",
+         files={"t.yaml": trace("  - {at: 1, duration: 10, team: inference, class: small-inference, neds: 1}\n")}),
+    Case("46 a name that is a path", ["dra-harness", "replay", "{S}/t.yaml"], 2, "name: a DNS label",
+         files={"t.yaml": trace(name='"x/../../../../../../../..{S}/escaped"')}),
+    Case("46 --out a symlink", ["dra-harness", "replay", "{S}/t.yaml", "--out", "{S}/link"], 2, "is a symbolic link",
+         files={"t.yaml": trace()}, setup=lambda s: (s / "link").symlink_to(s / "victim")),
+    Case("46 --out a directory of other files", ["dra-harness", "replay", "{S}/t.yaml", "--out", "{S}/victim"], 2,
+         "holds files a replay did not write", files={"t.yaml": trace()}),
+    Case("47 negative at", ["dra-harness", "replay", "{S}/t.yaml"], 2, "workloads[0].at",
+         files={"t.yaml": trace("  - {at: -100, duration: 10, team: inference, class: small-inference, needs: 1}\n")}),
+    Case("47 negative needs", ["dra-harness", "replay", "{S}/t.yaml"], 2, "workloads[0].needs",
+         files={"t.yaml": trace("  - {at: 1, duration: 10, team: inference, class: small-inference, needs: -5}\n")}),
+    Case("47 negative trace duration", ["dra-harness", "replay", "{S}/t.yaml"], 2, "duration: a finite number",
+         files={"t.yaml": trace(duration="-5")}),
+    Case("50 --count beyond what a trace holds", ["dra-harness", "replay", "--generate", "healthy", "--count", "30000"],
+         2, "--count 30000"),
+    Case("51 --duration 0", ["dra-harness", "replay", "--generate", "healthy", "--duration", "0", "--count", "5"], 2,
+         "--duration 0"),
+    Case("53 --duration nan", ["dra-harness", "replay", "--generate", "healthy", "--duration", "nan"], 2, "--duration nan"),
+    Case("53 --duration -100", ["dra-harness", "replay", "--generate", "healthy", "--duration", "-100"], 2,
+         "--duration -100"),
+    Case("54 --count 10^8", ["dra-harness", "replay", "--generate", "healthy", "--count", "100000000"], 2, "--count"),
+    Case("52 --out a directory", ["dra-harness", "replay", "--generate", "healthy", "--count", "5", "--out", "{S}/victim"],
+         2, "is a directory"),
+    Case("52 --out in a missing directory", ["dra-harness", "replay", "--generate", "healthy", "--count", "5", "--out",
+                                              "{S}/nope/x.yaml"], 2, "does not exist"),
+    # -- report (rows 57-66)
+    Case("58 a kit naming /etc/shadow", ["dra-harness", "report", "{S}/r"], 2, "is not a golden-path kit",
+         setup=lambda s: _ledger(s, _empty_ledger(), {"trace": "t", "kit": "/etc/shadow", "truths": {}, "claims": []})),
+    Case("59 ledger a list", ["dra-harness", "report", "{S}/r"], 2, "not a JSON object", setup=lambda s: _ledger(s, [])),
+    Case("59 ledger without claims", ["dra-harness", "report", "{S}/r"], 2, "ledger.json is not what",
+         setup=lambda s: _ledger(s, {"kit": "x"})),
+    Case("60 ledger not JSON", ["dra-harness", "report", "{S}/r"], 2, "ledger.json: not what", setup=lambda s: _ledger(s, "{not json")),
+    Case("61 a truth without its fields", ["dra-harness", "report", "{S}/r"], 2, "run.json is not what",
+         setup=lambda s: _ledger(s, _empty_ledger(), {"trace": "t", "kit": KIT, "truths": {"n": {}}, "claims": []})),
+    Case("63 NaN in the ledger", ["dra-harness", "report", "{S}/r"], 2, "NaN is not a number",
+         setup=lambda s: _ledger(s, json.dumps(_empty_ledger()).replace('"end": 0.0', '"end": NaN'))),
+    Case("66 --out a directory", ["dra-harness", "report", "{S}/r", "--out", "{S}/victim"], 2, "is a directory",
+         setup=lambda s: _ledger(s, _empty_ledger())),
+    Case("66 --out in a missing directory", ["dra-harness", "report", "{S}/r", "--out", "{S}/nope/x.html"], 2,
+         "does not exist", setup=lambda s: _ledger(s, _empty_ledger())),
+    # -- specs (rows 96-104)
+    Case("96 octal index", ["fakedev", "validate", "{S}/s.yaml"], 2, "'010' is a YAML 1.1 number",
+         files={"s.yaml": "preset: trn1.32xlarge\nneuron_devices:\n  - {index: 010, numa_node: -1}\n"}),
+    Case("96 hex memory", ["fakedev", "validate", "{S}/s.yaml"], 2, "'0x10' is a YAML 1.1 number",
+         files={"s.yaml": "preset: trn1.32xlarge\nmemory_gib: 0x10\n"}),
+    Case("96 base-60 memory", ["fakedev", "validate", "{S}/s.yaml"], 2, "'1:30' is a YAML 1.1 number",
+         files={"s.yaml": "preset: trn1.32xlarge\nmemory_gib: 1:30\n"}),
+    Case("97 preset twice", ["fakedev", "validate", "{S}/s.yaml"], 2, "key 'preset' appears twice",
+         files={"s.yaml": "preset: trn1.32xlarge\npreset: trn2.48xlarge\n"}),
+    Case("104 unquoted BDF", ["fakedev", "validate", "{S}/s.yaml"], 2, "'0000:10:10.0' is a YAML 1.1 number",
+         files={"s.yaml": 'preset: trn1.2xlarge\nefa_devices:\n  - {bdf: 0000:10:10.0, parent: "pci0000:10"}\n'}),
+    # -- the state root (rows 105-119)
+    Case("105 a shared directory is never chmod-ed (status)", ["dra-harness", "status", "--backend", "kind", "--name",
+                                                               "probe9"], 2, "will not change a directory",
+         setup=_shared_dir, env={"DRA_HARNESS_STATE": "{S}/shared"}),
+    Case("106 a shared directory is never chmod-ed (up)", ["dra-harness", "up", "--name", "probe5", "--nodes",
+                                                           "trn1.2xlarge"], 2, "will not change a directory",
+         setup=_shared_dir, env={"DRA_HARNESS_STATE": "{S}/shared"}),
+    Case("107 a file (up)", ["dra-harness", "up", "--name", "p3", "--nodes", "trn1.2xlarge"], 2, "is not a directory",
+         setup=_a_file, env={"DRA_HARNESS_STATE": "{S}/afile"}),
+    Case("107 a file (kind status)", ["dra-harness", "status", "--backend", "kind", "--name", "p3"], 2,
+         "is not a directory", setup=_a_file, env={"DRA_HARNESS_STATE": "{S}/afile"}),
+    Case("108 under /proc", ["dra-harness", "up", "--name", "p3", "--nodes", "trn1.2xlarge"], 2, "cannot create it",
+         env={"DRA_HARNESS_STATE": "/proc/dra-harness-probe"}),
+    Case("108 under /sys", ["dra-harness", "up", "--name", "p3", "--nodes", "trn1.2xlarge"], 2, "cannot create it",
+         env={"DRA_HARNESS_STATE": "/sys/dra-harness-probe"}),
+    Case("113 kind down without the marker", ["dra-harness", "down", "--backend", "kind", "--name", "victim"], 0,
+         "not a dra-harness cluster's state", setup=_kind_victim, env={"DRA_HARNESS_STATE": "{S}/sbk"}),
+    Case("114 DRA_HARNESS_WIPING_DELAY", ["dra-harness", "up", "--name", "p2", "--nodes", "trn1.2xlarge"], 2,
+         "DRA_HARNESS_WIPING_DELAY='abc'", env={"DRA_HARNESS_WIPING_DELAY": "abc"}),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_hostile_input_2(case: Case, tmp_path: Path, pristine: Path):  # noqa: F811
+    run_case(case, tmp_path, pristine)
+
+
+def _report(run: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness.cli", "report", str(run), *extra], capture_output=True,
+                          text=True, cwd=ROOT, timeout=120)
+
+
+@pytest.fixture()
+def run_dir(tmp_path: Path, tree: Path) -> Path:
+    """A real (small) run directory: an empty ledger and the truth of a rendered tree."""
+    import fakedev
+
+    _ledger(tmp_path, _empty_ledger(), {"trace": "t", "kit": KIT, "nodes": "n", "claims": [],
+                                         "truths": {"n0": fakedev.truth_of(tree).to_dict()}})
+    return tmp_path / "r"
+
+
+def test_57_report_replaces_a_planted_symlink_never_its_target(run_dir: Path, tmp_path: Path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (run_dir / "report.html").symlink_to(victim)
+    r = _report(run_dir)
+    assert r.returncode == 0, r.stderr
+    assert victim.read_text() == "precious"
+    assert not (run_dir / "report.html").is_symlink() and "<html" in (run_dir / "report.html").read_text()[:200].lower()
+
+
+def test_58_a_kit_error_never_prints_the_named_file(run_dir: Path, tmp_path: Path):
+    secret = tmp_path / "secret.yaml"
+    secret.write_text("root:*:20228:0:99999:7:::\n")
+    run = json.loads((run_dir / "run.json").read_text())
+    (run_dir / "run.json").write_text(json.dumps({**run, "kit": str(secret)}))
+    r = _report(run_dir)
+    assert r.returncode == 2 and "root:*" not in r.stderr + r.stdout and "not a golden-path kit" in r.stderr, r.stderr
+
+
+def test_62_torus_coordinates_out_of_range_are_refused(run_dir: Path):
+    run = json.loads((run_dir / "run.json").read_text())
+    dev = next(d for d in run["truths"]["n0"]["devices"] if d.get("torus"))
+    dev["torus"] = [1_000_000_000, 1_000_000_000]
+    (run_dir / "run.json").write_text(json.dumps(run))
+    r = _report(run_dir)
+    assert r.returncode == 2 and "torus coordinates" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert not (run_dir / "report.html").exists()
+
+
+def test_the_report_of_a_real_run_directory_is_written(run_dir: Path):
+    """The control of the refusals above: the same directory, untouched, is reported."""
+    r = _report(run_dir)
+    assert r.returncode == 0 and (run_dir / "report.html").stat().st_size > 1000, r.stderr
+
+
+def test_48_49_a_replay_labels_its_pods_and_the_recorder_counts_only_its_own():
+    """Offline half of rows 48-49 (the live half is in test_platform_report.py): pods of
+    another run are not this run's, whatever their names."""
+    from harness.platform import kit as kitmod
+    from harness.platform.recorder import RUN_LABEL, Recorder
+    from harness.platform.replay import workload_pod
+    from harness.platform.trace import Workload
+
+    k = kitmod.load(KIT)
+    rec = Recorder(None, k, {}, lambda: 1.0, run="abc123")
+    w = Workload(0, 10, "inference", "small-inference", 1)
+    ns = k.teams["inference"][0]
+    mine, theirs = workload_pod(w, ns, "w1", "abc123"), workload_pod(w, ns, "w2", "ffffff")
+    assert mine["metadata"]["labels"][RUN_LABEL] == "abc123"
+    rec._pod("ADDED", mine)
+    rec._pod("ADDED", theirs)
+    assert set(rec.ledger.claims) == {f"{ns}/w1"}
+
+
+def test_29_rendered_names_survive_a_yaml_1_1_reader(tmp_path: Path):
+    """kubectl reads YAML 1.1: a team `n` or namespace `y` written plain would become false/true."""
+    (tmp_path / "k.yaml").write_text("kit: k\nteams:\n  n: {namespaces: [y]}\nclasses:\n"
+                                     "  c: {requests: [{name: y, device: neuron, count: 1}], teams: [n], "
+                                     "cost_per_device_hour: 1, priority: 1, quota: {n: 2}}\n")
+    r = subprocess.run([sys.executable, "-m", "harness.cli", "kit", "render", str(tmp_path / "k.yaml")],
+                       capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert r.returncode == 0, r.stderr
+    import yaml
+
+    class Yaml11(yaml.SafeLoader):  # go-yaml v2's booleans: y, n and their capitals as well
+        pass
+
+    import re
+
+    Yaml11.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:y|Y|n|N)$"), list("yYnN"))
+    docs = list(yaml.load_all(r.stdout, Loader=Yaml11))
+    ns = next(d for d in docs if d["kind"] == "Namespace")
+    assert ns["metadata"]["name"] == "y" and ns["metadata"]["labels"]["dra-harness.io/team"] == "n"
+    tmpl = next(d for d in docs if d["kind"] == "ResourceClaimTemplate")
+    assert tmpl["metadata"]["namespace"] == "y"
+    assert "'y'" in r.stdout and "'n'" in r.stdout
+
+
+@pytest.mark.skipif(not is_root, reason="a read-only state root needs a mount namespace")
+def test_109_a_read_only_state_root_is_one_line(tmp_path: Path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    script = (f"mount --bind {ro} {ro} && mount -o remount,ro,bind {ro} && "
+              f"DRA_HARNESS_STATE={ro}/state {sys.executable} -m harness.cli up --name p3 --nodes trn1.2xlarge; "
+              f"echo rc=$?")
+    r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script], capture_output=True,
+                       text=True, cwd=ROOT, timeout=60)
+    assert "rc=2" in r.stdout and "Traceback" not in r.stderr and "Read-only file system" in r.stderr, r.stderr
+    assert r.stderr.count("\n") == 1
