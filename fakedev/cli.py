@@ -15,6 +15,7 @@ from . import spec as specmod
 from . import tree as treemod
 from .mutate import MutationError, Tree
 from .nsrun import NsError
+from .read import ReadError
 from .record import RecordError
 
 EPILOG = """\
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return COMMANDS[args.cmd](args)
-    except (specmod.SpecError, treemod.TreeError, MutationError, NsError, RecordError) as e:
+    except (specmod.SpecError, treemod.TreeError, MutationError, NsError, RecordError, ReadError) as e:
         print(f"fakedev: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:
@@ -191,15 +192,28 @@ def _mutate(a: argparse.Namespace) -> int:
 def _record(a: argparse.Namespace) -> int:
     from .record import record
 
-    spec, warnings = record(a.root)
+    if a.out != "-" and os.path.isdir(a.out):
+        raise RecordError(f"--out {a.out} is a directory; give the spec's file name")
+    if a.out != "-" and not os.path.isdir(os.path.dirname(os.path.abspath(a.out))):
+        raise RecordError(f"--out {a.out}: the directory {os.path.dirname(os.path.abspath(a.out))} does not exist")
+    try:
+        spec, warnings = record(a.root)
+    except ReadError as e:
+        raise RecordError(str(e)) from None
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
     text = f"# recorded by fakedev from {os.path.abspath(a.root)}\n" + yaml.safe_dump(spec, sort_keys=False)
+    try:  # what record writes, its own loader reads: a spec that fails later is worse than an error now
+        specmod.load_text(text, "<recorded spec>")
+    except specmod.SpecError as e:
+        raise RecordError(f"{a.root}: the tree records as a spec fakedev would refuse ({e})") from None
     if a.out == "-":
         sys.stdout.write(text)
     else:
-        with open(a.out, "w") as f:
+        tmp = f"{a.out}.tmp{os.getpid()}"
+        with open(tmp, "w") as f:
             f.write(text)
+        os.replace(tmp, a.out)  # never through a planted symlink, never half a file
         print(f"wrote {a.out}", file=sys.stderr)
     return 0
 

@@ -24,7 +24,7 @@ class RecordError(Exception):
 def record(root: str | os.PathLike) -> tuple[dict, list[str]]:
     """Returns (spec dict, warnings about what could not be recorded)."""
     v = read_tree(root)
-    warnings: list[str] = []
+    warnings: list[str] = list(v.warnings)
     if not v.product_name:
         raise RecordError(f"{root}: no DMI product_name (sys/devices/virtual/dmi/id/product_name); not a node tree?")
     spec: dict = {"instance_type": v.product_name}
@@ -72,6 +72,7 @@ def record(root: str | os.PathLike) -> tuple[dict, list[str]]:
 
     neuron = []
     seen_bdfs = set()
+    recordable = {i for i in v.neuron if v.neuron_bdf.get(i) in v.pci}
     for idx, n in sorted(v.neuron.items()):
         bdf = v.neuron_bdf.get(idx)
         if not bdf or bdf not in v.pci:
@@ -79,11 +80,16 @@ def record(root: str | os.PathLike) -> tuple[dict, list[str]]:
             continue
         seen_bdfs.add(bdf)
         f = v.pci[bdf]
-        entry = {"index": idx, "bdf": bdf, "parent": parent(f), "connected": n["connected"], "serial": n["serial"]}
+        gone = [c for c in n["connected"] if c not in recordable]
+        if gone:  # a neighbour removed or not recordable: the spec's loader would refuse the link (row 88)
+            warnings.append(f"neuron{idx}: neighbour(s) {', '.join(map(str, gone))} not recorded; link(s) dropped")
+        entry = {"index": idx, "bdf": bdf, "parent": parent(f), "connected": [c for c in n["connected"] if c in recordable],
+                 "serial": n["serial"]}
         if idx in v.efa_map:
             entry["efa"] = v.efa_map[idx]
         neuron.append(numa_override(f, entry))
-        spec.setdefault("devfs", {})["neuron_major"] = int(n["dev"].split(":")[0])
+        if n["dev"]:
+            spec.setdefault("devfs", {})["neuron_major"] = _major(n["dev"], f"neuron{idx}/dev")
     for bdf in sorted(set(neuron_fns) - seen_bdfs):
         warnings.append(f"{bdf}: Neuron PCI function without a neuronN device (unbound or failed probe); not recorded")
     if neuron:
@@ -96,7 +102,7 @@ def record(root: str | os.PathLike) -> tuple[dict, list[str]]:
             if r:
                 entry.update(uverbs=r["uverbs"], node_guid=r["node_guid"], rate=r["rate"])
                 if r.get("dev"):
-                    spec.setdefault("devfs", {})["uverbs_major"] = int(r["dev"].split(":")[0])
+                    spec.setdefault("devfs", {})["uverbs_major"] = _major(r["dev"], f"uverbs{r['uverbs']}/dev")
             else:
                 warnings.append(f"{bdf}: EFA without an RDMA device (unbound?); identity defaults apply")
             efa.append(numa_override(f, entry))
@@ -110,6 +116,13 @@ def record(root: str | os.PathLike) -> tuple[dict, list[str]]:
         spec["ultraserver"] = {"node_id_4": int(v.ultraserver["node_id_4"]), "server_id": v.ultraserver["server_id_4"],
                                "modes": v.ultraserver.get("ultraserver_mode", "1,2,3,4")}
     return spec, warnings
+
+
+def _major(dev: str, where: str) -> int:
+    major, sep, minor = dev.partition(":")
+    if not (sep and major.isdigit() and minor.isdigit()):
+        raise RecordError(f"{where}: {dev[:40]!r} is not MAJOR:MINOR")
+    return int(major)
 
 
 def _root_numa(v: TreeView) -> dict[str, int]:
