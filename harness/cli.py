@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -201,9 +202,12 @@ def _down(args) -> int:
     return 0
 
 
+SUBDOMAIN_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
+
+
 def _explain(args) -> int:
     from .backends import get
-    from .backends.paths import check_name
+    from .backends.paths import LABEL_RE, check_name
     from .judge.explain import explain_claim
 
     kubeconfig = args.kubeconfig
@@ -219,6 +223,12 @@ def _explain(args) -> int:
     ns, _, name = args.claim.partition("/")
     if not name:
         raise ValueError("claim must be NAMESPACE/NAME")
+    # checked here, not by the API server: a name goes into a field selector, where `=` or `,`
+    # would change the query (reliability-probe-2.md rows 67-70)
+    if not LABEL_RE.match(ns):
+        raise ValueError(f"claim namespace {ns[:70]!r} is not a DNS-1123 label")
+    if len(name) > 253 or not SUBDOMAIN_RE.match(name):
+        raise ValueError(f"claim name {name[:70]!r} is not a DNS-1123 subdomain")
     from .judge.identity import Identity
 
     identities = {d: Identity.from_profile(d, i) for d, i in cluster.identities().items()} if cluster else {}

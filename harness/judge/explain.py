@@ -319,10 +319,21 @@ def explain(claim: dict, truths: dict[str, Truth], claims: list[dict], classes: 
 
 def explain_claim(kubeconfig: str, namespace: str, name: str, truths: dict[str, Truth] | None,
                   identities: dict[str, Identity] | None = None) -> Explanation:
+    from kubernetes.client.rest import ApiException
+
     from ..kube import Kube
 
-    kube = Kube(kubeconfig)
-    claim = kube.get("ResourceClaim", name, namespace)
+    try:
+        kube = Kube(kubeconfig)
+    except Exception as e:  # ConfigException, or a YAML file that is no kubeconfig (rows 71-72)
+        raise ValueError(f"--kubeconfig {kubeconfig}: not a usable kubeconfig ({type(e).__name__})") from None
+    kube.api.configuration.retries = 1  # a dead server: one line in a second, not urllib3's retries
+    try:
+        claim = kube.get("ResourceClaim", name, namespace)
+    except ApiException as e:
+        raise ValueError(f"the API server of {kubeconfig} refused to look up {namespace}/{name}: {e.status} {e.reason}") from None
+    except Exception as e:  # urllib3's MaxRetryError and friends: the server does not answer
+        raise ValueError(f"cannot reach the API server of {kubeconfig} ({type(e).__name__})") from None
     if claim is None:
         raise ValueError(f"claim {namespace}/{name} not found")
     claims = json.loads(kube.res.list_resource_claim_for_all_namespaces(_preload_content=False).data)["items"]
