@@ -338,3 +338,116 @@ def test_109_a_read_only_state_root_is_one_line(tmp_path: Path):
                        text=True, cwd=ROOT, timeout=60)
     assert "rc=2" in r.stdout and "Traceback" not in r.stderr and "Read-only file system" in r.stderr, r.stderr
     assert r.stderr.count("\n") == 1
+
+
+# -- fakedev record (rows 80-88): sysfs read bounded, never blocking, every bad file named
+
+def _tree_file(rel: str, text: str | None = None, link: str | None = None, fifo: bool = False):
+    def setup(s: Path) -> None:
+        p = s / "T" / rel
+        if p.is_symlink() or p.exists():
+            p.unlink()
+        if link is not None:
+            p.symlink_to(link)
+        elif fifo:
+            os.mkfifo(p)
+        else:
+            p.write_text(text or "")
+    return setup
+
+
+def _neuron0(rel: str, text: str):
+    def setup(s: Path) -> None:
+        d = (s / "T/sys/class/neuron_device/neuron0").resolve()
+        (d / rel).write_text(text)
+    return setup
+
+
+def _loop(s: Path) -> None:
+    p = s / "T/sys/class/neuron_device/neuron0"
+    p.unlink()
+    p.symlink_to("neuron0")
+
+
+REC = ["fakedev", "record", "--root", "{T}", "--out", "-"]
+PRODUCT = "sys/devices/virtual/dmi/id/product_name"
+CASES_RECORD = [
+    Case("80 product_name is /dev/zero", REC, 2, "no DMI product_name", setup=_tree_file(PRODUCT, link="/dev/zero"),
+         seconds=20, memory_mb=900),
+    Case("81 product_name is a FIFO", REC, 2, "no DMI product_name", setup=_tree_file(PRODUCT, fifo=True), seconds=20),
+    Case("80 an attribute larger than a page", REC, 2, "larger than 64 KiB",
+         setup=_tree_file(PRODUCT, "trn1.32xlarge" + " " * (70 << 10))),
+    Case("82 cpulist 0-99999999", REC, 2, "goes beyond the 4096 CPUs",
+         setup=_tree_file("sys/devices/system/node/node0/cpulist", "0-99999999\n"), seconds=10, memory_mb=900),
+    Case("83 physical_package_id garbage", REC, 2, "physical_package_id: 'garbage' is not a number",
+         setup=_tree_file("sys/devices/system/cpu/cpu0/topology/physical_package_id", "garbage\n")),
+    Case("83 connected_devices not numbers", REC, 2, "connected_devices: 'a' is not a number",
+         setup=_neuron0("connected_devices", "a, b\n")),
+    Case("83 neuron dev not MAJOR:MINOR", REC, 2, "neuron0/dev: 'x:y' is not MAJOR:MINOR", setup=_neuron0("dev", "x:y\n")),
+    Case("84 a symlink loop", REC, 2, "a symbolic link loop", setup=_loop),
+    Case("87 --out a directory", ["fakedev", "record", "--root", "{T}", "--out", "{S}/victim"], 2, "is a directory"),
+    Case("98 cpus 0-99999999 in a spec", ["fakedev", "validate", "{S}/s.yaml"], 2, "beyond the 4096 CPUs",
+         files={"s.yaml": 'preset: trn1.32xlarge\nnuma_nodes:\n  - {id: 0, cpus: "0-99999999"}\n'}, seconds=10, memory_mb=900),
+    Case("98 cpus 0-99999999 through up", ["dra-harness", "up", "--nodes", "{S}/s.yaml", "--k8s-version", "9.99"], 2,
+         "beyond the 4096 CPUs",
+         files={"s.yaml": 'preset: trn1.32xlarge\nnuma_nodes:\n  - {id: 0, cpus: "0-99999999"}\n'}, seconds=10, memory_mb=900),
+]
+
+
+@pytest.mark.parametrize("case", CASES_RECORD, ids=[c.id for c in CASES_RECORD])
+def test_hostile_record(case: Case, tmp_path: Path, pristine: Path):  # noqa: F811
+    run_case(case, tmp_path, pristine)
+
+
+def _record(tree: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fakedev.cli", "record", "--root", str(tree), "--out", "-"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+
+
+def test_83_85_odd_entries_and_garbage_vendor_answers_warn_and_go_on(tree: Path):
+    (tree / "sys/devices/system/node/node1x").mkdir()
+    (tree / "etc/aws-neuron/connected-device-map.json").write_text("{garbage")
+    r = _record(tree)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert "connected-device-map.json: not a connected-device map" in r.stderr
+    assert "neuron_devices" in r.stdout and " efa: " not in r.stdout
+
+
+def test_88_a_recorded_tree_after_a_removal_is_a_spec_its_loader_takes(tree: Path, tmp_path: Path):
+    import fakedev
+
+    fakedev.Tree(tree).remove("neuron3")
+    r = _record(tree)
+    assert r.returncode == 0, r.stderr
+    assert "neighbour(s) 3 not recorded; link(s) dropped" in r.stderr
+    (tmp_path / "rt.yaml").write_text(r.stdout)
+    v = subprocess.run([sys.executable, "-m", "fakedev.cli", "validate", str(tmp_path / "rt.yaml")], capture_output=True,
+                       text=True, cwd=ROOT, timeout=60)
+    assert v.returncode == 0, v.stderr
+
+
+# -- explain (rows 67-72)
+KC_DEAD = ("apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'https://127.0.0.1:1'}}]\n"
+           "contexts: [{name: c, context: {cluster: c, user: u}}]\ncurrent-context: c\nusers: [{name: u, user: {token: x}}]\n")
+EXPLAIN = ["dra-harness", "explain", "--name", "nosuch", "--kubeconfig", "{S}/kc.yaml"]
+CASES_EXPLAIN = [
+    Case("67 '=' in a claim name", EXPLAIN + ["default/ex-fa?watch=true"], 2, "is not a DNS-1123 subdomain",
+         files={"kc.yaml": KC_DEAD}),
+    Case("67 ',' in a claim name", EXPLAIN + ["default/a,metadata.namespace=x"], 2, "is not a DNS-1123 subdomain",
+         files={"kc.yaml": KC_DEAD}),
+    Case("68 an empty namespace", EXPLAIN + ["/ex-fa"], 2, "claim namespace '' is not a DNS-1123 label",
+         files={"kc.yaml": KC_DEAD}),
+    Case("70 a 5000-character namespace", EXPLAIN + ["a" * 5000 + "/x"], 2, "is not a DNS-1123 label",
+         files={"kc.yaml": KC_DEAD}),
+    Case("71 --kubeconfig /etc/passwd", ["dra-harness", "explain", "--name", "nosuch", "--kubeconfig", "/etc/passwd",
+                                         "default/x"], 2, "not a usable kubeconfig"),
+    Case("72 --kubeconfig missing", ["dra-harness", "explain", "--name", "nosuch", "--kubeconfig", "{S}/nope",
+                                     "default/x"], 2, "not a usable kubeconfig"),
+    Case("72 a server that does not answer", EXPLAIN + ["default/x"], 2, "cannot reach the API server",
+         files={"kc.yaml": KC_DEAD}),
+]
+
+
+@pytest.mark.parametrize("case", CASES_EXPLAIN, ids=[c.id for c in CASES_EXPLAIN])
+def test_hostile_explain(case: Case, tmp_path: Path, pristine: Path):  # noqa: F811
+    run_case(case, tmp_path, pristine)
