@@ -212,6 +212,8 @@ class Tree:
                 files = sum(len(g.files) + len(g.links) + len(g.nodes) for g in new_plan.groups.values())
                 raise MutationError(treemod.out_of_room(self.root, f"applying {what!r}", files)
                                     .replace("this tree needs", "the whole tree needs")) from None
+            if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise MutationError(f"{self.root}: cannot apply {what!r}: {e.strerror}") from None
             raise
         self.topo, self.state = new_topo, new_state
         return what

@@ -18,6 +18,7 @@ import ctypes
 import errno
 import fnmatch
 import os
+import sys
 import stat
 from pathlib import Path
 
@@ -94,6 +95,31 @@ def plan_mounts(tree: Path, host: Path = Path("/")) -> tuple[list[tuple[str, str
     return direct, composites
 
 
+def check_binds(tree: Path, binds: list[tuple[str, str]]) -> None:
+    """Refuse, before any namespace exists, the binds that cannot do what they say
+    (reliability-probe-2.md rows 74-77): over `/`; a new entry directly in `/` (a composite of
+    the root cannot be built); onto, above or below a path the fake tree itself replaces (the
+    tree would hide the bind, or the bind the tree)."""
+    direct, composites = plan_mounts(Path(tree).resolve())
+    replaced = [dst for _, dst in direct] + [os.path.join(d, n) for d, names in composites.items() for n in names]
+    for src, dst in binds:
+        where = f"--bind {src}:{dst}"
+        if not os.path.isdir(src):
+            raise NsError(f"{where}: {src} is not a directory")
+        real = os.path.realpath(dst)
+        if real == "/":
+            raise NsError(f"{where}: cannot bind over /")
+        parent = os.path.dirname(real)
+        if not os.path.isdir(real) and parent == "/":
+            raise NsError(f"{where}: {real} does not exist and cannot be made in /; bind onto an existing directory "
+                          "or below one")
+        if not os.path.isdir(real) and not os.path.isdir(parent):
+            raise NsError(f"{where}: {parent} does not exist")
+        for r in replaced:
+            if real == r or real.startswith(r + "/") or r.startswith(real + "/"):
+                raise NsError(f"{where}: {real} overlaps {r}, which the fake tree provides; bind elsewhere")
+
+
 def enter(tree: str | os.PathLike, binds: list[tuple[str, str]] = ()) -> None:
     """Move this (single-threaded) process into a private mount namespace showing `tree`, plus
     `binds` (host directory, path it appears at): e.g. a fake node's NRI socket directory at
@@ -101,6 +127,7 @@ def enter(tree: str | os.PathLike, binds: list[tuple[str, str]] = ()) -> None:
     tree = Path(tree).resolve()
     if not (tree / "sys").is_dir():
         raise NsError(f"{tree} has no sys/ directory; is it a fakedev tree?")
+    check_binds(tree, list(binds))
     _check(_libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
     _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing we mount may propagate to the host
     direct, composites = plan_mounts(tree)
@@ -183,4 +210,8 @@ def run(tree: str | os.PathLike, argv: list[str], libudev_shim: bool = True,
     if lib:
         os.environ["UMOCKDEV_DIR"] = root
         os.environ["LD_PRELOAD"] = " ".join(filter(None, [lib, os.environ.get("LD_PRELOAD")]))
-    os.execvp(argv[0], argv)
+    try:
+        os.execvp(argv[0], argv)
+    except OSError as e:  # as a shell says it: the command named, 127 not found, 126 not runnable (row 79)
+        print(f"fakedev: {argv[0][:200]}: {e.strerror}", file=sys.stderr)
+        os._exit(127 if isinstance(e, FileNotFoundError) else 126)

@@ -508,4 +508,5 @@ def _apply_attr_faults(p: Plan, state: TreeState) -> None:
         if f["action"] == "drop":
             del g.files[f["path"]]
         else:
-            g.files[f["path"]] = (f["value"].encode(), g.files[f["path"]][1])
+            # surrogateescape: bytes that are not UTF-8 (from argv) are written as given (probe-2 row 90)
+            g.files[f["path"]] = (f["value"].encode("utf-8", "surrogateescape"), g.files[f["path"]][1])

@@ -57,6 +57,8 @@ def tree_lock(root: Path) -> Iterator[None]:
         fd = os.open(meta / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except FileNotFoundError:
         raise TreeError(f"{root} is not a fakedev tree (no {META_DIR}/)") from None
+    except OSError as e:  # a read-only or foreign file system (reliability-probe-2.md row 94)
+        raise TreeError(f"{root}: cannot lock the tree to change it: {e.strerror}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -100,10 +102,15 @@ def generate(topo: Topology, out: str | os.PathLike, devnodes: str | None = None
     files = sum(len(g.files) + len(g.links) + len(g.nodes) for g in plan.groups.values())
     if files > MAX_TREE_FILES:
         raise TreeError(f"refusing to render {files} files (limit {MAX_TREE_FILES}): the topology is too large")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _sweep_stages(out)
-    kind = devnodes or devnode_kind()
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}{STAGE_INFIX}{os.getpid()}-", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _sweep_stages(out)
+        kind = devnodes or devnode_kind()
+        stage = Path(tempfile.mkdtemp(prefix=f".{out.name}{STAGE_INFIX}{os.getpid()}-", dir=out.parent))
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise TreeError(out_of_room(out.parent, f"rendering {out}", files)) from None
+        raise TreeError(f"cannot render into {out}: {e.strerror}") from None
     try:
         writer = TreeWriter(str(stage), kind)
         for g in plan.groups.values():
@@ -122,6 +129,8 @@ def generate(topo: Topology, out: str | os.PathLike, devnodes: str | None = None
         shutil.rmtree(stage, ignore_errors=True)
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
             raise TreeError(out_of_room(out.parent, f"rendering {out}", files)) from None
+        if isinstance(e, OSError) and e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise TreeError(f"cannot render into {out}: {e.strerror}") from None
         raise
     return GenerateResult(out, files, kind, writer.fallbacks)
 
