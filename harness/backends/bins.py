@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -28,14 +29,16 @@ def versions() -> dict[str, str]:
 def resolve(version: str | None) -> str:
     """'1.36', '1.36.3' or 'v1.36.3' (None: $K8S_VERSION, else the default minor) -> 'v1.36.3'."""
     vs = versions()
-    v = (version or os.environ.get("K8S_VERSION") or vs["K8S_DEFAULT"]).lstrip("v")
-    if v.count(".") == 2:
-        return f"v{v}"
-    key = "K8S_" + v.replace(".", "_")
-    if key not in vs:
+    raw = version or os.environ.get("K8S_VERSION") or vs["K8S_DEFAULT"]
+    given = f"{raw[:40]!r}" + ("" if version else " (from $K8S_VERSION)" if os.environ.get("K8S_VERSION") else "")
+    v = raw.lstrip("v")
+    m = re.fullmatch(r"(\d{1,3})\.(\d{1,3})(\.\d{1,4})?", v)
+    key = f"K8S_{m[1]}_{m[2]}" if m else ""
+    if key not in vs:  # checked before a build starts, so nothing is left in the cache (row 116)
         supported = sorted(k[4:].replace("_", ".") for k in vs if k.startswith("K8S_1_"))
-        raise BinsError(f"unsupported Kubernetes version {version!r} (supported: {', '.join(supported)})")
-    return vs[key]
+        raise BinsError(f"unsupported Kubernetes version {given} (supported: {', '.join(supported)}, "
+                        "or a patch release of one, like 1.36.3)")
+    return f"v{v}" if m[3] else vs[key]
 
 
 def cache_root() -> Path:
