@@ -451,3 +451,67 @@ CASES_EXPLAIN = [
 @pytest.mark.parametrize("case", CASES_EXPLAIN, ids=[c.id for c in CASES_EXPLAIN])
 def test_hostile_explain(case: Case, tmp_path: Path, pristine: Path):  # noqa: F811
     run_case(case, tmp_path, pristine)
+
+
+# -- fakedev run --bind, mutate (rows 74-79, 90, 94)
+
+def _bind_dir(s: Path) -> None:
+    (s / "bd").mkdir()
+    (s / "bd/file").write_text("not a program")
+
+
+RUN = ["fakedev", "run", "--tree", "{T}"]
+CASES_RUN = [
+    Case("74 a new entry in /", RUN + ["--bind", "{S}/bd:/newdir", "--", "true"], 2, "cannot be made in /",
+         setup=_bind_dir),
+    Case("75 over /", RUN + ["--bind", "{S}/bd:/", "--", "true"], 2, "cannot bind over /", setup=_bind_dir),
+    Case("76 onto what the tree provides", RUN + ["--bind", "{S}/bd:/sys/bus/pci", "--", "true"], 2,
+         "which the fake tree provides", setup=_bind_dir),
+    Case("76 above what the tree provides", RUN + ["--bind", "{S}/bd:/sys", "--", "true"], 2,
+         "which the fake tree provides", setup=_bind_dir),
+    Case("79 a command that does not exist", RUN + ["--", "/nonexistent/cmd"], 127, "/nonexistent/cmd: No such file"),
+    Case("79 a file that is not a program", RUN + ["--", "{S}/bd/file"], 126, "bd/file: Permission denied",
+         setup=_bind_dir),
+]
+
+
+@pytest.mark.skipif(not is_root, reason="fakedev run needs a mount namespace")
+@pytest.mark.parametrize("case", CASES_RUN, ids=[c.id for c in CASES_RUN])
+def test_hostile_run(case: Case, tmp_path: Path, pristine: Path):  # noqa: F811
+    run_case(case, tmp_path, pristine)
+
+
+def test_90_a_value_that_is_not_utf8_is_written_as_given(tree: Path):
+    r = subprocess.run([sys.executable, "-m", "fakedev.cli", "mutate", str(tree), "corrupt-attr", "neuron0", "core_count",
+                        os.fsdecode(b"\xff\xfe")], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert (tree / "sys/class/neuron_device/neuron0/core_count").read_bytes() == b"\xff\xfe"
+
+
+@pytest.mark.skipif(not is_root, reason="a read-only tree needs a mount namespace")
+def test_94_a_read_only_tree_is_one_line(tree: Path, tmp_path: Path):
+    script = (f"mount --bind {tree} {tree} && mount -o remount,ro,bind {tree} && "
+              f"{sys.executable} -m fakedev.cli mutate {tree} remove neuron3; echo rc=$?; "
+              f"{sys.executable} -m fakedev.cli generate --preset trn1.2xlarge --out {tree}/T2; echo rc=$?")
+    r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script], capture_output=True,
+                       text=True, cwd=ROOT, timeout=120)
+    assert r.stdout.split() == ["rc=2", "rc=2"], r.stdout + r.stderr
+    assert "Traceback" not in r.stderr and "internal error" not in r.stderr and r.stderr.count("Read-only") == 2, r.stderr
+
+
+# -- Kubernetes versions (rows 115-116): refused before a build, naming the value and its source
+CASES_VERSION = [
+    Case("115 K8S_VERSION=banana", ["dra-harness", "up", "--name", "p2", "--nodes", "trn1.2xlarge"], 2,
+         "'banana' (from $K8S_VERSION)", env={"K8S_VERSION": "banana"}),
+    Case("116 a patch of no supported minor", ["dra-harness", "up", "--name", "p2", "--nodes", "trn1.2xlarge",
+                                               "--k8s-version", "1.99.0"], 2, "unsupported Kubernetes version '1.99.0'",
+         env={"DRA_HARNESS_CACHE": "{S}/cache"}),
+    Case("116 not a version", ["dra-harness", "up", "--name", "p2", "--nodes", "trn1.2xlarge", "--k8s-version",
+                               "1.40/x.y"], 2, "unsupported Kubernetes version '1.40/x.y'",
+         env={"DRA_HARNESS_CACHE": "{S}/cache"}),
+]
+
+
+@pytest.mark.parametrize("case", CASES_VERSION, ids=[c.id for c in CASES_VERSION])
+def test_hostile_versions(case: Case, tmp_path: Path, pristine: Path):  # noqa: F811
+    run_case(case, tmp_path, pristine)  # the sandbox check proves no cache directory was made

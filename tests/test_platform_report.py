@@ -150,6 +150,32 @@ def test_a_replay_records_what_the_cluster_did(cluster, tmp_path):
         assert browser_problems(out, tmp_path / "shot.png") == []
 
 
+@pytest.mark.slow
+def test_replays_on_one_cluster_leave_nothing_and_count_only_their_own(cluster):
+    """reliability-probe-2.md rows 48-49: a workload longer than its trace stayed Running after
+    the replay, and the next replay on the same cluster collided with its pod and counted it."""
+    from harness.kube import Kube
+    from harness.platform import trace as tracemod
+    from harness.platform.recorder import RUN_LABEL
+    from harness.platform.replay import Replay
+
+    kit = kitmod.load(KIT)
+    kube = Kube(str(cluster.kubeconfig))
+    t = tracemod.Trace("litter", str(KIT), "trn1.32xlarge", 30,
+                       [tracemod.Workload(1.0, 10_000, "inference", "batch-inference", 4)])
+    nss = sorted({ns for v in kit.teams.values() for ns in v})
+    for run in range(2):
+        r = Replay(kube, t, kit, cluster.truths(), speed=30)
+        ledger = r.run()
+        assert list(ledger.claims) and len(ledger.claims) == 1, f"run {run} counted {sorted(ledger.claims)}"
+        assert ledger.failures == [], ledger.failures
+        assert next(iter(ledger.claims.values())).allocated is not None, "the workload never got its devices"
+        left = [p.metadata.name for ns in nss for p in kube.core.list_namespaced_pod(ns).items]
+        claims = [c.metadata.name for ns in nss for c in kube.res.list_namespaced_resource_claim(ns).items]
+        assert left == [] and claims == [], f"run {run} left pods {left} and claims {claims}"
+        assert RUN_LABEL and r.run_id in next(iter(ledger.claims))
+
+
 def test_traces_are_seeded_round_trip_and_refuse_bad_input(tmp_path):
     import yaml
 
