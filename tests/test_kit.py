@@ -245,22 +245,41 @@ def test_every_route_to_a_golden_path_is_gated_by_team(kit_applied, route):
 def test_an_extended_resource_of_the_drivers_class_is_refused_in_a_team_namespace(kit_applied):
     """Row 131: a pod asking `deviceclass.resource.kubernetes.io/neuron.aws.com: 4`, with no claim,
     got 4 devices. The scheduler's claim for it is now refused at admission: the pod stays
-    unscheduled, and the scheduler says why."""
+    unscheduled, and the scheduler says why. Row 130 (a golden path's own extended resource from
+    the wrong team) is refused too, and the platform recorder counts both as wrong-class requests."""
+    import time
+
+    from harness.platform.recorder import Recorder
+
     kube = kit_applied
     for ns in ("team-research", "team-training"):  # free devices: the scheduler must get as far as the claim
         kube.core.delete_collection_namespaced_pod(ns, grace_period_seconds=0)
         kube.wait("Pod", lambda lst: not lst["items"], namespace=ns, timeout=60, what=f"the pods of {ns} gone")
-    kube.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "er", "namespace": "team-research"},
-                "spec": {"containers": [{"name": "c", "image": "x", "resources": {
-                    "limits": {"deviceclass.resource.kubernetes.io/neuron.aws.com": "4"}}}]}})
+    rec = Recorder(kube, kitmod.load(KIT), {}, time.monotonic)
+    rec.start()
+    pods = {"er": "deviceclass.resource.kubernetes.io/neuron.aws.com",
+            "er-gp": "deviceclass.resource.kubernetes.io/gp-batch-inference-neuron"}
+    for name, resource in pods.items():
+        kube.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "team-research"},
+                    "spec": {"containers": [{"name": "c", "image": "x", "resources": {"limits": {resource: "4"}}}]}})
     try:
         ev = kube.wait("Event", lambda lst: any(e.get("reason") == "FailedScheduling" and "reserved" in e.get("message", "")
                                                 for e in lst["items"]),
                        namespace="team-research", timeout=30, what="the scheduler naming the refused claim")
-        assert not kube.get("Pod", "er", "team-research")["spec"].get("nodeName"), "the pod was scheduled"
         assert ev
+        for name in pods:
+            assert not kube.get("Pod", name, "team-research")["spec"].get("nodeName"), f"{name} was scheduled"
+        deadline = time.monotonic() + 30
+        want = {("research", "driver-class"), ("research", "batch-inference")}
+        while {(d.team, d.klass) for d in rec.ledger.denials if d.reason == "access"} != want:
+            assert time.monotonic() < deadline, f"denials recorded: {rec.ledger.denials}"
+            time.sleep(0.2)
+        time.sleep(2)  # the scheduler retries: each pod and class is still counted once
+        assert len([d for d in rec.ledger.denials if d.reason == "access"]) == 2, rec.ledger.denials
     finally:
-        kube.core.delete_namespaced_pod("er", "team-research", grace_period_seconds=0)
+        rec.stop()
+        for name in pods:
+            kube.core.delete_namespaced_pod(name, "team-research", grace_period_seconds=0)
 
 
 @pytest.mark.slow

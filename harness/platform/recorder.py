@@ -12,6 +12,7 @@ record. Nothing depends on which came first, and a record is made once per pod."
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from typing import Callable
 
@@ -27,6 +28,22 @@ from .topology import fraction
 
 log = logging.getLogger("recorder")
 RUN_LABEL = "dra-harness.io/replay-run"
+NO_TEAM = "(no team)"  # a namespace no team of the kit owns
+_GOLDEN = re.compile(r"golden path (\S+) is for teams")
+
+
+def access_denial(message: str) -> str | None:
+    """The class a kit admission policy refused in `message` (a golden path's name, or
+    `driver-class` for the reserving policy), else None: so every route's denial counts as a
+    wrong-class request, not only a claim's (reliability-probe-2.md, issue 20 item 1)."""
+    m = _GOLDEN.search(message)
+    if m:
+        return m[1].rstrip(";")
+    if "driver DeviceClasses are reserved" in message:
+        return "driver-class"
+    return None
+
+
 NEEDS_ANNOTATION = "dra-harness.io/needs-devices"
 
 
@@ -54,6 +71,7 @@ class Recorder:
         self.allocation_of: dict[str, tuple[float, str, dict]] = {}  # pod -> (time, claim key, claim)
         self.denial_for: dict[str, str] = {}
         self.quota_seen: set[str] = set()
+        self.access_seen: set[tuple[str, str]] = set()
         self.informers = [Informer(kube, "PodAll", self._pod), Informer(kube, "ResourceClaimAll", self._claim),
                           Informer(kube, "EventAll", self._event)]
 
@@ -109,10 +127,18 @@ class Recorder:
             self._join(pod)
 
     def _event(self, typ: str, ev: dict) -> None:
-        if typ == "DELETED" or ev.get("reason") != "FailedResourceClaimCreation" or "exceeded quota" not in ev.get("message", ""):
+        if typ == "DELETED":
             return
         obj = ev.get("involvedObject") or {}
         key = f"{obj.get('namespace')}/{obj.get('name')}"
+        message = ev.get("message", "")
+        if obj.get("kind") == "Pod" and ev.get("reason") in ("FailedScheduling", "FailedResourceClaimCreation"):
+            route = access_denial(message)
+            if route is not None:  # a pod's own route refused by the kit (an extended resource, a template)
+                self._deny_access(key, obj.get("namespace", ""), route, message)
+                return
+        if ev.get("reason") != "FailedResourceClaimCreation" or "exceeded quota" not in message:
+            return
         if obj.get("namespace") not in self.team_of:
             return
         with self.lock:
@@ -121,6 +147,14 @@ class Recorder:
                 self.denial_for.setdefault(key, ev["message"])
             else:
                 self._deny(key, rec, ev["message"])
+
+    def _deny_access(self, key: str, ns: str, klass: str, message: str) -> None:
+        """Once per pod and class: the scheduler says it again on every retry."""
+        with self.lock:
+            if (key, klass) in self.access_seen:
+                return
+            self.access_seen.add((key, klass))
+            self.ledger.denials.append(Denial(self.clock(), self.team_of.get(ns, NO_TEAM), klass, "access", message[:300]))
 
     # -- the join ---------------------------------------------------------------------------------------
     def _deny(self, key: str, rec: ClaimRecord, message: str) -> None:
