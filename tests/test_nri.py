@@ -6,6 +6,7 @@ plugins' adjustments coming back. A plugin refusing a container keeps the pod fr
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import uuid
@@ -79,10 +80,10 @@ class Plugin:
         procs.stop(self.proc, popen=self.popen, timeout=2)
 
 
-def _pod(kube: Kube, ns: str, name: str, claim: bool = True) -> dict:
+def _pod(kube: Kube, ns: str, name: str, claim: bool = True, host_network: bool = False) -> dict:
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns},
            "spec": {"containers": [{"name": "c", "image": "x", "env": [{"name": "A", "value": "1"}]}],
-                    "terminationGracePeriodSeconds": 0}}
+                    "terminationGracePeriodSeconds": 0, "hostNetwork": host_network}}
     if claim:
         kube.apply({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim", "metadata": {"name": name, "namespace": ns},
                     "spec": {"devices": {"requests": [{"name": "n", "exactly": {"deviceClassName": "neuron.aws.com"}}]}}})
@@ -132,6 +133,40 @@ def test_pod_events_reach_a_plugin_and_its_adjustments_come_back(cluster, kube, 
         kube.core.delete_namespaced_pod("p", ns)
         plug.wait(lambda ls: [x["event"] for x in ls if x.get("pod") == f"{ns}/p"][3:] ==
                   ["StopContainer", "RemoveContainer", "StopPodSandbox", "RemovePodSandbox"], "teardown events")
+    finally:
+        plug.stop()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
+def test_each_pod_sandbox_has_its_own_network_namespace_in_the_nri_events(cluster, kube, tmp_path):
+    """Issue 21 item 3: a pod-network pod's RunPodSandbox carries its sandbox's network namespace
+    (linux.namespaces, as containerd sends it), with loopback and a veth `eth0` to the node, so
+    an NRI plugin that moves interfaces (DRANET) does not take it for hostNetwork; a hostNetwork
+    pod carries none; the namespace goes with the pod."""
+
+    node = next(iter(cluster.nodes))
+    plug = Plugin(tmp_path, "netns-plugin", (), load_state(cluster.name).nodes[node].nri_socket, "--idx=60")
+    try:
+        plug.wait(lambda ls: any(x["event"] == "Synchronize" for x in ls), "registration")
+        ns = f"s-{uuid.uuid4().hex[:6]}"
+        kube.create_namespace(ns)
+        _pod(kube, ns, "pn", claim=False)
+        _pod(kube, ns, "hn", claim=False, host_network=True)
+        _running(kube, ns, "pn")
+        _running(kube, ns, "hn")
+        run = {x["pod"]: x for x in plug.lines() if x["event"] == "RunPodSandbox"}
+        pn, hn = run[f"{ns}/pn"], run[f"{ns}/hn"]
+        assert pn["netns"].startswith("/proc/") and pn["netns"].endswith("/ns/net"), pn
+        assert "netns_error" not in pn and sorted(pn["interfaces"]) == ["eth0", "lo"], pn
+        assert os.stat(pn["netns"]).st_ino != os.stat("/proc/self/ns/net").st_ino
+        assert hn["netns"] == "" and "interfaces" not in hn, hn
+        kube.core.delete_namespaced_pod("pn", ns)
+        plug.wait(lambda ls: any(x["event"] == "RemovePodSandbox" and x.get("pod") == f"{ns}/pn" for x in ls),
+                  "the sandbox removed")
+        end = time.monotonic() + 10
+        while os.path.exists(pn["netns"]):
+            assert time.monotonic() < end, "the sandbox's network namespace outlived its pod"
+            time.sleep(0.1)
     finally:
         plug.stop()
 

@@ -32,8 +32,10 @@ from kubeletapi.gen.pluginregistration import api_pb2_grpc as reg_grpc
 from ...kube import Kube
 from ...kube.informer import Informer
 from .devicehealth import HealthCache, HealthStream, allocated_resources_status, pick_service
+from .netns import NetnsError
 from .nri import NriError, NriRuntime
 from .pluginwatcher import PluginWatcher
+from .sandboxnet import SandboxNetworks
 
 log = logging.getLogger("kubelet-standin")
 SUPPORTED = ["v1.DRAPlugin", "v1beta1.DRAPlugin"]  # the kubelet's servicesSupportedByKubelet (1.34+)
@@ -105,9 +107,10 @@ class KubeletStandIn:
     plugins_registry/), and the DRA part of running pods, from one pod watch."""
 
     def __init__(self, kube: Kube, registry_dirs: dict[str, Path], wiping_delay: float | None = None,
-                 nri: NriRuntime | None = None) -> None:
+                 nri: NriRuntime | None = None, sandboxes: SandboxNetworks | None = None) -> None:
         self.kube = kube
         self.nri = nri  # the nodes' container runtime NRI side, when the cluster runs one
+        self.sandboxes = sandboxes  # pod sandbox network namespaces (with NRI: plugins read them)
         self.registry_dirs = registry_dirs  # node -> its plugins_registry directory
         self.plugins: dict[tuple[str, str], Plugin] = {}
         self.wiping_delay = wiping_delay_from_env() if wiping_delay is None else wiping_delay
@@ -265,11 +268,18 @@ class KubeletStandIn:
             return
         adjustments: dict[str, dict] = {}
         if self.nri is not None:
+            uid = pod["metadata"]["uid"]
             try:
-                adjustments = self.nri.start_pod(node, pod, cdi)
-            except NriError as e:  # the runtime's failure, as the kubelet reports it
-                reason = "FailedCreatePodSandBox" if e.op == "RunPodSandbox" else "Failed"
-                self._event(pod, reason, f"NRI: {e}")
+                netns = None
+                if self.sandboxes is not None and not pod["spec"].get("hostNetwork"):
+                    netns = self.sandboxes.create(node, uid)
+                adjustments = self.nri.start_pod(node, pod, cdi, netns)
+            except (NriError, NetnsError) as e:  # the runtime's failure, as the kubelet reports it
+                if self.sandboxes is not None:
+                    self.sandboxes.remove(uid)
+                op = getattr(e, "op", "RunPodSandbox")  # a sandbox network that could not be made fails the sandbox
+                reason = "FailedCreatePodSandBox" if op == "RunPodSandbox" else "Failed"
+                self._event(pod, reason, f"NRI: {e}" if isinstance(e, NriError) else f"pod sandbox network: {e}")
                 log.warning("NRI refused %s/%s: %s", ns, pname, e)
                 self._unprepare(prepared, node)
                 return
@@ -353,9 +363,11 @@ class KubeletStandIn:
         prepared = self.prepared.get(uid, [])
         if self.nri is not None and uid in self.prepared and uid not in self.retry:
             try:  # containers and sandbox go before the devices are unprepared, as on a node
-                self.nri.stop_pod(node, pod)
+                self.nri.stop_pod(node, pod, self.sandboxes.path(uid) if self.sandboxes else None)
             except NriError as e:
                 log.warning("NRI on stopping %s: %s", pod["metadata"]["name"], e)
+            if self.sandboxes is not None:
+                self.sandboxes.remove(uid)
         errors = self._unprepare(prepared, node)
         if errors:
             if uid not in self.retry:

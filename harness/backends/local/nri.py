@@ -29,11 +29,16 @@ class NriError(Exception):
         self.op = op
 
 
-def pod_sandbox(pod: dict) -> dict:
-    """The NRI PodSandbox (protobuf JSON) of a Kubernetes pod; the sandbox id is the pod uid."""
+def pod_sandbox(pod: dict, netns: str | None = None) -> dict:
+    """The NRI PodSandbox (protobuf JSON) of a Kubernetes pod; the sandbox id is the pod uid.
+    `netns`: the sandbox's network namespace, in linux.namespaces as containerd reports it (a
+    `hostNetwork` pod has none)."""
     md = pod["metadata"]
-    return {"id": md["uid"], "name": md["name"], "namespace": md["namespace"], "uid": md["uid"],
-            "labels": md.get("labels") or {}, "annotations": md.get("annotations") or {}}
+    out = {"id": md["uid"], "name": md["name"], "namespace": md["namespace"], "uid": md["uid"],
+           "labels": md.get("labels") or {}, "annotations": md.get("annotations") or {}}
+    if netns:
+        out["linux"] = {"namespaces": [{"type": "network", "path": netns}]}
+    return out
 
 
 def container(pod: dict, spec: dict, cdi_devices: list[str]) -> dict:
@@ -78,10 +83,10 @@ class NriRuntime:
             raise NriError(answer["error"])
         return answer
 
-    def start_pod(self, node: str, pod: dict, cdi: dict[str, list[str]]) -> dict[str, dict]:
+    def start_pod(self, node: str, pod: dict, cdi: dict[str, list[str]], netns: str | None = None) -> dict[str, dict]:
         """Sandbox then containers, as the runtime runs them; returns each container's
         adjustment by the plugins (container name -> NRI ContainerAdjustment JSON)."""
-        sandbox = pod_sandbox(pod)
+        sandbox = pod_sandbox(pod, netns)
         self._step(node, "RunPodSandbox", sandbox)
         devices = [d for ids in cdi.values() for d in ids]
         adjustments: dict[str, dict] = {}
@@ -94,7 +99,7 @@ class NriRuntime:
                 self._step(node, "StartContainer", sandbox, ctr)
         except NriError:
             try:  # the runtime removes what it made before reporting the failure
-                self.stop_pod(node, pod)
+                self.stop_pod(node, pod, netns)
             except NriError:
                 pass
             raise
@@ -106,10 +111,10 @@ class NriRuntime:
         except NriError as e:
             raise NriError(f"{op}: {e}", op) from None
 
-    def stop_pod(self, node: str, pod: dict) -> None:
+    def stop_pod(self, node: str, pod: dict, netns: str | None = None) -> None:
         """Containers stopped and removed, then the sandbox; every step is delivered even when
         one fails (the runtime tears down regardless), and the first failure is raised."""
-        sandbox = pod_sandbox(pod)
+        sandbox = pod_sandbox(pod, netns)
         errors = []
         steps = [(op, container(pod, spec, [])) for spec in pod["spec"]["containers"]
                  for op in ("StopContainer", "RemoveContainer")]

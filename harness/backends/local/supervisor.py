@@ -37,6 +37,7 @@ from . import netns, rbac
 from .driverhosts import DriverHosts
 from .nri import NriRuntime
 from .controlplane import ControlPlane, free_port
+from .sandboxnet import SandboxNetworks
 from .kubelet_standin import KubeletStandIn
 from .layout import ClusterLayout, remove_marked
 from .state import LocalState, NodeState
@@ -75,6 +76,7 @@ class Supervisor:
         self.topos: dict[str, fakedev.Topology] = {}  # loaded once at bring-up, used by every step
         self.imds: dict[str, tuple[imds.Imds, str]] = {}  # node -> (server, endpoint as its drivers see it)
         self.nri: NriRuntime | None = None
+        self.sandboxes: SandboxNetworks | None = None
         self.hosts: DriverHosts | None = None  # host mode: many nodes per driver process (driverhosts.py)
 
     # -- bring-up ----------------------------------------------------------------------------------
@@ -115,8 +117,12 @@ class Supervisor:
             self.cp.procs.append(self.nri.proc)
             log.info("NRI runtime stand-in up after %.2fs", time.monotonic() - t0)
         # The kubelet side runs before any driver: registration is eager, as the plugin watcher's.
+        self.sandboxes = None
+        if self.nri is not None and netns.available() is None:  # the runtime's pod sandboxes get their own network
+            self.sandboxes = SandboxNetworks(self.lay.log_dir, lambda node: self.nets[node].holder.pid
+                                             if node in self.nets else None)
         self.standin = KubeletStandIn(kube, {n.name: self.lay.registry_dir(n.name) for n in self.spec.nodes},
-                                      nri=self.nri)
+                                      nri=self.nri, sandboxes=self.sandboxes)
         threading.Thread(target=self.standin.run, name="kubelet-standin", daemon=True).start()
         if self.hosts:
             self.hosts.start(self._host_entry, lambda: {"health_port": str(free_port())})
@@ -474,6 +480,8 @@ class Supervisor:
             self.hosts.stop_all(grace)
         if self.nri:
             self.nri.stop(grace)
+        if self.sandboxes:
+            self.sandboxes.close()
         for server, _ in self.imds.values():
             server.close()
         for net in self.nets.values():

@@ -13,8 +13,12 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"net"
 	"os"
+	"runtime"
 	"sync"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/containerd/nri/pkg/api"
 	"github.com/containerd/nri/pkg/stub"
@@ -60,8 +64,58 @@ func (p *plugin) Synchronize(_ context.Context, pods []*api.PodSandbox, ctrs []*
 	return nil, nil
 }
 
+// sandboxNetns is the pod sandbox's network namespace as the runtime reports it ("" for a
+// hostNetwork pod): what DRANET reads to move interfaces into the pod.
+func sandboxNetns(pod *api.PodSandbox) string {
+	for _, ns := range pod.GetLinux().GetNamespaces() {
+		if ns.GetType() == "network" {
+			return ns.GetPath()
+		}
+	}
+	return ""
+}
+
+// interfacesIn lists the interfaces inside a network namespace, entered with setns(2) from a
+// locked OS thread that is then thrown away (it never returns to the Go scheduler changed).
+func interfacesIn(path string) ([]string, error) {
+	type result struct {
+		names []string
+		err   error
+	}
+	out := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread() // not unlocked: the thread exits with this goroutine
+		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			out <- result{nil, err}
+			return
+		}
+		defer unix.Close(fd)
+		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+			out <- result{nil, err}
+			return
+		}
+		ifs, err := net.Interfaces()
+		var names []string
+		for _, i := range ifs {
+			names = append(names, i.Name)
+		}
+		out <- result{names, err}
+	}()
+	r := <-out
+	return r.names, r.err
+}
+
 func (p *plugin) RunPodSandbox(_ context.Context, pod *api.PodSandbox) error {
-	p.record("RunPodSandbox", pod, nil, nil)
+	extra := map[string]any{"netns": sandboxNetns(pod)}
+	if path := sandboxNetns(pod); path != "" {
+		names, err := interfacesIn(path)
+		if err != nil {
+			extra["netns_error"] = err.Error()
+		}
+		extra["interfaces"] = names
+	}
+	p.record("RunPodSandbox", pod, nil, extra)
 	return nil
 }
 
