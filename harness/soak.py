@@ -89,11 +89,23 @@ def run(artifacts: Path, seconds: float = 600, seed: int = 1) -> dict:
                 node = rnd.choice(nodes)
                 if node in removed:
                     c.mutate(node, "add", removed.pop(node))
+                    counts["hotplugs"] += 1
                 else:
-                    dev = f"neuron{rnd.randrange(16)}"
-                    c.mutate(node, "remove", dev)
-                    removed[node] = dev
-                counts["hotplugs"] += 1
+                    # Unplug only a free device, and only while no claim waits for one: the
+                    # scheduler then cannot be allocating it at this moment. Otherwise a claim
+                    # allocated in the same instant is judged against a truth that no longer
+                    # has its device (the 10-minute soak's one wrong verdict).
+                    current = kube.list("ResourceClaim", namespace=ns)[0]
+                    pending = [x for x in current if not (x.get("status") or {}).get("allocation")]
+                    held = {res["device"] for x in current for res in
+                            ((x.get("status") or {}).get("allocation") or {}).get("devices", {}).get("results", [])
+                            if res.get("pool") == node}
+                    free = [i for i in range(16) if f"neuron-device-{i}" not in held]
+                    if not pending and free:
+                        dev = f"neuron{rnd.choice(free)}"
+                        c.mutate(node, "remove", dev)
+                        removed[node] = dev
+                        counts["hotplugs"] += 1
             elif r < 0.93:
                 c.restart_driver(rnd.choice(nodes), "refdriver-neuron")
                 counts["driver_restarts"] += 1
