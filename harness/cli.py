@@ -149,7 +149,7 @@ def _spec(args):
                        nri={"auto": None, "on": True, "off": False}[args.nri],
                        driver_hosts={"auto": None, "on": True, "off": False}[args.driver_hosts])
     for n in spec.nodes:  # every profile valid, once per driver, before anything starts
-        check_set(n.drivers, extra)
+        check_set(n.drivers, extra, args.backend)
     return spec
 
 

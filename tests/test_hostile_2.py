@@ -108,6 +108,17 @@ CASES = [
          "both serve driver neuron.aws.com"),
     Case("19 --driver-arg for no profile", UP + ["--driver-arg", "nosuch=--x"], 2, "'nosuch'=...: no such profile"),
     Case("19 --driver-arg for the empty name", UP + ["--driver-arg", "=--y"], 2, "--driver-arg ''=...: no such profile"),
+    # -- issue 21: profiles for kind need no command, each backend names what it needs
+    Case("21 a chart-only profile on the local backend", UP_P, 2, "the local backend runs the driver's command per node, "
+         "and the profile has no `command`", files={"p.yaml": "name: p\ndriver: a.example.com\nkind_chart: ./chart\n"}),
+    Case("21 a command-only profile on kind", UP_P + ["--backend", "kind"], 2, "has no `kind_chart`",
+         files={"p.yaml": profile()}),
+    Case("21 neither command nor chart", UP_P, 2, "needs name, driver, and command (local backend) or kind_chart",
+         files={"p.yaml": "name: p\ndriver: a.example.com\n"}),
+    Case("21 a per-node placeholder in kind_values", UP_P + ["--backend", "kind"], 2, "{node} is a per-node placeholder",
+         files={"p.yaml": "name: p\ndriver: a.example.com\nkind_chart: ./c\nkind_values: {args: ['--n={node}']}\n"}),
+    Case("21 kind_images not a list", UP_P + ["--backend", "kind"], 2, "kind_images: must be a list",
+         files={"p.yaml": "name: p\ndriver: a.example.com\nkind_chart: ./c\nkind_images: img:1\n"}),
     # -- kits (rows 23-35)
     Case("23 class defined twice", ["dra-harness", "kit", "render", "{S}/k.yaml"], 2, "key 'c' appears twice",
          files={"k.yaml": kit(ONE_CLASS.format(req="{name: d, device: neuron, count: 1}") * 2)}),

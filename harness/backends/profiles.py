@@ -74,7 +74,8 @@ class DriverProfile:
     tree_access: str = "sysfs-root"
     env: dict[str, str] = field(default_factory=dict)
     kind_chart: str | None = None  # for the kind backend: a Helm chart (path or oci://) ...
-    kind_values: dict = field(default_factory=dict)  # ... and its values
+    kind_values: dict = field(default_factory=dict)  # ... its values ({cluster} {api_host} {api_port} templated) ...
+    kind_images: list[str] = field(default_factory=list)  # ... and the images it runs: local refs or .tar files, `kind load`ed
     device_classes: str | None = None  # YAML of the DeviceClasses the driver ships (path; relative: to the repo)
     identity: dict | None = None  # how its devices map to the hardware: one of name_pattern, pci_attribute, index_attribute
     nri: bool = False  # the driver is also an NRI plugin: its node needs a container runtime's NRI socket
@@ -177,8 +178,11 @@ DEFAULT = ["refdriver-neuron", "refdriver-efa"]
 
 CLEAN_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "HOME", "TMPDIR", "USER", "LOGNAME")
 DRIVER_NAME_RE = re.compile(r"[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?\Z")  # a DNS subdomain, as DRA driver names are
-FIELDS = {"name", "driver", "command", "tree_access", "env", "kind_chart", "kind_values", "device_classes", "identity",
-          "nri"}
+FIELDS = {"name", "driver", "command", "tree_access", "env", "kind_chart", "kind_values", "kind_images", "device_classes",
+          "identity", "nri"}
+KIND_PLACEHOLDERS = {"cluster", "api_host", "api_port"}  # what kind_values may name: the cluster, not one node
+NEEDS = {"local": ("command", "the local backend runs the driver's command per node"),
+         "kind": ("kind_chart", "the kind backend installs the driver's Helm chart")}
 
 
 def load(path: str | Path) -> DriverProfile:
@@ -187,18 +191,28 @@ def load(path: str | Path) -> DriverProfile:
         data = safeyaml.load_file(path)
     except safeyaml.YamlLimitError as e:
         raise ProfileError(str(e)) from None
-    if not isinstance(data, dict) or not {"name", "driver", "command"} <= set(data) or set(data) - FIELDS:
-        raise ProfileError(f"{path}: a driver profile needs name, driver, command (optional: tree_access, env, "
-                           "kind_chart, kind_values, device_classes, identity, nri)")
+    if not isinstance(data, dict) or not {"name", "driver"} <= set(data) or set(data) - FIELDS or \
+            not ({"command", "kind_chart"} & set(data)):
+        raise ProfileError(f"{path}: a driver profile needs name, driver, and command (local backend) or kind_chart "
+                           "(kind backend) (optional: tree_access, env, kind_values, kind_images, device_classes, "
+                           "identity, nri)")
     try:
         check_name(data["name"], "profile name")
     except ValueError as e:
         raise ProfileError(f"{path}: name: {e}") from None
     if not isinstance(data["driver"], str) or not DRIVER_NAME_RE.match(data["driver"]):
         raise ProfileError(f"{path}: driver: must be a DNS subdomain like neuron.example.com")
-    if not isinstance(data["command"], list) or not data["command"] or \
-            not all(isinstance(a, str) and "\0" not in a for a in data["command"]):
+    if "command" in data and (not isinstance(data["command"], list) or not data["command"] or
+                              not all(isinstance(a, str) and "\0" not in a for a in data["command"])):
         raise ProfileError(f"{path}: command: must be a non-empty list of strings")
+    data.setdefault("command", [])
+    images = data.get("kind_images") or []
+    if not isinstance(images, list) or not all(isinstance(i, str) and i and "\0" not in i and not i.startswith("-")
+                                               for i in images):
+        raise ProfileError(f"{path}: kind_images: must be a list of image references or .tar files")
+    data["kind_images"] = [str((Path(path).parent / i).resolve()) if i.endswith((".tar", ".tar.gz")) and
+                           not Path(i).is_absolute() else i for i in images]
+    _check_kind_values(data.get("kind_values") or {}, f"{path}: kind_values")
     if data["name"] in BUILTIN:
         raise ProfileError(f"{path}: name: {data['name']!r} is a built-in profile's name; pick another")
     env = data.get("env") or {}
@@ -256,10 +270,45 @@ def resolve(name: str, extra_args: dict[str, list[str]] | None = None) -> Driver
     return p
 
 
-def check_set(names: list[str], extra_args: dict[str, list[str]]) -> list[DriverProfile]:
+def _check_kind_values(v: object, where: str) -> None:
+    """Every string in the values names only cluster-level placeholders."""
+    if isinstance(v, dict):
+        for k, x in v.items():
+            _check_kind_values(x, f"{where}.{str(k)[:40]}")
+    elif isinstance(v, list):
+        for i, x in enumerate(v):
+            _check_kind_values(x, f"{where}[{i}]")
+    elif isinstance(v, str):
+        try:
+            bad = [n for n in placeholders_in(v) if n not in KIND_PLACEHOLDERS]
+        except ValueError as e:
+            raise ProfileError(f"{where}: {e}") from None
+        if bad:
+            raise ProfileError(f"{where}: {{{bad[0]}}} is a per-node placeholder; kind values may name "
+                               f"{', '.join('{' + n + '}' for n in sorted(KIND_PLACEHOLDERS))}")
+
+
+def kind_values(prof: DriverProfile, **values: str) -> dict:
+    """The profile's chart values with {cluster} {api_host} {api_port} filled in."""
+    def fill_all(v):
+        if isinstance(v, dict):
+            return {k: fill_all(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [fill_all(x) for x in v]
+        return fill(v, values) if isinstance(v, str) else v
+    return fill_all(prof.kind_values)
+
+
+def check_set(names: list[str], extra_args: dict[str, list[str]], backend: str | None = None) -> list[DriverProfile]:
     """The profiles of one node, each valid, no two for one driver name (they would bind the
-    same sockets, rows 12-13), and every --driver-arg aimed at one of them (row 19)."""
+    same sockets, rows 12-13), every --driver-arg aimed at one of them (row 19), and each with
+    what `backend` needs to start it (a command, a chart)."""
     profs = [resolve(n, extra_args) for n in names]
+    if backend in NEEDS:
+        key, why = NEEDS[backend]
+        for p in profs:
+            if not getattr(p, key) and p.name not in BUILTIN:
+                raise ProfileError(f"driver profile {p.name}: {why}, and the profile has no `{key}`")
     by_driver: dict[str, str] = {}
     for n, p in zip(names, profs):
         if p.driver in by_driver:

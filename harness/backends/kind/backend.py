@@ -151,7 +151,36 @@ def mknod_script(truth: Truth) -> str:
     return "\n".join(lines)
 
 
-def helm_releases(prof_names: list[str], driver_args: dict[str, list[str]]) -> list[tuple[str, str, dict]]:
+def driver_images(prof_names: list[str]) -> list[str]:
+    """The images of the profiles' own drivers (kind_images), each checked before a cluster
+    starts: a tarball that exists, or an image the engine has (one line naming the profile)."""
+    out = []
+    for name in prof_names:
+        if name in profiles.BUILTIN:
+            continue
+        prof = profiles.resolve(name)
+        for img in prof.kind_images:
+            if img.endswith((".tar", ".tar.gz")):
+                if not Path(img).is_file():
+                    raise KindError(f"driver profile {prof.name}: kind_images: {img} is not a file")
+            elif subprocess.run(["docker", "image", "inspect", img], capture_output=True).returncode:
+                raise KindError(f"driver profile {prof.name}: kind_images: the engine has no image {img} "
+                                "(build it, or `docker load` it, first)")
+            out.append(img)
+    return out
+
+
+def load_images(kind: str, cluster: str, images: list[str]) -> None:
+    """`kind load` each image into every node, as a user would (no registry needed)."""
+    for img in images:
+        if img.endswith((".tar", ".tar.gz")):
+            _run([kind, "load", "image-archive", img, "--name", cluster])
+        else:
+            _run([kind, "load", "docker-image", img, "--name", cluster])
+
+
+def helm_releases(prof_names: list[str], driver_args: dict[str, list[str]],
+                  values: dict[str, str] | None = None) -> list[tuple[str, str, dict]]:
     """(release, chart, values) per chart: the reference drivers share their chart; any other
     driver profile brings its own chart (a path or oci:// reference) and values."""
     ref = [n for n in prof_names if n in profiles.BUILTIN]
@@ -165,7 +194,7 @@ def helm_releases(prof_names: list[str], driver_args: dict[str, list[str]]) -> l
         if not prof.kind_chart:
             raise KindError(f"driver profile {prof.name} has no kind_chart: the kind backend deploys drivers with Helm")
         chart = prof.kind_chart if "://" in prof.kind_chart or Path(prof.kind_chart).is_absolute() else str(bins.ROOT / prof.kind_chart)
-        out.append((prof.name, chart, prof.kind_values))
+        out.append((prof.name, chart, profiles.kind_values(prof, **(values or {}))))
     return out
 
 
@@ -182,8 +211,9 @@ def helm_values(prof_names: list[str], driver_args: dict[str, list[str]]) -> dic
 
 def _up(spec: ClusterSpec, artifacts: Path, build_image: bool = True, chart: str | None = None,
         image_mode: str = "auto") -> Cluster:
-    kind, helm = _need("kind"), _need("helm")
     _need("docker")
+    images = driver_images(spec.nodes[0].drivers)  # before anything starts
+    kind, helm = _need("kind"), _need("helm")
     ensure_root()
     root = state_dir(spec.name)
     root.mkdir(parents=True, exist_ok=True)
@@ -238,6 +268,7 @@ def _up(spec: ClusterSpec, artifacts: Path, build_image: bool = True, chart: str
             else:
                 _run(["docker", "build", "-f", str(bins.ROOT / "deploy/Dockerfile"), "-t", IMAGE, str(bins.ROOT)])
         _run([kind, "load", "docker-image", IMAGE, "--name", spec.name])
+        load_images(kind, spec.name, images)
         imds_data = {}
         for n in spec.nodes:  # a fake IMDSv2 on each worker (kind/imds.py), starting while the drivers install
             node = next(x for x in kube.list("Node")[0] if x["metadata"]["labels"].get("dra-harness.io/node") == n.name)
@@ -248,7 +279,8 @@ def _up(spec: ClusterSpec, artifacts: Path, build_image: bool = True, chart: str
         kube.create_namespace(kindimds.NAMESPACE)
         for obj in kindimds.manifests(IMAGE, imds_data):
             kube.apply(obj)
-        for release, chart_ref, vals in helm_releases(spec.nodes[0].drivers, spec.nodes[0].driver_args):
+        for release, chart_ref, vals in helm_releases(spec.nodes[0].drivers, spec.nodes[0].driver_args,
+                                                      {"cluster": spec.name, "api_host": api_host, "api_port": "6443"}):
             if release == "dra-harness":  # no kube-proxy: the drivers reach the API server at its node address
                 vals = {**vals, "apiServer": {"host": api_host, "port": "6443"}}
             values = artifacts / f"values-{release}.json"
