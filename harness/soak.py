@@ -37,16 +37,18 @@ def _claim_pod(ns: str, name: str, n: int) -> list[dict]:
 def _resources(name: str) -> dict:
     """Processes of the cluster (supervisor included), their open fds and RSS."""
     st = localbackend.load_state(name)
-    pids = [st.pid] + [p["pid"] for p in st.procs]
+    pids = [(st.pid, "supervisor")] + [(p["pid"], p.get("name", str(p["pid"]))) for p in st.procs]
     fds = rss = alive = 0
-    for pid in pids:
+    per: dict[str, dict] = {}  # which process grew: fds and RSS of each
+    for pid, pname in pids:
         try:
-            fds += len(list(Path(f"/proc/{pid}/fd").iterdir()))
-            rss += int(next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith("VmRSS")).split()[1])
-            alive += 1
+            n = len(list(Path(f"/proc/{pid}/fd").iterdir()))
+            kb = int(next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith("VmRSS")).split()[1])
         except (OSError, StopIteration):
-            pass
-    return {"processes": alive, "fds": fds, "rss_mib": round(rss / 1024, 1)}
+            continue
+        fds, rss, alive = fds + n, rss + kb, alive + 1
+        per[pname] = {"fds": n, "rss_mib": round(kb / 1024, 1)}
+    return {"processes": alive, "fds": fds, "rss_mib": round(rss / 1024, 1), "per_process": per}
 
 
 def run(artifacts: Path, seconds: float = 600, seed: int = 1) -> dict:
