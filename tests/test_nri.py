@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
 import uuid
@@ -203,3 +204,26 @@ def test_inside_the_nodes_mount_namespace_the_socket_is_at_var_run_nri(cluster, 
         inside.wait(lambda ls: any(x["event"] == "Synchronize" for x in ls), "registration from inside")
     finally:
         inside.stop()
+
+
+def test_fakesys_plans_each_destination_once_and_covers_the_tree(tmp_path):
+    """nri-fakesys (the kind workers' fake /sys, issue 21 item 1) against this machine's /sys:
+    containerd refuses an adjustment that sets one mount destination twice (the first kind run
+    failed so: a composite's real entry and a nested composite at /sys/devices/virtual), and
+    every path the tree replaces must be covered by a bind of the tree."""
+    import fakedev
+
+    fakedev.generate(fakedev.load_preset("trn2.48xlarge"), tmp_path / "T")
+    r = subprocess.run([str(_bin("nri-fakesys")), "--plan", f"--tree={tmp_path / 'T'}"], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 0, r.stderr
+    rows = [line.split() for line in r.stdout.splitlines()]
+    dsts = [row[-1] for row in rows]
+    assert len(dsts) == len(set(dsts)), sorted(d for d in dsts if dsts.count(d) > 1)
+    fake = {row[2]: row[1] for row in rows if row[0] == "bind" and row[1].startswith(str(tmp_path))}
+    for must in ("/sys/bus/pci", "/sys/class/neuron_device", "/sys/class/infiniband", "/sys/devices/system/node",
+                 "/sys/devices/virtual/dmi"):
+        assert fake.get(must) == str(tmp_path / "T" / must.lstrip("/")), (must, fake)
+    tmpfs = {row[1] for row in rows if row[0] == "tmpfs"}
+    real = [row for row in rows if row[0] == "bind" and row[1] == row[2]]  # the node's own entries, kept
+    assert real and all(os.path.dirname(row[2]) in tmpfs for row in real), "a real entry bound outside a composite"

@@ -52,11 +52,11 @@ start=$(date +%s)
 build_nri() {
   local src="$here/../nri" nri_stamp="$bin/.nri" want
   want=$(cd "$src" && cat go.mod go.sum $(find cmd -name '*.go' | LC_ALL=C sort) | sha256sum | cut -c1-16)
-  if [ -f "$nri_stamp" ] && [ "$(cat "$nri_stamp")" = "$want" ] && [ -x "$bin/nri-standin" ] && [ -x "$bin/nri-test-plugin" ]; then
+  if [ -f "$nri_stamp" ] && [ "$(cat "$nri_stamp")" = "$want" ] && [ -x "$bin/nri-standin" ] && [ -x "$bin/nri-test-plugin" ] && [ -x "$bin/nri-fakesys" ]; then
     return
   fi
-  echo "build-bins: compiling nri-standin and nri-test-plugin ($(awk '$1=="github.com/containerd/nri"{print $1" "$2}' "$src/go.mod"))"
-  (cd "$src" && go build -trimpath -ldflags "-s -w" -o "$bin/" ./cmd/nri-standin ./cmd/nri-test-plugin) || die "building the NRI stand-in failed"
+  echo "build-bins: compiling nri-standin, nri-test-plugin and nri-fakesys ($(awk '$1=="github.com/containerd/nri"{print $1" "$2}' "$src/go.mod"))"
+  (cd "$src" && go build -trimpath -ldflags "-s -w" -o "$bin/" ./cmd/nri-standin ./cmd/nri-test-plugin ./cmd/nri-fakesys) || die "building the NRI stand-in failed"
   echo "$want" > "$nri_stamp"
 }
 
