@@ -5,11 +5,14 @@ containerd with its claim's CDI devices: inside it, exactly the allocated /dev/n
 the matching NEURON_RT_VISIBLE_CORES. `down` leaves no node container and restores the host
 sysctls the kubelets rewrote. In each worker, a fake IMDSv2 answers at 169.254.169.254 from pods,
 and kind's containerd delivers NRI events to a plugin built on the NRI project's stub library.
+Every container on a worker reads the worker's tree in /sys (nri-fakesys), and in-cluster
+configuration reaches the API server through the `kubernetes` Service (kube-proxy).
 Minutes the first time (images are cached by content after)."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 import uuid
@@ -177,9 +180,89 @@ def test_kind_containerd_delivers_nri_events_and_applies_a_plugins_adjustment(cl
     assert cdi.startswith(f"k8s.neuron.aws.com/neuron={uid}-") and cdi.split(f"{uid}-")[1] in published, cdi
 
 
+SYS_READER = r"""
+import json, os
+def read(p):
+    try:
+        return open(p).read().strip()
+    except OSError as e:
+        return None
+pci = sorted(os.listdir('/sys/bus/pci/devices'))
+out = {"pci": pci,
+       "vendors": {b: read(f'/sys/bus/pci/devices/{b}/vendor') for b in pci},
+       "neuron": sorted(x for x in os.listdir('/sys/class/neuron_device') if x[6:].isdigit()) if os.path.isdir('/sys/class/neuron_device') else None,
+       "infiniband": sorted(os.listdir('/sys/class/infiniband')) if os.path.isdir('/sys/class/infiniband') else None,
+       "product": read('/sys/devices/virtual/dmi/id/product_name'),
+       "numa": sorted(x for x in os.listdir('/sys/devices/system/node') if x.startswith('node')),
+       "cgroup": os.path.isdir('/sys/fs/cgroup') and bool(os.listdir('/sys/fs/cgroup'))}
+print("SYS=" + json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("kind", ["plain", "privileged-host-network", "host-path-sys"])
+def test_every_container_on_a_worker_sees_its_fake_node_in_sys(cluster, kind):
+    """Issue 21 item 1: a container of any kind, started by the worker's containerd, reads the
+    worker's fakedev tree where the machine's hardware would be (nri-fakesys), whatever its /sys
+    is: the runtime's own sysfs, a privileged one, or a hostPath /sys volume."""
+    import fakedev
+
+    c, _ = cluster
+    kube = Kube(str(c.kubeconfig))
+    ns = f"ks-{uuid.uuid4().hex[:5]}"
+    kube.create_namespace(ns)
+    ctr = {"name": "c", "image": IMAGE, "imagePullPolicy": "IfNotPresent", "command": ["python3", "-c", SYS_READER]}
+    spec: dict = {"restartPolicy": "Never", "terminationGracePeriodSeconds": 0, "containers": [ctr]}
+    if kind != "plain":
+        spec["hostNetwork"] = True
+        ctr["securityContext"] = {"privileged": True}
+    if kind == "host-path-sys":
+        spec["volumes"] = [{"name": "sys", "hostPath": {"path": "/sys"}}]
+        ctr["volumeMounts"] = [{"name": "sys", "mountPath": "/sys"}]
+    kube.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "sys", "namespace": ns}, "spec": spec})
+    kube.wait("Pod", lambda p: p is not None and p["status"].get("phase") in ("Succeeded", "Failed"),
+              what="the /sys reader done", timeout=120, namespace=ns, name="sys")
+    log = kube.core.read_namespaced_pod_log("sys", ns)
+    got = json.loads(next(line[4:] for line in log.splitlines() if line.startswith("SYS=")))
+    worker = next(iter(c.nodes))
+    tree = c.nodes[worker].tree
+    truth = fakedev.truth_of(tree)
+    assert got["pci"] == sorted(os.listdir(tree / "sys/bus/pci/devices")), "the container's PCI bus is not the tree's"
+    assert {d.bdf for d in truth.devices} <= set(got["pci"])
+    assert all(got["vendors"][d.bdf] == "0x1d0f" for d in truth.devices if d.kind in ("neuron", "efa"))
+    assert got["neuron"] == sorted(f"neuron{d.index}" for d in truth.of_kind("neuron")), got["neuron"]
+    assert len(got["infiniband"] or []) == len(truth.of_kind("efa"))
+    assert got["product"] == truth.dmi_product_name
+    assert got["numa"] == sorted(f"node{n.id}" for n in truth.numa_nodes)
+    assert got["cgroup"], "the container lost its cgroup filesystem under /sys"
+
+
+IN_CLUSTER = """
+from kubernetes import client, config
+config.load_incluster_config()
+print("NODES=%d" % len(client.CoreV1Api().list_node().items))
+"""
+
+
+@pytest.mark.parametrize("host_network", [False, True], ids=["pod-network", "host-network"])
+def test_in_cluster_configuration_reaches_the_api_server(cluster, host_network):
+    """Issue 21 item 2: what every chart does, the `kubernetes` Service with the pod's service
+    account token, from a pod-network pod and a hostNetwork pod (kube-proxy built from the same
+    module runs on every node; without it the ClusterIP answered with someone else's certificate)."""
+    c, _ = cluster
+    kube = Kube(str(c.kubeconfig))
+    ns = f"kc-{uuid.uuid4().hex[:5]}"
+    kube.create_namespace(ns)
+    kube.apply({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                "metadata": {"name": f"{ns}-read-nodes"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+                "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": ns}]})
+    log = _run_pod(kube, ns, "ic", IN_CLUSTER, host_network=host_network)
+    assert f"NODES={len(kube.list('Node')[0])}" in log.splitlines(), log[-1500:]
+
+
 def test_down_removes_the_nodes_and_restores_the_host(cluster):
     c, before = cluster
     KIND.down(c.name)
     names = subprocess.run(["docker", "ps", "-a", "--format", "{{.Names}}"], capture_output=True, text=True).stdout.split()
     assert not [n for n in names if n.startswith(c.name + "-")]
-    assert _read_sysctls() == before
+    assert _read_sysctls() == before  # last: the module's cluster goes here

@@ -36,7 +36,7 @@ cache=${DRA_HARNESS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dra-harness}
 bin="$cache/k8s/$K8S_VERSION/bin"
 if [ "${DRA_HARNESS_PRINT_BIN_DIR:-}" = 1 ]; then echo "$bin"; exit 0; fi
 
-k8s_bins=(kube-apiserver kube-scheduler kube-controller-manager kubectl)
+k8s_bins=(kube-apiserver kube-scheduler kube-controller-manager kubectl kube-proxy)
 # Upstream's e2e DRA test driver (built on the kubeletplugin library): the harness's example of a
 # third-party driver, run unmodified (research/external-drivers.md Part 1).
 test_pkgs=(k8s.io/kubernetes/test/e2e/dra/test-driver)
@@ -134,5 +134,5 @@ build_etcd
 build_nri
 echo "$want_stamp" > "$stamp"
 "$bin/kube-apiserver" --version
-"$bin/etcd" --version | head -1
+"$bin/etcd" --version | sed -n 1p  # sed reads it all: head would leave etcd a SIGPIPE (exit 141 under pipefail)
 echo "build-bins: done in $(( $(date +%s) - start ))s -> $bin"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository (clusters/, deploy/)
 BUILD = ROOT / "clusters/local/build-bins.sh"
-NAMES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "test-driver",
+NAMES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kube-proxy", "test-driver",
          "nri-standin", "nri-test-plugin", "nri-fakesys")
 
 

@@ -137,6 +137,63 @@ def state_dir(name: str) -> Path:
     return inside(root, ".kind", check_name(name, "cluster name"))
 
 
+FAKESYS_LOG = "/var/log/nri-fakesys.log"
+KUBE_PROXY_LOG = "/var/log/kube-proxy.log"
+# kube-proxy reads Services and EndpointSlices with the node's own credentials (kubelet.conf), as
+# the role upstream binds to system:kube-proxy allows
+NODE_PROXIER = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                "metadata": {"name": "dra-harness:node-proxier"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:node-proxier"},
+                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:nodes"}]}
+
+
+def start_kube_proxy(node: str, version: str | None) -> None:
+    """kube-proxy (built from the same module as the other components, `make bins`) on a kind
+    node, so the `kubernetes` Service and ClusterIP Services reach their endpoints and in-cluster
+    configuration works (issue 21 item 2). No image exists offline, so it runs in the node
+    container as its CNI config does. Host settings are left alone: conntrack limits and timeouts
+    are not written (0), and localhost NodePorts are off (no route_localnet)."""
+    binary = bins.bin_dir(version) / "kube-proxy"
+    if not binary.exists():
+        raise KindError(f"{binary} is missing; run `make bins`")
+    _run(["docker", "cp", str(binary), f"{node}:/usr/local/bin/kube-proxy"])
+    flags = ["--kubeconfig=/etc/kubernetes/kubelet.conf", f"--hostname-override={node}", "--proxy-mode=iptables",
+             f"--cluster-cidr={kindcfg.POD_SUBNET}", "--conntrack-max-per-core=0", "--conntrack-min=0",
+             "--conntrack-tcp-timeout-established=0", "--conntrack-tcp-timeout-close-wait=0",
+             "--iptables-localhost-nodeports=false", "--metrics-bind-address=127.0.0.1:10249",
+             "--healthz-bind-address=127.0.0.1:10256"]
+    _run(["docker", "exec", "-d", node, "sh", "-c", f"exec /usr/local/bin/kube-proxy {' '.join(flags)} >{KUBE_PROXY_LOG} 2>&1"])
+
+
+def kube_proxy_synced(node: str) -> bool:
+    """kube-proxy has written the rule for the `kubernetes` Service in the node's nat table."""
+    r = subprocess.run(["docker", "exec", node, "iptables", "-t", "nat", "-S", "KUBE-SERVICES"], capture_output=True, text=True)
+    return r.returncode == 0 and "default/kubernetes:https" in r.stdout
+
+
+def start_fakesys(node: str, version: str | None, timeout: float = 20) -> None:
+    """The worker's fake node for every container it starts: nri-fakesys (clusters/nri), an NRI
+    plugin on the worker's own containerd (NRI is on in the kind config), which mounts the tree
+    over /sys at CreateContainer as `fakedev run` does for a process. Runs in the node container
+    like its static CNI config: the harness's plumbing, not a workload. Returns once the runtime
+    has configured it, so no workload container is created before."""
+    plugin = bins.bin_dir(version) / "nri-fakesys"
+    if not plugin.exists():
+        raise KindError(f"{plugin} is missing; run `make bins`")
+    _run(["docker", "cp", str(plugin), f"{node}:/usr/local/bin/nri-fakesys"])
+    _run(["docker", "exec", "-d", node, "sh", "-c", f"exec /usr/local/bin/nri-fakesys --tree {kindcfg.TREE_IN_NODE} "
+          f"--skip-namespaces kube-system >{FAKESYS_LOG} 2>&1"])
+    deadline = time.monotonic() + timeout
+    while True:
+        log = subprocess.run(["docker", "exec", node, "cat", FAKESYS_LOG], capture_output=True, text=True).stdout
+        if "configured by" in log:
+            return
+        if time.monotonic() > deadline:
+            raise KindError(f"nri-fakesys did not register with the containerd of {node} within {timeout:.0f} s: "
+                            f"{log.strip()[-300:]}")
+        time.sleep(0.2)
+
+
 def mknod_script(truth: Truth) -> str:
     """Shell run inside a kind node: the tree's usable character devices at their real paths
     (numbers from fakedev's truth), and none of the ones it no longer has."""
@@ -257,11 +314,16 @@ def _up(spec: ClusterSpec, artifacts: Path, build_image: bool = True, chart: str
                                                                for c in n["status"].get("conditions") or [])
                                                            for n in lst["items"]),
                   timeout=120, what="every kind node Ready")
+        kube.apply(NODE_PROXIER)
+        all_nodes = [n["metadata"]["name"] for n in kube.list("Node")[0]]
+        for name in all_nodes:
+            start_kube_proxy(name, spec.k8s_version)
         cp = next(n for n in kube.list("Node")[0] if "node-role.kubernetes.io/control-plane" in n["metadata"]["labels"])
         api_host = next(a["address"] for a in cp["status"]["addresses"] if a["type"] == "InternalIP")
         for n in spec.nodes:  # a kind node's container is named like the Kubernetes node
             node = next(x for x in kube.list("Node")[0] if x["metadata"]["labels"].get("dra-harness.io/node") == n.name)
             _run(["docker", "exec", node["metadata"]["name"], "sh", "-c", mknod_script(truths[n.name])])
+            start_fakesys(node["metadata"]["name"], spec.k8s_version)
         if build_image and not os.environ.get("DRA_HARNESS_SKIP_IMAGE_BUILD"):
             if offline:  # on the debootstrap base, from wheels: nothing fetched during the build
                 _run([str(bins.ROOT / "clusters/kind/driver-image.sh"), IMAGE], env={**os.environ, "PYTHON": sys.executable})
@@ -295,6 +357,13 @@ def _up(spec: ClusterSpec, artifacts: Path, build_image: bool = True, chart: str
                   timeout=180, what="every kind node's slices")
         kube.wait("DaemonSet", kindimds.ready, namespace=kindimds.NAMESPACE, name=kindimds.NAME, timeout=60,
                   what="the fake IMDS ready on every worker")
+        deadline = time.monotonic() + 60
+        while not all(kube_proxy_synced(n) for n in all_nodes):
+            if time.monotonic() > deadline:
+                logs = subprocess.run(["docker", "exec", all_nodes[-1], "tail", "-5", KUBE_PROXY_LOG], capture_output=True,
+                                      text=True).stdout
+                raise KindError(f"kube-proxy wrote no rule for the kubernetes Service within 60 s: {logs.strip()[-400:]}")
+            time.sleep(0.5)
     except Exception:
         export_logs(spec.name, artifacts)
         raise
