@@ -20,10 +20,15 @@ from .test_hostile import Case, pristine, run_case  # noqa: F401 (pristine is a 
 KIT = str(ROOT / "platform/golden-paths.yaml")
 
 
-def trace(workloads: str = "  - {at: 1, duration: 10, team: inference, class: small-inference, needs: 1}\n",
-          **top: str) -> str:
+def workload(**over: str) -> str:
+    """One trace workload line: the defaults with `over` replacing (or adding) fields."""
+    fields = {"at": "1", "duration": "10", "team": "inference", "class": "small-inference", "needs": "1", **over}
+    return "  - {" + ", ".join(f"{k}: {v}" for k, v in fields.items() if v is not None) + "}\n"
+
+
+def trace(workloads: str | None = None, **top: str) -> str:
     head = {"name": "t", "kit": KIT, "nodes": "trn1.32xlarge", "duration": "60", **top}
-    return "".join(f"{k}: {v}\n" for k, v in head.items()) + "workloads:\n" + workloads
+    return "".join(f"{k}: {v}\n" for k, v in head.items()) + "workloads:\n" + (workloads or workload())
 
 
 def kit(classes: str, teams: str = "  a: {namespaces: [ns-a]}\n  b: {namespaces: [ns-b]}\n") -> str:
@@ -147,27 +152,27 @@ CASES = [
          seconds=10, memory_mb=900),
     # -- traces and replay (rows 36-55): refused at load, before any cluster starts
     Case("36 needs: .inf", ["dra-harness", "replay", "{S}/t.yaml"], 2, "workloads[0].needs",
-         files={"t.yaml": trace("  - {at: 1, duration: 10, team: inference, class: small-inference, needs: .inf}\n")}),
+         files={"t.yaml": trace(workload(needs=".inf"))}),
     Case("37 duration: [1]", ["dra-harness", "replay", "{S}/t.yaml"], 2, "workloads[0].duration: a finite number",
-         files={"t.yaml": trace("  - {at: 1, duration: [1], team: inference, class: small-inference, needs: 1}\n")}),
+         files={"t.yaml": trace(workload(duration="[1]"))}),
     Case("38 duration: abc", ["dra-harness", "replay", "{S}/t.yaml"], 2, "duration: a finite number",
          files={"t.yaml": trace(duration="abc")}),
     Case("39 at: .nan", ["dra-harness", "replay", "{S}/t.yaml"], 2, "workloads[0].at: a finite number",
-         files={"t.yaml": trace("  - {at: .nan, duration: 10, team: inference, class: small-inference, needs: 1}\n")}),
+         files={"t.yaml": trace(workload(at=".nan"))}),
     Case("40 trace duration .inf", ["dra-harness", "replay", "{S}/t.yaml"], 2, "duration: a finite number",
          files={"t.yaml": trace(duration=".inf")}),
     *[Case(f"41 --speed {v}", ["dra-harness", "replay", "{S}/t.yaml", "--speed", v], 2, f"--speed {v}",
            files={"t.yaml": trace()}) for v in ("0", "-5", "nan", "inf")],
     Case("42 unknown class", ["dra-harness", "replay", "{S}/t.yaml"], 2, "'no-such-class' is not a class of kit",
-         files={"t.yaml": trace("  - {at: 1, duration: 10, team: inference, class: no-such-class, needs: 1}\n")}),
+         files={"t.yaml": trace(workload(**{"class": "no-such-class"}))}),
     Case("43 evict_after: soon", ["dra-harness", "replay", "{S}/t.yaml"], 2, "evict_after: a finite number",
          files={"t.yaml": trace(evict_after="soon")}),
     Case("44 unknown team", ["dra-harness", "replay", "{S}/t.yaml"], 2, "'nobody' is not a team of kit",
-         files={"t.yaml": trace("  - {at: 1, duration: 10, team: nobody, class: small-inference, needs: 1}\n")}),
+         files={"t.yaml": trace(workload(team="nobody"))}),
     Case("45 misspelt key", ["dra-harness", "replay", "{S}/t.yaml"], 2, "evict_afer: unknown key",
          files={"t.yaml": trace(evict_afer="900")}),
     Case("45 misspelt workload key", ["dra-harness", "replay", "{S}/t.yaml"], 2, "unknown key neds",
-         files={"t.yaml": trace("  - {at: 1, duration: 10, team: inference, class: small-inference, neds: 1}\n")}),
+         files={"t.yaml": trace(workload(needs=None, neds="1"))}),
     Case("46 a name that is a path", ["dra-harness", "replay", "{S}/t.yaml"], 2, "name: a DNS label",
          files={"t.yaml": trace(name='"x/../../../../../../../..{S}/escaped"')}),
     Case("46 --out a symlink", ["dra-harness", "replay", "{S}/t.yaml", "--out", "{S}/link"], 2, "is a symbolic link",
@@ -175,9 +180,9 @@ CASES = [
     Case("46 --out a directory of other files", ["dra-harness", "replay", "{S}/t.yaml", "--out", "{S}/victim"], 2,
          "holds files a replay did not write", files={"t.yaml": trace()}),
     Case("47 negative at", ["dra-harness", "replay", "{S}/t.yaml"], 2, "workloads[0].at",
-         files={"t.yaml": trace("  - {at: -100, duration: 10, team: inference, class: small-inference, needs: 1}\n")}),
+         files={"t.yaml": trace(workload(at="-100"))}),
     Case("47 negative needs", ["dra-harness", "replay", "{S}/t.yaml"], 2, "workloads[0].needs",
-         files={"t.yaml": trace("  - {at: 1, duration: 10, team: inference, class: small-inference, needs: -5}\n")}),
+         files={"t.yaml": trace(workload(needs="-5"))}),
     Case("47 negative trace duration", ["dra-harness", "replay", "{S}/t.yaml"], 2, "duration: a finite number",
          files={"t.yaml": trace(duration="-5")}),
     Case("50 --count beyond what a trace holds", ["dra-harness", "replay", "--generate", "healthy", "--count", "30000"],
