@@ -230,8 +230,15 @@ class Supervisor:
     def _wait_slices(self, kube: Kube, deadline: float) -> None:
         want = {(n.name, profiles.resolve(d).driver) for n in self.spec.nodes for d in n.drivers}
 
+        def registered(node: str, driver: str) -> bool:
+            return self.standin is None or (node, driver) in self.standin.watcher.registered_at
+
         def done(lst) -> bool:
-            return want <= {(s["spec"].get("nodeName"), s["spec"]["driver"]) for s in lst["items"]}
+            # published and registered with the kubelet stand-in: a driver can publish before its
+            # registration socket is served, and a pod then would find no plugin to prepare it
+            # (test_external_driver caught `up` returning between the two)
+            return want <= {(s["spec"].get("nodeName"), s["spec"]["driver"]) for s in lst["items"]} \
+                and all(registered(n, d) for n, d in want)
 
         def dead_driver() -> None:
             for p in [*(d.proc for d in self.drivers.values()), *(self.hosts.procs() if self.hosts else [])]:
@@ -249,7 +256,8 @@ class Supervisor:
                           timeout=max(0.05, min(0.5, left)),
                           describe=lambda lst: "published: " + ", ".join(sorted(
                               f"{s['spec'].get('nodeName')}/{s['spec']['driver']}" for s in lst["items"]))
-                          + f"; wanted: {sorted(want)}")
+                          + f"; wanted: {sorted(want)}; not registered yet: "
+                          + str(sorted(x for x in want if not registered(*x))))
                 return
             except WaitTimeout:
                 if left <= 0.5:
