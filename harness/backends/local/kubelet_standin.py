@@ -256,8 +256,9 @@ class KubeletStandIn:
                         raise RegistrationError(f"{driver}: {r['error']}")
                     cdi.setdefault(c["name"], []).extend(x for d in r["devices"] for x in d["cdi"])
                     prepared.append({**c, "driver": driver, "devices": r["devices"]})
-        except (RegistrationError, grpc.RpcError, ApiException, KeyError) as e:
-            msg = e.details() if isinstance(e, grpc.RpcError) else str(e)
+        except Exception as e:  # any failure to prepare is retried, as the kubelet's pod worker does: an
+            # unexpected one (a channel to a driver's dead socket) once left a pod Pending for good
+            msg = e.details() if isinstance(e, grpc.RpcError) else str(e) or type(e).__name__
             self._event(pod, "FailedPrepareDynamicResources", f"Failed to prepare dynamic resources: {msg}")
             log.warning("prepare failed for %s/%s: %s", ns, pname, msg)
             self._unprepare(prepared, node)
@@ -355,7 +356,10 @@ class KubeletStandIn:
             if pod is None:
                 self.start_retry.pop(uid, None)
                 continue
-            self.start_retry[uid] = (float("inf"), self.start_retry[uid][1])  # set again if it fails again
+            # the next look in 10 s unless this one succeeds (which drops the entry) or fails (which
+            # sets its own back-off): a sync that returns early (claim not yet reserved) is looked
+            # at again, never forgotten
+            self.start_retry[uid] = (now + 10.0, self.start_retry[uid][1])
             self.handle(pod)
 
     def _terminate(self, pod: dict, node: str, gone: bool = False) -> None:
