@@ -44,6 +44,11 @@ operations (DEVICE is neuronN, a PCI address, or an RDMA name like rdmap16s26):
   dup-routing-id neuronN        the driver refuses the device as a duplicate routing id
   drop-attr DEVICE ATTR         delete an attribute file (ATTR relative to the class device, pci/ATTR for the PCI function)
   corrupt-attr DEVICE ATTR [VALUE]   overwrite an attribute with VALUE (default: garbage)
+  ecc neuronN [sram|mem|repairable] [COUNT]   count ECC errors (sram/mem: uncorrected, the device
+                                is failed; repairable: fixed by a reset, degraded); default mem 1
+  efa-fail DEVICE [COUNT]       the EFA stops answering: hw_counters/no_completion_cmds counts up
+                                (its port stays ACTIVE, as the efa driver always reports it)
+  heal DEVICE                   clear a device's error counters (a device reset)
   instance-type TYPE            DMI product_name reads TYPE
   reset                         undo every mutation
 """
@@ -168,10 +173,12 @@ def _mutate(a: argparse.Namespace) -> int:
     t = Tree(a.tree)
     op, args = a.op, a.args
     need = {"remove": 1, "add": 1, "add-neuron": 1, "add-efa": 1, "unbind": 1, "bind": 1, "numa-none": 1,
-            "dup-routing-id": 1, "drop-attr": 2, "corrupt-attr": 2, "instance-type": 1, "reset": 0}
+            "dup-routing-id": 1, "drop-attr": 2, "corrupt-attr": 2, "instance-type": 1, "reset": 0,
+            "ecc": 1, "efa-fail": 1, "heal": 1}
+    optional = {"corrupt-attr": 1, "ecc": 2, "efa-fail": 1}
     if op not in need:
         raise MutationError(f"unknown operation {op!r}; see `fakedev mutate --help`")
-    if len(args) < need[op] or (len(args) > need[op] and op != "corrupt-attr") or len(args) > 3:
+    if not need[op] <= len(args) <= need[op] + optional.get(op, 0):
         raise MutationError(f"`{op}` takes {need[op]} argument(s), got {len(args)}; see `fakedev mutate --help`")
     if op in ("add-neuron", "add-efa"):
         try:
@@ -182,6 +189,7 @@ def _mutate(a: argparse.Namespace) -> int:
     else:
         fn = {"remove": t.remove, "add": t.add, "unbind": t.unbind, "bind": t.bind, "numa-none": t.set_numa_none,
               "dup-routing-id": t.duplicate_routing_id, "instance-type": t.set_instance_type, "reset": t.reset,
+              "ecc": t.ecc, "efa-fail": t.efa_fail, "heal": t.heal,
               "drop-attr": lambda d, at: t.attr(d, at, "drop"),
               "corrupt-attr": lambda d, at, v="\x00garbage\xff": t.attr(d, at, "corrupt", v)}[op]
         what = fn(*args)

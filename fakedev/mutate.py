@@ -21,6 +21,7 @@ from pathlib import Path
 
 from . import spec as specmod
 from . import tree as treemod
+from .health import ECC_COUNTERS
 from .layout import Layout
 from .model import EfaDevice, EnaDevice, NeuronDevice, Topology
 from .plan import Group, Plan
@@ -320,6 +321,52 @@ class Tree:
         st.attrs = [f for f in st.attrs if f["path"] != path]
         st.attrs.append({"device": dev.id, "attr": attr, "path": path, "action": action, "value": value})
         return self._commit(self.topo, st, f"{action} {dev.id}:{attr}")
+
+    @_serialised
+    def ecc(self, name: str, memory: str = "mem", count: int | str = 1) -> str:
+        """Count ECC errors on a Neuron device as neuron.ko does, in its
+        stats/hardware/{sram,mem}_ecc_uncorrected and mem_ecc_repairable_uncorrected counters
+        (NE §1.4). `memory`: sram or mem (uncorrected: the device is failed) or repairable
+        (HBM errors a reset repairs: degraded)."""
+        dev = self.resolve(name)
+        if not isinstance(dev, NeuronDevice):
+            raise MutationError(f"{dev.id} is not a Neuron device: only Neuron devices count ECC errors")
+        counter = ECC_COUNTERS.get(memory)
+        if counter is None:
+            raise MutationError(f"unknown ECC memory {str(memory)[:20]!r} (sram, mem or repairable)")
+        return self._count(dev.id, counter, count)
+
+    @_serialised
+    def efa_fail(self, name: str, count: int | str = 1) -> str:
+        """An EFA stops answering: its admin commands time out, which the efa driver counts in
+        hw_counters/no_completion_cmds. The port stays "4: ACTIVE": efa_query_port hard-codes
+        IB_PORT_ACTIVE (linux drivers/infiniband/hw/efa/efa_verbs.c), so a fault never shows there."""
+        dev = self.resolve(name)
+        if not isinstance(dev, EfaDevice):
+            raise MutationError(f"{dev.id} is not an EFA")
+        return self._count(dev.id, "no_completion_cmds", count)
+
+    @_serialised
+    def heal(self, name: str) -> str:
+        """Clear a device's error counters (what a device reset or a driver reload does)."""
+        dev = self.resolve(name)
+        st = self._state()
+        if dev.id not in st.counters:
+            raise MutationError(f"{dev.id} has no errors counted")
+        del st.counters[dev.id]
+        return self._commit(self.topo, st, f"heal {dev.id}")
+
+    def _count(self, dev_id: str, counter: str, count: int | str) -> str:
+        try:
+            n = int(count)
+        except (TypeError, ValueError):
+            raise MutationError(f"error count must be a whole number, got {str(count)[:20]!r}") from None
+        if not 1 <= n <= 2**32 - 1:  # the kernel prints these as %u
+            raise MutationError(f"error count must be 1..4294967295, got {n}")
+        st = self._state()
+        counters = st.counters.setdefault(dev_id, {})
+        counters[counter] = min(counters.get(counter, 0) + n, 2**32 - 1)
+        return self._commit(self.topo, st, f"{counter}+={n} {dev_id}")
 
     @_serialised
     def set_instance_type(self, product: str) -> str:

@@ -379,7 +379,7 @@ def _neuron(p: Plan, t: Topology, lay: Layout, n: NeuronDevice, state: TreeState
         for k in ("total", "present", "peak"):
             p.file(f"{c}/stats/memory_usage/host_mem/{cat}/{k}", "0\n", 0o644)
     for k in HW_STATS:
-        p.file(f"{c}/stats/hardware/{k}", "0\n", 0o644)
+        p.file(f"{c}/stats/hardware/{k}", f"{state.counter(n.id, k)}\n", 0o644)
     p.file(f"{c}/stats/power/utilization", "POWER_STATUS_NO_DATA,0,0,0,0\n", 0o644)
     for core in range(g.cores):
         k_dir = f"{c}/neuron_core{core}"
@@ -423,7 +423,7 @@ def _efa(p: Plan, t: Topology, lay: Layout, e: EfaDevice, state: TreeState) -> N
     p.file(f"{ib}/node_desc", "\n", 0o644)
     _power(p, ib)
     for k in EFA_DEVICE_STATS:
-        p.file(f"{ib}/hw_counters/{k}", "0\n")
+        p.file(f"{ib}/hw_counters/{k}", f"{state.counter(e.id, k)}\n")
     p.file(f"{ib}/hw_counters/lifespan", "12\n", 0o644)
     port = f"{ib}/ports/1"
     for k, v in (("state", "4: ACTIVE"), ("phys_state", "5: LinkUp"), ("lid", "0x0"), ("lid_mask_count", "1"),

@@ -19,11 +19,17 @@ class TreeState:
     dup_routing: list[str] = field(default_factory=list)  # probe failed on a duplicate routing id
     numa_none: list[str] = field(default_factory=list)  # firmware reports numa_node = -1
     attrs: list[dict] = field(default_factory=list)  # {device, attr, path, action: drop|corrupt, value}
+    # error counters the kernel drivers keep, {device: {counter: value}}: a fault the hardware
+    # reports through a counter rather than by vanishing (ECC, EFA admin commands lost)
+    counters: dict[str, dict[str, int]] = field(default_factory=dict)
     product_name: str | None = None  # DMI product_name override
     history: list[str] = field(default_factory=list)
 
     def bound(self, dev_id: str) -> bool:
         return dev_id not in self.unbound and dev_id not in self.dup_routing
+
+    def counter(self, dev_id: str, name: str) -> int:
+        return self.counters.get(dev_id, {}).get(name, 0)
 
     def numa(self, t: Topology, dev: NeuronDevice | EfaDevice | EnaDevice) -> int | None:
         """NUMA node as sysfs shows it; None renders as -1."""
@@ -47,6 +53,11 @@ class TreeState:
         keys = {"device", "attr", "path", "action", "value"}
         if not isinstance(st.attrs, list) or not all(isinstance(a, dict) and set(a) == keys for a in st.attrs):
             raise TypeError("attrs must be a list of attribute faults")
+        if not isinstance(st.counters, dict) or not all(
+                isinstance(d, str) and isinstance(c, dict) and all(isinstance(k, str) and type(v) is int and v >= 0
+                                                                  for k, v in c.items())
+                for d, c in st.counters.items()):
+            raise TypeError("counters must map devices to {counter: non-negative int}")
         if st.product_name is not None and not isinstance(st.product_name, str):
             raise TypeError("product_name must be a string")
         return st

@@ -20,6 +20,7 @@ import hashlib
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from .health import classify
 from .layout import RDMA_CM, Layout
 from .model import EfaDevice, NeuronDevice, Topology, format_cpulist
 from .state import TreeState
@@ -75,6 +76,9 @@ class TruthDevice:
     sysfs: str
     aws_ids: dict[str, str] = field(default_factory=dict)
     devnodes: tuple[DevNode, ...] = ()
+    # what its error counters say (fakedev/health.py): ok, degraded (take no new work) or failed
+    health: str = "ok"
+    health_counts: tuple[str, ...] = ()
     # Neuron devices
     index: int | None = None
     torus: tuple[int, int] | None = None
@@ -141,7 +145,7 @@ class Truth:
             kw = {f.name: x[f.name] for f in fields(TruthDevice) if f.name in x}
             kw["align"] = Alignment(**{k: tuple(v) for k, v in x["align"].items()})
             kw["devnodes"] = tuple(DevNode(**n) for n in x.get("devnodes", ()))
-            for k in ("faults", "connected", "serves"):
+            for k in ("faults", "connected", "serves", "health_counts"):
                 kw[k] = tuple(x.get(k) or ())
             kw["torus"] = tuple(x["torus"]) if x.get("torus") else None
             return TruthDevice(**kw)
@@ -219,6 +223,9 @@ def truth(t: Topology, state: TreeState | None = None) -> Truth:
             usable=dev.id not in state.removed and state.bound(dev.id), faults=_faults(dev.id, state),
             align=_alignment(t, dev, root, switch, numa, serves.get(dev.bdf, [])), sysfs=lay.pci_paths[dev.bdf],
             aws_ids=ids.get(dev.id, {}))
+        common["health"], common["health_counts"] = classify(
+            "neuron" if isinstance(dev, NeuronDevice) else "efa" if isinstance(dev, EfaDevice) else "ena",
+            state.counters.get(dev.id, {}))
         if isinstance(dev, EfaDevice):
             major, minor = lay.uverbs_devnum(dev)
             devices.append(TruthDevice(kind="efa", rdma=dev.rdma, uverbs=dev.uverbs, serves=tuple(serves.get(dev.bdf, [])),

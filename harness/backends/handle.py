@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 # that no restart can help): one line, which every wait on the cluster reports instead of timing out.
 FAILURE_FILE = "failure.txt"
 MUTATIONS = ("remove", "add", "unbind", "bind", "set_numa_none", "duplicate_routing_id", "attr",
-             "set_instance_type", "reset")
+             "set_instance_type", "reset", "ecc", "efa_fail", "heal")
 
 
 @dataclass
