@@ -12,6 +12,11 @@ BUGS: dict[str, str] = {
     "group-by-probe-order": "devicegroup4/8/16 are computed over devices in PCI probe (BDF) order "
                             "instead of by Neuron index",
     "stale-after-hotplug": "slices are published once and never republished after the tree changes",
+    "no-taint-on-ecc": "an uncorrected ECC error is reported as unhealthy but never tainted",
+    "taint-neighbour": "a Neuron device's ECC taints are published on the next device by index",
+    "taint-time-reset": "a restarted driver stamps its taints with a new timeAdded (the eviction "
+                        "deadline moves on every restart)",
+    "taint-sticky": "a taint stays after its fault is cleared (until the driver restarts)",
 }
 
 

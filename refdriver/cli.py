@@ -54,6 +54,13 @@ def _parser() -> argparse.ArgumentParser:
                        help="serve /healthz on 127.0.0.1:PORT (0: off)")
         s.add_argument("--rescan-interval", type=float, default=10.0,
                        help="seconds between rescans when no change is noticed (changes are seen via inotify)")
+        s.add_argument("--health-interval", type=float, default=1.0, metavar="SECONDS",
+                       help="seconds between reads of the error counters that become device taints "
+                       "(sysfs attributes change without inotify events)")
+        if kind == "neuron":
+            s.add_argument("--repairable-ecc-threshold", type=int, default=8, metavar="N",
+                           help="repairable HBM ECC errors that taint a device NoSchedule (fewer: an "
+                           "informational taint, effect None, on 1.35+)")
         s.add_argument("--host-nodes", type=Path, metavar="FILE",
                        help="host mode: serve every node listed in FILE from this one process (JSON list of "
                        "{node_name, kubeconfig, registry_dir, plugins_dir, cdi_root}); all of them see "
@@ -100,15 +107,20 @@ def main(argv: list[str] | None = None) -> int:
                    extended=getattr(args, "extended_attributes", False), bugs=args.inject_bug,
                    registry_dir=args.registry_dir, plugins_dir=args.plugins_dir, cdi_root=args.cdi_root,
                    rescan_interval=args.rescan_interval, kubelet_plugin=not args.no_kubelet_plugin,
-                   health_port=args.health_port)
+                   health_port=args.health_port, health_interval=args.health_interval,
+                   repairable_threshold=getattr(args, "repairable_ecc_threshold", 8))
+    if opts.health_interval <= 0 or opts.repairable_threshold < 1:
+        return _fail("--health-interval must be above 0 and --repairable-ecc-threshold at least 1")
     if args.host_nodes and not args.dry_run:
         return _run_host(opts, args.host_nodes, args.health_port)
     if args.dry_run:
+        from . import taints
         from .slices import build
 
         d = Driver(opts)
-        try:
-            json.dump(build(opts.node_name, opts.driver, d.scan(), 1), sys.stdout, indent=2)
+        try:  # as the newest API version takes them
+            devices = taints.stamp(taints.fit(d.scan(), taints.Caps()), [])
+            json.dump(build(opts.node_name, opts.driver, devices, 1), sys.stdout, indent=2)
             print()
         except BrokenPipeError:
             pass

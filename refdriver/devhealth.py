@@ -4,7 +4,10 @@ What makes a device unhealthy, read from the node's sysfs like the vendors' moni
   Neuron  an uncorrected ECC error counter above zero in
           /sys/class/neuron_device/neuronN/stats/hardware/{sram,mem}_ecc_uncorrected
           (research/neuron-efa.md, the class device's stats/hardware files)
-  EFA     port 1 of its RDMA device not ACTIVE (/sys/class/infiniband/<dev>/ports/1/state)
+          (a repairable count alone leaves it Healthy: it is tainted, see taints.py)
+  EFA     admin commands that timed out, /sys/class/infiniband/<dev>/hw_counters/no_completion_cmds
+          above zero. Not the port state: efa_query_port hard-codes IB_PORT_ACTIVE (linux
+          drivers/infiniband/hw/efa/efa_verbs.c), so ports/1/state never goes down on real hardware
 A device whose files cannot be read is Unknown. The stream sends a full report at once, then on
 every change, and at least every KEEPALIVE seconds so the kubelet's 30 s timeout never turns a
 quiet healthy device Unknown.
@@ -26,6 +29,8 @@ from kubeletapi.gen.dra_health_v1alpha1 import api_pb2_grpc as h1a_grpc
 log = logging.getLogger("refdriver.health")
 SERVICES = ["v1.DRAResourceHealth", "v1alpha1.DRAResourceHealth"]  # as the kubeletplugin helper advertises them
 NEURON_ECC = ("sram_ecc_uncorrected", "mem_ecc_uncorrected")
+NEURON_COUNTERS = NEURON_ECC + ("mem_ecc_repairable_uncorrected",)
+EFA_COUNTERS = ("no_completion_cmds",)
 KEEPALIVE = 10.0
 POLL = 0.5
 
@@ -40,25 +45,41 @@ def _read(path: Path) -> str | None:
         return None
 
 
-def neuron_health(root: Path, index: int) -> tuple[str, str]:
-    base = root / f"sys/class/neuron_device/neuron{index}/stats/hardware"
-    errors = []
-    for counter in NEURON_ECC:
-        text = _read(base / counter)
+def _counters(base: Path, names: tuple[str, ...]) -> dict[str, int] | str:
+    """The counters under `base`, or the path of the first one that cannot be read."""
+    out = {}
+    for name in names:
+        text = _read(base / name)
         if text is None or not text.isdigit():
-            return "UNKNOWN", f"cannot read {base / counter}"
-        if int(text) > 0:
-            errors.append(f"{counter}={int(text)}")
+            return str(base / name)
+        out[name] = int(text)
+    return out
+
+
+def neuron_counters(root: Path, index: int) -> dict[str, int] | str:
+    return _counters(root / f"sys/class/neuron_device/neuron{index}/stats/hardware", NEURON_COUNTERS)
+
+
+def efa_counters(root: Path, rdma: str | None) -> dict[str, int] | str:
+    if not rdma:
+        return "no RDMA device"
+    return _counters(root / f"sys/class/infiniband/{rdma}/hw_counters", EFA_COUNTERS)
+
+
+def neuron_health(root: Path, index: int) -> tuple[str, str]:
+    c = neuron_counters(root, index)
+    if isinstance(c, str):
+        return "UNKNOWN", f"cannot read {c}"
+    errors = [f"{k}={c[k]}" for k in NEURON_ECC if c[k] > 0]
     return ("UNHEALTHY", "uncorrected ECC errors: " + ", ".join(errors)) if errors else ("HEALTHY", "")
 
 
 def efa_health(root: Path, rdma: str | None) -> tuple[str, str]:
-    if not rdma:
-        return "UNKNOWN", "no RDMA device"
-    state = _read(root / f"sys/class/infiniband/{rdma}/ports/1/state")
-    if state is None:
-        return "UNKNOWN", f"cannot read the port state of {rdma}"
-    return ("HEALTHY", "") if state.endswith("ACTIVE") else ("UNHEALTHY", f"{rdma} port 1 is {state}")
+    c = efa_counters(root, rdma)
+    if isinstance(c, str):
+        return "UNKNOWN", c if not rdma else f"cannot read {c}"
+    n = c["no_completion_cmds"]
+    return ("UNHEALTHY", f"{rdma}: {n} admin command(s) timed out (no_completion_cmds)") if n else ("HEALTHY", "")
 
 
 def _servicer(pb, grpc_mod, pool: str, current: Callable[[], Report], stopping: threading.Event):

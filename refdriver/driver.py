@@ -42,6 +42,8 @@ class Options:
     rescan_interval: float = 10.0
     kubelet_plugin: bool = True
     health_port: int = 0
+    health_interval: float = 1.0  # seconds between reads of the error counters (sysfs has no inotify)
+    repairable_threshold: int = 8  # repairable ECC errors that make a Neuron device NoSchedule
 
     @property
     def driver(self) -> str:
@@ -66,6 +68,7 @@ class Driver:
         self.plugin: KubeletPlugin | None = None
         self.publisher = None  # host mode (host.py) keeps each node's slices.Publisher here
         self.reported: set[str] = set()
+        self.ever_tainted: dict[str, list[dict]] = {}  # the taint-sticky bug's memory
 
     # -- discovery and slices ------------------------------------------------------------------------
     def scan(self) -> list[dict]:
@@ -76,18 +79,72 @@ class Driver:
                 self.reported.add(p)
                 log.warning("discovery problem", extra={"fields": {"problem": p}})
         devices = devices_of(self.node, self.opts)
+        self._taint(devices)
         if not devices and "none" not in self.reported:
             self.reported.add("none")
             log.warning("no devices found", extra={"fields": {"driver": self.opts.driver, "problem":
                         "no devices under /sys (a node without this hardware, or a wrong --sysfs-root?)"}})
         return devices
 
+    def device_counters(self) -> dict[str, dict[str, int] | None]:
+        """Each device's error counters (None: unreadable), read now at /sys (see device_health)."""
+        from . import devhealth
+
+        node, root = self.node, Path("/")
+        if node is None:
+            return {}
+
+        def ok(c):
+            return None if isinstance(c, str) else c
+
+        if self.opts.kind == "neuron":
+            return {f"neuron-device-{n.index}": ok(devhealth.neuron_counters(root, n.index)) for n in node.neuron}
+        return {"pci-" + e.pci.bdf.replace(":", "-").replace(".", "-"): ok(devhealth.efa_counters(root, e.rdma))
+                for e in node.efa}
+
+    def _taint(self, devices: list[dict]) -> None:
+        """Put each device's taints (taints.py) into its slice entry; the publisher stamps times."""
+        from . import taints
+
+        counters = self.device_counters()
+        bugs = self.opts.bugs
+        if self.opts.kind == "neuron":
+            by_name = {n: taints.neuron_taints(c, self.opts.repairable_threshold) for n, c in counters.items()}
+            if "no-taint-on-ecc" in bugs:
+                by_name = {n: [t for t in ts if t["key"] != taints.NEURON_ECC] for n, ts in by_name.items()}
+            if "taint-neighbour" in bugs:
+                names = [d["name"] for d in devices]
+                by_name = {names[(i + 1) % len(names)]: by_name.get(n, []) for i, n in enumerate(names)}
+        else:
+            by_name = {n: taints.efa_taints(c) for n, c in counters.items()}
+        if "taint-sticky" in bugs:
+            for n, ts in by_name.items():
+                kept = self.ever_tainted.setdefault(n, [])
+                kept += [t for t in ts if t not in kept]
+                by_name[n] = list(kept)
+        for d in devices:
+            if by_name.get(d["name"]):
+                d["taints"] = by_name[d["name"]]
+
+    def _wait_for_change(self, watcher: Watcher) -> None:
+        """Until inotify wakes us, an error counter changes (read every health_interval: sysfs
+        attributes change without inotify events on real hardware), or rescan_interval passes."""
+        end = time.monotonic() + self.opts.rescan_interval
+        before = self.device_counters()
+        while not self.stop_event.is_set():
+            left = end - time.monotonic()
+            if left <= 0 or watcher.wait(min(left, self.opts.health_interval)):
+                return
+            if self.device_counters() != before:
+                return
+
     def run(self) -> None:
         from kubernetes import client
 
         from .slices import Publisher
 
-        pub = Publisher(self.api_client, self.opts.node_name, self.opts.driver)
+        pub = Publisher(self.api_client, self.opts.node_name, self.opts.driver,
+                        keep_taint_times="taint-time-reset" not in self.opts.bugs)
         if self.opts.kubelet_plugin:
             self.plugin = self._make_plugin(client)
             self.plugin.start()
@@ -119,7 +176,7 @@ class Driver:
                         self.stop_event.wait(1.0)
                         continue
                     watcher.rearm(self._watch_paths())
-                watcher.wait(self.opts.rescan_interval)
+                self._wait_for_change(watcher)
         finally:
             watcher.close()
             if self.plugin:
@@ -135,6 +192,8 @@ class Driver:
             paths += [n.pci.sys_path for n in self.node.neuron if n.pci]
             paths += [e.pci.sys_path for e in self.node.efa]
             paths += [f"/sys/class/neuron_device/neuron{n.index}/" for n in self.node.neuron]
+            paths += [f"/sys/class/neuron_device/neuron{n.index}/stats/hardware" for n in self.node.neuron]
+            paths += [f"/sys/class/infiniband/{e.rdma}/hw_counters" for e in self.node.efa if e.rdma]
         return paths
 
     def health(self) -> tuple[bool, dict]:

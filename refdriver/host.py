@@ -97,7 +97,8 @@ class Host:
         # one health reading of the shared tree for every node's DRAResourceHealth stream: 500
         # streams each reading 32 counter files twice a second would take both cores
         d.device_health = self.shared_health
-        d.publisher = Publisher(d.api_client, hn.node_name, opts.driver)
+        d.publisher = Publisher(d.api_client, hn.node_name, opts.driver,
+                                keep_taint_times="taint-time-reset" not in opts.bugs)
         if opts.kubelet_plugin:
             d.plugin = d._make_plugin(client)
             d.plugin.start()
@@ -160,11 +161,13 @@ class Host:
                     devices = self.scanner.scan()
                 for d in self.drivers.values():
                     d.node = self.scanner.node
-                todo = [d for d in self.drivers.values() if d.publisher.published != devices or d.last_publish_error]
+                todo = [d for d in self.drivers.values() if d.publisher.given != devices or d.last_publish_error]
                 list(self.pool.map(lambda d: self._publish(d, devices), todo))
                 self.watcher.rearm(self.scanner._watch_paths())
-                failed = any(d.last_publish_error for d in self.drivers.values())
-                self.watcher.wait(1.0 if failed else self.base.rescan_interval)
+                if any(d.last_publish_error for d in self.drivers.values()):
+                    self.watcher.wait(1.0)
+                else:
+                    self.scanner._wait_for_change(self.watcher)
         finally:
             self.watcher.close()
             for d in self.drivers.values():

@@ -11,6 +11,8 @@ import re
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from . import taints as taintsmod
+
 MAX_DEVICES = 128  # ResourceSliceMaxDevices
 log = logging.getLogger("refdriver.slices")
 
@@ -20,8 +22,9 @@ def slice_name(node: str, driver: str, i: int) -> str:
     return f"{base[:240]}-{i}"
 
 
-def build(node: str, driver: str, devices: list[dict], generation: int, owner: dict | None = None) -> list[dict]:
-    chunks = [devices[i:i + MAX_DEVICES] for i in range(0, len(devices), MAX_DEVICES)] or [[]]
+def build(node: str, driver: str, devices: list[dict], generation: int, owner: dict | None = None,
+          per_slice: int = MAX_DEVICES) -> list[dict]:
+    chunks = [devices[i:i + per_slice] for i in range(0, len(devices), per_slice)] or [[]]
     out = []
     for i, chunk in enumerate(chunks):
         meta: dict = {"name": slice_name(node, driver, i)}
@@ -40,7 +43,7 @@ def build(node: str, driver: str, devices: list[dict], generation: int, owner: d
 class Publisher:
     """Keeps the API server's slices of (driver, node) equal to the discovered devices."""
 
-    def __init__(self, api: client.ApiClient, node: str, driver: str) -> None:
+    def __init__(self, api: client.ApiClient, node: str, driver: str, keep_taint_times: bool = True) -> None:
         self.api = api
         self.res = client.ResourceV1Api(api)
         self.core = client.CoreV1Api(api)
@@ -48,6 +51,9 @@ class Publisher:
         self.published: list[dict] | None = None
         self.generation = 0
         self._owner: dict | None = None
+        self.caps: taintsmod.Caps | None = None
+        self.keep_taint_times = keep_taint_times
+        self.given: list[dict] | None = None  # the devices of the last successful publish, as given
 
     def _existing(self) -> list[dict]:
         resp = self.res.list_resource_slice(field_selector=f"spec.driver={self.driver},spec.nodeName={self.node}",
@@ -66,18 +72,27 @@ class Publisher:
         return self._owner
 
     def publish(self, devices: list[dict]) -> bool:
-        """Create/update/delete slices so the pool holds `devices`; returns True if anything changed."""
+        """Create/update/delete slices so the pool holds `devices`; returns True if anything changed.
+        Taints are fitted to the server's version and get their timeAdded (taints.py)."""
+        if self.caps is None:
+            self.caps = taintsmod.Caps.of_server(self.api)
+        given, devices = devices, taintsmod.fit(devices, self.caps)
+        per_slice = self.caps.max_devices(any(d.get("taints") for d in devices))
         existing = {s["metadata"]["name"]: s for s in self._existing()}
         if self.published is None:  # first publish after (re)start: continue the pool's generation
             self.generation = max((s["spec"]["pool"]["generation"] for s in existing.values()), default=0)
             current = [d for s in sorted(existing.values(), key=lambda s: s["metadata"]["name"]) for d in s["spec"]["devices"]]
+            taintsmod.stamp(devices, current if self.keep_taint_times else [])
             if current == devices and existing:
-                self.published = devices
+                self.published, self.given = devices, given
                 return False
-        elif devices == self.published and len(existing) == max(1, -(-len(devices) // MAX_DEVICES)):
-            return False
+        else:
+            taintsmod.stamp(devices, self.published)
+            if devices == self.published and len(existing) == max(1, -(-len(devices) // per_slice)):
+                self.given = given
+                return False
         self.generation += 1
-        wanted = build(self.node, self.driver, devices, self.generation, self._owner_ref())
+        wanted = build(self.node, self.driver, devices, self.generation, self._owner_ref(), per_slice)
         for s in wanted:
             name = s["metadata"]["name"]
             if name in existing:
@@ -91,7 +106,7 @@ class Publisher:
             except ApiException as e:
                 if e.status != 404:
                     raise
-        self.published = devices
+        self.published, self.given = devices, given
         log.info("published", extra={"fields": {"slices": len(wanted), "devices": len(devices),
                                                   "generation": self.generation}})
         return True

@@ -30,8 +30,10 @@ def test_neuron_and_efa_health_come_from_the_tree(tmp_path):
     assert devhealth.neuron_health(tree, 99)[0] == "UNKNOWN"
     rdma = sorted(p.name for p in (tree / "sys/class/infiniband").iterdir())[0]
     assert devhealth.efa_health(tree, rdma) == ("HEALTHY", "")
-    (tree / f"sys/class/infiniband/{rdma}/ports/1/state").write_text("1: DOWN\n")
-    assert devhealth.efa_health(tree, rdma) == ("UNHEALTHY", f"{rdma} port 1 is 1: DOWN")
+    (tree / f"sys/class/infiniband/{rdma}/ports/1/state").write_text("1: DOWN\n")  # never on real EFAs
+    assert devhealth.efa_health(tree, rdma) == ("HEALTHY", "")
+    (tree / f"sys/class/infiniband/{rdma}/hw_counters/no_completion_cmds").write_text("3\n")
+    assert devhealth.efa_health(tree, rdma) == ("UNHEALTHY", f"{rdma}: 3 admin command(s) timed out (no_completion_cmds)")
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +68,9 @@ def test_an_ecc_error_makes_the_allocated_device_unhealthy_in_pod_status(cluster
     ns = f"h-{uuid.uuid4().hex[:6]}"
     kube.create_namespace(ns)
     kube.apply({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim", "metadata": {"name": "c", "namespace": ns},
-                "spec": {"devices": {"requests": [{"name": "n", "exactly": {"deviceClassName": "neuron.aws.com"}}]}}})
+                # tolerates the driver's NoExecute ECC taint, or the pod is evicted before its status says why
+                "spec": {"devices": {"requests": [{"name": "n", "exactly": {"deviceClassName": "neuron.aws.com", "tolerations": [
+                    {"key": "neuron.aws.com/ecc-uncorrected", "operator": "Exists", "effect": "NoExecute"}]}}]}}})
     kube.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": ns},
                 "spec": {"containers": [{"name": "c", "image": "x", "resources": {"claims": [{"name": "d"}]}}],
                          "resourceClaims": [{"name": "d", "resourceClaimName": "c"}], "terminationGracePeriodSeconds": 0}})
@@ -74,7 +78,7 @@ def test_an_ecc_error_makes_the_allocated_device_unhealthy_in_pod_status(cluster
     assert [s["name"] for s in statuses] == ["claim:d"]
     (res,) = statuses[0]["resources"]
     assert res["resource_id"].startswith("k8s.neuron.aws.com/neuron=")  # the first CDI id, as the kubelet names it
-    cluster.mutate(node, "attr", "neuron0", "stats/hardware/mem_ecc_uncorrected", "corrupt", "3\n")
+    cluster.mutate(node, "ecc", "neuron0", "mem", "3")
     (bad,) = _health(kube, ns, "p", "Unhealthy")[0]["resources"]
     assert bad["message"] == "uncorrected ECC errors: mem_ecc_uncorrected=3"
     cluster.mutate(node, "reset")
