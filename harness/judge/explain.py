@@ -21,6 +21,7 @@ import cel
 from fakedev import Truth, TruthDevice
 
 from .identity import INTENT, WHAT, Identity, holders as held_by, published, slice_value, truth_id
+from .taints import Key, untolerated
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class Candidate:
     name: str
     attributes: dict  # CEL shape: {domain: {name: value}}
     truth: TruthDevice | None  # None: not mapped to the hardware (another driver's device)
+    taints: tuple[dict, ...] = ()  # its slice's and its DeviceTaintRules' (taints.device_taints)
 
     @property
     def id(self) -> str:
@@ -58,7 +60,8 @@ def _cel_attributes(raw: dict, driver: str) -> dict:
 
 
 def candidates(node: str, truth: Truth | None, slices: list[dict] | None,
-               identities: dict[str, Identity] | None = None) -> list[Candidate]:
+               identities: dict[str, Identity] | None = None,
+               taints: dict[Key, list[dict]] | None = None) -> list[Candidate]:
     """The node's devices as published; without slices, what the reference drivers publish for
     the truth's usable devices (offline explanations, `kit check`)."""
     if slices is not None:
@@ -71,7 +74,8 @@ def candidates(node: str, truth: Truth | None, slices: list[dict] | None,
                 raw = d.get("attributes") or {}
                 tid = truth_id(s["spec"]["driver"], d["name"], raw, identities)
                 out.append(Candidate(s["spec"]["driver"], node, d["name"], _cel_attributes(raw, s["spec"]["driver"]),
-                                     by_id.get(tid) if tid else None))
+                                     by_id.get(tid) if tid else None,
+                                     tuple((taints or {}).get((s["spec"]["driver"], node, d["name"]), ()))))
         return out
     out = []
     for d in truth.devices if truth else ():
@@ -119,6 +123,11 @@ class Req:
     cls: str
     count: int | None  # None: allocationMode All
     selector: Selector
+    tolerations: list[dict] = field(default_factory=list)
+
+    def takes(self, c: Candidate, honour_taints: bool = True) -> bool:
+        """The device matches, and (honouring taints) none of its taints keeps it from this request."""
+        return self.selector.matches(c) and not (honour_taints and untolerated(list(c.taints), self.tolerations))
 
 
 @dataclass
@@ -132,7 +141,9 @@ class Fit:
 class Explanation:
     claim: str
     allocated: bool
-    verdict: str  # "allocated" | "cannot be satisfied with this topology" | "cluster full" | "fits now"
+    # "allocated" | "cannot be satisfied with this topology" | "cluster full" | "fits now" |
+    # "pending: every fitting device is tainted (key K)"
+    verdict: str
     lines: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
@@ -156,19 +167,21 @@ def requests_of(spec: dict, classes: dict[str, list[str]]) -> list[list[Req]]:
                                                                   for s in a.get("selectors") or []]
             count = None if a.get("allocationMode") == "All" else a.get("count", 1)
             name = r["name"] if "exactly" in r else f"{r['name']}/{a['name']}"
-            reqs.append(Req(name, a["deviceClassName"], count, Selector(exprs)))
+            reqs.append(Req(name, a["deviceClassName"], count, Selector(exprs), a.get("tolerations") or []))
         out.append(reqs)
     return out
 
 
-def fits(spec: dict, cands: list[Candidate], busy: set[str], classes: dict[str, list[str]]) -> Fit:
-    """Can the claim be allocated among `cands` without the devices in `busy`?"""
+def fits(spec: dict, cands: list[Candidate], busy: set[str], classes: dict[str, list[str]],
+         honour_taints: bool = True) -> Fit:
+    """Can the claim be allocated among `cands` without the devices in `busy` (and, honouring
+    taints, without devices whose taints the requests do not tolerate)?"""
     free = [c for c in cands if c.id not in busy]
     constraints = [(set(c.get("requests") or []), c["matchAttribute"])
                    for c in spec.get("constraints") or [] if c.get("matchAttribute")]
     best_detail = ""
     for choice in itertools.product(*requests_of(spec, classes)):
-        fit = _fits_choice(list(choice), constraints, free, cands)
+        fit = _fits_choice(list(choice), constraints, free, cands, honour_taints)
         if fit.ok:
             return Fit(True, fit.detail, ",".join(r.name for r in choice if "/" in r.name) or None)
         best_detail = best_detail or fit.detail
@@ -183,7 +196,7 @@ def allocate(spec: dict, cands: list[Candidate], busy: set[str], classes: dict[s
     constraints = [(set(c.get("requests") or []), c["matchAttribute"])
                    for c in spec.get("constraints") or [] if c.get("matchAttribute")]
     for choice in itertools.product(*requests_of(spec, classes)):
-        pools = {r.name: [c for c in free if r.selector.matches(c)] for r in choice}
+        pools = {r.name: [c for c in free if r.takes(c)] for r in choice}
         wants_all = {r.name: sum(1 for c in cands if r.selector.matches(c)) for r in choice if r.count is None}
         per = [sorted({g for r in choice if _covered(r, names) for c in pools[r.name] for g in c.groups(attr)}) or [None]
                for names, attr in constraints]
@@ -210,8 +223,8 @@ def _covered(req: Req, names: set[str]) -> bool:
 
 
 def _fits_choice(reqs: list[Req], constraints: list[tuple[set[str], str]], free: list[Candidate],
-                 everything: list[Candidate]) -> Fit:
-    pools = {r.name: [c for c in free if r.selector.matches(c)] for r in reqs}
+                 everything: list[Candidate], honour_taints: bool = True) -> Fit:
+    pools = {r.name: [c for c in free if r.takes(c, honour_taints)] for r in reqs}
     # allocationMode All wants every matching device of the node, held ones included
     wants_all = {r.name: sum(1 for c in everything if r.selector.matches(c)) for r in reqs if r.count is None}
     candidates_per = []
@@ -270,9 +283,15 @@ def _blocker(reqs: list[Req], constraints: list[tuple[set[str], str]], pools: di
     return ""
 
 
+def _blocking_keys(spec: dict, cands: list[Candidate], classes: dict[str, list[str]]) -> list[str]:
+    """Keys of the taints that keep matching devices from the claim's requests."""
+    return sorted({t["key"] for alts in requests_of(spec, classes) for r in alts for c in cands
+                   if r.selector.matches(c) for t in untolerated(list(c.taints), r.tolerations)})
+
+
 def explain(claim: dict, truths: dict[str, Truth], claims: list[dict], classes: list[dict],
             events: list[str] = (), slices: list[dict] | None = None,
-            identities: dict[str, Identity] | None = None) -> Explanation:
+            identities: dict[str, Identity] | None = None, taints: dict[Key, list[dict]] | None = None) -> Explanation:
     meta = claim["metadata"]
     name = f"{meta['namespace']}/{meta['name']}"
     alloc = (claim.get("status") or {}).get("allocation")
@@ -294,17 +313,22 @@ def explain(claim: dict, truths: dict[str, Truth], claims: list[dict], classes: 
     devices = published(slices) if slices is not None else None
     holders = held_by(claims, identities, devices)  # node -> device id -> claim
     nodes = sorted(set(truths) | {s["spec"].get("nodeName") for s in slices or [] if s["spec"].get("nodeName")})
-    any_empty, any_now = False, False
+    any_empty, any_now, tainted_keys = False, False, set()
     for node in nodes:
         truth = truths.get(node)
-        cands = candidates(node, truth, slices, identities)
+        cands = candidates(node, truth, slices, identities, taints)
         busy = set(holders.get(node, {}))
         empty = fits(spec, cands, set(), sel)
         now = fits(spec, cands, busy, sel)
         any_empty |= empty.ok
         any_now |= now.ok
         topo = truth.instance_type if truth else "not a fake node"
-        if not empty.ok:
+        if not empty.ok and any(c.taints for c in cands) and fits(spec, cands, set(), sel, honour_taints=False).ok:
+            keys = _blocking_keys(spec, cands, sel)
+            tainted_keys |= set(keys)
+            lines.append(f"node {node} ({topo}): would fit untainted; the fitting devices are tainted "
+                         f"({', '.join(keys)}) and the claim does not tolerate it")
+        elif not empty.ok:
             lines.append(f"node {node} ({topo}): cannot fit even when empty: {empty.detail}")
         elif now.ok:
             lines.append(f"node {node} ({topo}): fits now" + (f" (as {now.sub})" if now.sub else ""))
@@ -312,7 +336,9 @@ def explain(claim: dict, truths: dict[str, Truth], claims: list[dict], classes: 
             held = sorted(set(holders.get(node, {}).values()))
             lines.append(f"node {node} ({topo}): fits when empty" + (f" (as {empty.sub})" if empty.sub else "")
                          + f"; now: {now.detail}; devices held by {', '.join(held) or 'nobody'}")
-    verdict = ("fits now" if any_now else "cluster full" if any_empty else "cannot be satisfied with this topology")
+    verdict = ("fits now" if any_now else "cluster full" if any_empty
+               else f"pending: every fitting device is tainted (key {', '.join(sorted(tainted_keys))})" if tainted_keys
+               else "cannot be satisfied with this topology")
     lines += [f"scheduler: {e}" for e in events[-3:]]
     return Explanation(name, False, verdict, lines)
 

@@ -10,11 +10,13 @@ scheduler "align" the wrong devices; this is what notices.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from fakedev import Truth, TruthDevice
 
 from .identity import INTENT, KIND_OF_DRIVER, WHAT, Identity, Published, allocations, truth_id
+from .taints import EVICTION_MARGIN, Key, allocated_at, eviction_deadline, parse_time, show, untolerated
 
 
 @dataclass
@@ -44,11 +46,13 @@ def _request_of(result: dict) -> tuple[str, str]:
 
 
 def judge(claim: dict, truths: dict[str, Truth], extra_claims: list[dict] = (),
-          identities: dict[str, Identity] | None = None, devices: Published | None = None) -> Verdict:
+          identities: dict[str, Identity] | None = None, devices: Published | None = None,
+          taints: dict[Key, list[dict]] | None = None, now: float | None = None) -> Verdict:
     """Judge `claim` (a ResourceClaim dict) against `truths` (node -> fakedev truth).
     `extra_claims`: other allocated claims, to catch devices handed out twice. `identities`: how
     other drivers' devices map to the hardware (their profiles'), `devices`: published attributes
-    (for identities that read one)."""
+    (for identities that read one). `taints`: each device's taints now (taints.device_taints),
+    to hold the allocation and its pods' eviction to them; `now` is the time judged at."""
     meta = claim["metadata"]
     v = Verdict(f"{meta.get('namespace')}/{meta['name']}", ok=False)
     alloc = (claim.get("status") or {}).get("allocation")
@@ -101,8 +105,43 @@ def judge(claim: dict, truths: dict[str, Truth], extra_claims: list[dict] = (),
                 v.reasons.append(f"{r['device']} is also allocated to claim {name}")
     _check_counts(spec, results, truth, v)
     _check_constraints(spec, mapped, v)
+    if taints is not None:
+        _check_taints(claim, results, mapped, taints, v, time.time() if now is None else now)
     v.ok = not v.reasons
     return v
+
+
+def _check_taints(claim: dict, results: list[dict], mapped: list[tuple[dict, TruthDevice]],
+                  taints: dict[Key, list[dict]], v: Verdict, now: float) -> None:
+    """No device may be allocated under an untolerated NoSchedule/NoExecute taint it already had,
+    the claim's pods must be gone by each NoExecute taint's eviction deadline (plus a margin),
+    and a device that is failed in the hardware must not be handed out untainted."""
+    for r, dev in mapped:
+        ts = taints.get((r["driver"], r["pool"], r["device"]), [])
+        if dev.health == "failed" and not any(t.get("effect") in ("NoSchedule", "NoExecute") for t in ts):
+            v.reasons.append(f"{r['device']} ({dev.id}) is failed in the hardware ({', '.join(dev.health_counts)}) "
+                             "and allocated, yet untainted: the driver did not taint it")
+    at = allocated_at(claim)
+    users = [u.get("name", "?") for u in (claim.get("status") or {}).get("reservedFor") or []]
+    tainted = 0
+    for r in results:
+        ts = taints.get((r["driver"], r["pool"], r["device"]), [])
+        tainted += bool(ts)
+        tol = r.get("tolerations")
+        for t in untolerated(ts, tol):
+            added = parse_time(t.get("timeAdded"))
+            if at is not None and added is not None and added < at - 1:
+                v.reasons.append(f"{r['device']} was allocated while tainted {show(t)} ({t['source']}, since "
+                                 f"{t['timeAdded']}), which request {r['request']} does not tolerate")
+        for t in ts:
+            deadline = eviction_deadline(t, tol)
+            if deadline is not None and users and now > deadline + EVICTION_MARGIN:
+                v.reasons.append(f"pod(s) {', '.join(users)} still use {r['device']} {now - deadline:.0f} s after its "
+                                 f"NoExecute taint {show(t)} ({t['source']}) called for their eviction "
+                                 f"(allowed: {EVICTION_MARGIN:.0f} s)")
+    if tainted:
+        v.checks.append(f"taints: {tainted} tainted device(s), each tolerated or tainted after allocation, "
+                        "and no pod kept past its eviction deadline")
 
 
 def _admin(results: list[dict]) -> bool:

@@ -98,6 +98,32 @@ class Kube:
             self.wait(obj["kind"], lambda o: o is None, namespace=ns, name=name, timeout=timeout,
                       what=f"{obj['kind']} {ns + '/' if ns else ''}{name} to be deleted")
 
+    # -- DeviceTaintRules: served as v1 from 1.37, v1beta2 in 1.36 (with its gate), v1alpha3 from
+    # 1.33 (dra-features.md §1.1); the newest the server offers is the one to use
+    TAINT_RULE_VERSIONS = ("v1", "v1beta2", "v1alpha3")
+
+    def taint_rule_api(self) -> str | None:
+        """"resource.k8s.io/VERSION" of the DeviceTaintRules this server serves, or None."""
+        from kubernetes.dynamic.exceptions import ResourceNotFoundError
+
+        if not hasattr(self, "_taint_rule_api"):
+            self._taint_rule_api = None
+            for v in self.TAINT_RULE_VERSIONS:
+                try:
+                    self.dyn.resources.get(api_version=f"resource.k8s.io/{v}", kind="DeviceTaintRule")
+                except ResourceNotFoundError:
+                    continue
+                self._taint_rule_api = f"resource.k8s.io/{v}"
+                break
+        return self._taint_rule_api
+
+    def taint_rules(self) -> list[dict]:
+        """Every DeviceTaintRule (none where the server serves no version of them)."""
+        api = self.taint_rule_api()
+        if api is None:
+            return []
+        return self.dyn.resources.get(api_version=api, kind="DeviceTaintRule").get().to_dict()["items"]
+
     def create_namespace(self, name: str, labels: dict | None = None, timeout: float = 30) -> None:
         """Create a namespace and wait until pods can be created in it (its default ServiceAccount)."""
         self.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels or {}}})
