@@ -1,7 +1,7 @@
 """Generate kind cluster configs (kind.x-k8s.io/v1alpha4) from a cluster spec.
 
-Per Kubernetes version (research/anchors.md §2, dra-api.md §4): DRA is GA and on from 1.34, so
-no feature gates or runtime-config are needed; the `enable_cdi` containerd patch only matters for
+Per Kubernetes version (research/anchors.md §2, dra-api.md §4): DRA is GA and on from 1.34; the
+device-taint gates and DeviceTaintRule API versions of 1.34-1.36 come from gates.py; the `enable_cdi` containerd patch only matters for
 containerd 1.7 node images and is kept as a guard (kind applies a patch only when its version
 matches); the scheduler's allocator logging is raised for both kubeadm config generations.
 Each worker mounts its own fake tree at the same container path, so one DaemonSet serves all.
@@ -116,10 +116,18 @@ def render(spec: ClusterSpec, trees: dict[str, Path], version: str | None, host:
             "labels": {**n.labels, "dra-harness.io/node": n.name},
             "extraMounts": [{"hostPath": str(trees[n.name]), "containerPath": TREE_IN_NODE, "readOnly": False}],
         })
+    from .. import gates
+
+    extra: dict = {}
+    if gates.GATES.get(minor):  # the DRA features of older minors (gates.py), on every component
+        extra["featureGates"] = dict(gates.GATES[minor])
+    if gates.RUNTIME_CONFIG.get(minor):
+        extra["runtimeConfig"] = dict(gates.RUNTIME_CONFIG[minor])
     return {
         "kind": "Cluster",
         "apiVersion": "kind.x-k8s.io/v1alpha4",
         "name": spec.name,
+        **extra,
         # Pod and service CIDRs in 198.18.0.0/15 (benchmarking range), never RFC 1918 space; no
         # kindnetd (not served offline): a static CNI conflist per node (backend.static_cni).
         "networking": {"ipFamily": "ipv4", "podSubnet": POD_SUBNET, "serviceSubnet": SERVICE_SUBNET,

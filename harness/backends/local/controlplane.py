@@ -16,7 +16,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import procs
+from .. import gates, procs
 from .pki import Pki
 
 SERVICE_CIDR = "198.19.0.0/16"
@@ -38,6 +38,7 @@ class ControlPlane:
     state_dir: Path  # data, PKI, kubeconfigs (removed on down)
     log_dir: Path  # component logs (kept, in the artifacts)
     verbosity: int = 2
+    k8s_version: str | None = None  # for the feature gates of its minor (gates.py)
     procs: list[procs.Proc] = field(default_factory=list)
     popens: dict[int, object] = field(default_factory=dict)
     apiserver_port: int = 0
@@ -95,7 +96,8 @@ class ControlPlane:
             f"--requestheader-client-ca-file={pki.ca_path}", "--requestheader-allowed-names=front-proxy-client",
             "--requestheader-username-headers=X-Remote-User", "--requestheader-group-headers=X-Remote-Group",
             "--requestheader-extra-headers-prefix=X-Remote-Extra-", f"--proxy-client-cert-file={proxy_crt}",
-            f"--proxy-client-key-file={proxy_key}"])
+            f"--proxy-client-key-file={proxy_key}", *gates.gate_flags(self.k8s_version),
+            *gates.runtime_config_flags(self.k8s_version)])
         admin = pki.kubeconfig(self.admin_kubeconfig, self.server, "admin", "admin", ["system:masters"])
         self._wait_http(api, f"{self.server}/readyz", deadline, client=pki.issue("probe", "probe", ["system:masters"]))
         kcm = pki.kubeconfig(self.state_dir / "kcm.kubeconfig", self.server, "kcm", "system:kube-controller-manager")
@@ -105,7 +107,8 @@ class ControlPlane:
             f"--authorization-kubeconfig={kcm}", f"--service-account-private-key-file={pki_dir / 'sa.key'}",
             f"--root-ca-file={pki.ca_path}", "--use-service-account-credentials", "--controllers=*,-nodelifecycle",
             "--kube-api-qps=300", "--kube-api-burst=600",
-            "--leader-elect=false", "--bind-address=127.0.0.1", f"--secure-port={kcm_port}", f"--v={self.verbosity}"])
+            "--leader-elect=false", "--bind-address=127.0.0.1", f"--secure-port={kcm_port}", f"--v={self.verbosity}",
+            *gates.gate_flags(self.k8s_version)])
         sched = pki.kubeconfig(self.state_dir / "scheduler.kubeconfig", self.server, "scheduler", "system:kube-scheduler")
         sched_port = free_port()
         # Client QPS as scheduler_perf raises it: with DRA each pod costs a claim status write and a
@@ -119,7 +122,7 @@ leaderElection: {{leaderElect: false}}
         sched_p = self._spawn("kube-scheduler", [
             str(b / "kube-scheduler"), f"--config={sched_cfg}", f"--authentication-kubeconfig={sched}",
             f"--authorization-kubeconfig={sched}", "--bind-address=127.0.0.1",
-            f"--secure-port={sched_port}", f"--v={self.verbosity}"])
+            f"--secure-port={sched_port}", f"--v={self.verbosity}", *gates.gate_flags(self.k8s_version)])
         self.scheduler_port = sched_port
         for p, port in ((kcm_p, kcm_port), (sched_p, sched_port)):
             self._wait_http(p, f"https://127.0.0.1:{port}/healthz", deadline)

@@ -1,0 +1,46 @@
+"""Feature gates and API versions the DRA features the harness drives need, per Kubernetes
+minor, so a cluster of any version of the matrix can run the scenarios its version allows
+(dra-features.md §1 gate table and §1.1 "runtime-config needed"):
+
+            DRADeviceTaints   DRADeviceTaintRules            DeviceTaintRule served as
+  1.34      alpha, off        (none: under DRADeviceTaints)  resource.k8s.io/v1alpha3
+  1.35      alpha, off        alpha, off                     resource.k8s.io/v1alpha3
+  1.36      beta, on          beta, off                      resource.k8s.io/v1beta2
+  1.37      GA                GA                             resource.k8s.io/v1
+
+Every component gets the same gates (the scheduler filters tainted devices, the
+kube-controller-manager evicts, the API server stores the fields); only the API server takes
+the runtime config. Effect None needs 1.35 (the refdriver drops it before, taints.py).
+"""
+
+from __future__ import annotations
+
+from . import bins
+
+GATES: dict[str, dict[str, bool]] = {
+    "1.34": {"DRADeviceTaints": True},
+    "1.35": {"DRADeviceTaints": True, "DRADeviceTaintRules": True},
+    "1.36": {"DRADeviceTaintRules": True},
+    "1.37": {},
+}
+RUNTIME_CONFIG: dict[str, dict[str, str]] = {
+    "1.34": {"resource.k8s.io/v1alpha3": "true"},
+    "1.35": {"resource.k8s.io/v1alpha3": "true"},
+    "1.36": {"resource.k8s.io/v1beta2": "true"},
+    "1.37": {},
+}
+
+
+def minor_of(version: str | None) -> str:
+    """'v1.36.3', '1.36' or None (the default version) -> '1.36'."""
+    return ".".join((version or bins.versions()["K8S_DEFAULT"]).lstrip("v").split(".")[:2])
+
+
+def gate_flags(version: str | None) -> list[str]:
+    gates = GATES.get(minor_of(version), {})
+    return [f"--feature-gates={','.join(f'{k}={str(v).lower()}' for k, v in sorted(gates.items()))}"] if gates else []
+
+
+def runtime_config_flags(version: str | None) -> list[str]:
+    rc = RUNTIME_CONFIG.get(minor_of(version), {})
+    return [f"--runtime-config={','.join(f'{k}={v}' for k, v in sorted(rc.items()))}"] if rc else []
