@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-pytestmark = pytest.mark.topology("trn1.32xlarge", exclusive=True)
+pytestmark = pytest.mark.topology("trn1.32xlarge", exclusive="faults")  # shared with test_device_taints
 
 
 def _slice(dra, node, driver):

@@ -24,6 +24,7 @@ from ..judge.capacity import Stranded, stranded
 from ..judge.explain import Explanation, explain, scheduler_events
 from ..judge.identity import Identity, published
 from ..judge.oracle import Verdict, judge
+from ..judge.taints import Finding, audit, device_taints
 from ..judge.record import Judged, PendingTime, RunRecord, StrandedAt
 from ..kube import Kube, WaitTimeout
 
@@ -43,6 +44,9 @@ class Dra:
         # through the platform side, and their ledgers (name -> a callable giving the ledger's JSON)
         self.namespaces: list[str] = [namespace]
         self.ledgers: dict[str, object] = {}
+        self.rules: list[dict] = []  # DeviceTaintRules made by taint_rule(), deleted by cleanup()
+        self.faulty: list[tuple[str, str]] = []  # (node, device) broken by fault(), healed by cleanup()
+        self.taint_times: dict[tuple, str] = {}  # each taint's timeAdded as first seen (audit)
 
     # -- builders ---------------------------------------------------------------------------------
     @staticmethod
@@ -166,6 +170,113 @@ class Dra:
         """Change a node's fake hardware as its drivers see it (see Cluster.mutate)."""
         return self.cluster.mutate(node, op, *args)
 
+    # -- faults and device taints -----------------------------------------------------------------
+    def fault(self, node: str, op: str, device: str, *args: str) -> str:
+        """Break a device through its error counters (op "ecc" or "efa_fail", see fakedev mutate);
+        it is healed again when the test ends."""
+        if op not in ("ecc", "efa_fail"):
+            raise ValueError(f"fault() takes the counter faults ecc and efa_fail, not {op!r} (mutate() does the rest)")
+        what = self.mutate(node, op, device, *args)
+        if (node, device) not in self.faulty:
+            self.faulty.append((node, device))
+        return what
+
+    def heal(self, node: str, device: str) -> str:
+        self.faulty = [f for f in self.faulty if f != (node, device)]
+        return self.mutate(node, "heal", device)
+
+    def taint_rule(self, name: str, *, key: str = "dra-harness.io/maintenance", value: str | None = None,
+                   effect: str = "NoExecute", driver: str | None = None, pool: str | None = None,
+                   device: str | None = None) -> dict:
+        """A DeviceTaintRule (cluster-scoped; deleted when the test ends) in the version this
+        server serves. driver/pool/device select devices; none of them: every device (`{}`)."""
+        api = self.kube.taint_rule_api()
+        if api is None:
+            raise AssertionError("this API server serves no DeviceTaintRule (1.34/1.35 need the DRADeviceTaintRules "
+                                 "gate and resource.k8s.io/v1alpha3; 1.36 v1beta2)")
+        selector = {k: v for k, v in (("driver", driver), ("pool", pool), ("device", device)) if v}
+        taint = {"key": key, "effect": effect, **({"value": value} if value else {})}
+        rule = {"apiVersion": api, "kind": "DeviceTaintRule", "metadata": {"name": name},
+                "spec": {"deviceSelector": selector, "taint": taint}}
+        made = self.kube.apply(rule)
+        self.rules.append(rule)
+        return made
+
+    def delete_taint_rule(self, name: str) -> None:
+        for r in [r for r in self.rules if r["metadata"]["name"] == name]:
+            self.kube.delete(r)
+            self.rules.remove(r)
+
+    def taints(self) -> dict[tuple[str, str, str], list[dict]]:
+        """Every device's taints now: (driver, pool, device) -> its slice's and its rules' taints."""
+        return device_taints(self.kube.list("ResourceSlice")[0], self.kube.taint_rules())
+
+    def tainted(self, node: str, device: str, key: str | None = None, timeout: float = 15) -> dict:
+        """Wait until a device of `node` (its slice name, like neuron-device-3) carries a taint
+        from its driver (with `key`, if given); returns the taint."""
+        def taint_of(lst):
+            for sl in lst["items"]:
+                if sl["spec"].get("nodeName") == node:
+                    for d in sl["spec"].get("devices") or []:
+                        if d["name"] == device:
+                            return next((t for t in d.get("taints") or [] if key is None or t["key"] == key), None)
+            return None
+
+        lst = self.kube.wait("ResourceSlice", lambda lst: taint_of(lst) is not None, timeout=timeout,
+                             what=f"a taint{' ' + key if key else ''} on {node}'s {device}")
+        return taint_of(lst)
+
+    def untainted(self, node: str, device: str, timeout: float = 15) -> None:
+        """Wait until the driver has withdrawn every taint of the device."""
+        def clean(lst):
+            return all(not d.get("taints") for sl in lst["items"] if sl["spec"].get("nodeName") == node
+                       for d in sl["spec"].get("devices") or [] if d["name"] == device)
+
+        self.kube.wait("ResourceSlice", clean, timeout=timeout, what=f"{node}'s {device} without taints")
+
+    def evicted(self, pod: str, timeout: float = 30) -> dict:
+        """Wait until the device-taint eviction controller has evicted `pod` and it is gone;
+        returns the pod as last seen, whose DisruptionTarget condition says who evicted it."""
+        last: list[dict] = []
+
+        def gone(o):
+            if o is not None:
+                last[:] = [o]
+            return o is None
+
+        self.kube.wait("Pod", gone, namespace=self.ns, name=pod, timeout=timeout,
+                       what=f"pod {self.ns}/{pod} evicted by the device taint manager",
+                       describe=lambda o: json.dumps([c for c in ((o or {}).get("status") or {}).get("conditions") or []
+                                                      if c.get("type") == "DisruptionTarget"]))
+        if not last:
+            raise AssertionError(f"pod {self.ns}/{pod} does not exist (never created, or gone before the watch)")
+        cond = next((c for c in (last[0].get("status") or {}).get("conditions") or [] if c.get("type") == "DisruptionTarget"), None)
+        if not cond or cond.get("reason") != "DeletionByDeviceTaintManager":
+            raise AssertionError(f"pod {self.ns}/{pod} is gone but not by a device-taint eviction "
+                                 f"(DisruptionTarget: {cond})")
+        return last[0]
+
+    def audit_taints(self, settle: float = 5) -> list[Finding]:
+        """Published taints against the true health of each device (driver did not taint /
+        tainted but healthy); waits up to `settle` s for the drivers to catch up with a change."""
+        end = time.monotonic() + settle
+        while True:
+            found = audit(self.truths(), self.kube.list("ResourceSlice")[0], self.identities(), self.taint_times)
+            if not found or time.monotonic() > end:
+                return found
+            time.sleep(0.2)
+
+    def cleanup(self) -> None:
+        """Undo what the test did outside its namespace: its taint rules and broken devices."""
+        for r in list(self.rules):
+            self.kube.delete(r)
+        self.rules.clear()
+        for node, device in list(self.faulty):
+            self.mutate(node, "heal", device)
+        if self.faulty:  # the next test must not find the drivers' taints still up
+            self.audit_taints(settle=10)
+        self.faulty.clear()
+
     def all_claims(self) -> list[dict]:
         return json.loads(self.kube.res.list_resource_claim_for_all_namespaces(_preload_content=False).data)["items"]
 
@@ -173,7 +284,9 @@ class Dra:
         c = self.get_claim(claim) if isinstance(claim, str) else claim
         if c is None:
             raise AssertionError(f"claim {self.ns}/{claim} does not exist")
-        v = judge(c, self.truths(), self.all_claims(), self.identities(), published(self.kube.list("ResourceSlice")[0]))
+        slices = self.kube.list("ResourceSlice")[0]
+        v = judge(c, self.truths(), self.all_claims(), self.identities(), published(slices),
+                  device_taints(slices, self.kube.taint_rules()))
         self.verdicts.append(v)
         self.record.verdicts.append(Judged(self.test, v.claim, v.ok, v.node))
         return v
@@ -192,7 +305,7 @@ class Dra:
         truths = {n: t for n, t in self.truths().items() if nodes is None or n in nodes}
         slices = [s for s in self.kube.list("ResourceSlice")[0] if nodes is None or s["spec"].get("nodeName") in nodes]
         return explain(c, truths, self.all_claims(), classes, scheduler_events(self.kube, self.ns, claim), slices,
-                       self.identities())
+                       self.identities(), device_taints(slices, self.kube.taint_rules()))
 
     def identities(self) -> dict[str, Identity]:
         """How the cluster's drivers' devices map to the hardware (their profiles')."""

@@ -43,9 +43,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "topology(*topologies, nodes=1, driver_args=None, exclusive=False): the cluster "
+    config.addinivalue_line("markers", "topology(*topologies, nodes=1, driver_args=None, exclusive=False|NAME): the cluster "
                             "this test needs (presets or spec files, each repeated `nodes` times; exclusive: a private "
-                            "cluster for the module's tests that fill or mutate nodes)")
+                            "cluster for the module's tests that fill or mutate nodes; a NAME: one private cluster for every module giving it)")
     config.addinivalue_line("markers", "k8s(min=None, max=None): Kubernetes versions this test applies to")
     if not hasattr(config, "workerinput"):
         config.stash[RUN_UID] = uuid.uuid4().hex[:8]
@@ -83,7 +83,9 @@ class DraSession:
 
     def key(self, marker: pytest.Mark | None, test: str = "") -> tuple[str, dict]:
         nodes, args = self.default_nodes, dict(self.driver_args)
-        private = test.split("::")[0] if marker and marker.kwargs.get("exclusive") else ""  # per module
+        # a private cluster per module, or per group name shared by the modules that give it
+        excl = marker.kwargs.get("exclusive") if marker else None
+        private = excl if isinstance(excl, str) else test.split("::")[0] if excl else ""
         if marker:
             n = marker.kwargs.get("nodes", 1)
             nodes = ",".join(t for t in marker.args for _ in range(n))
@@ -209,6 +211,10 @@ def dra(request, dra_cluster, dra_kube, dra_session):
         release_namespace(dra_kube, ns)
     except Exception as e:  # cleanup must not hide the test's own result
         print(f"dra-harness: cleanup of namespace {ns}: {e}")
+    try:
+        api.cleanup()
+    except Exception as e:
+        print(f"dra-harness: cleanup of taint rules and broken devices: {e}")
 
 
 @pytest.fixture
