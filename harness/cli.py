@@ -20,11 +20,21 @@ examples:
   dra-harness up --nodes trn1.32xlarge,trn2.48xlarge        boot a local cluster (prints its kubeconfig)
   dra-harness status                                        components and nodes of the cluster
   dra-harness explain default/my-claim                      why is this claim pending?
+  dra-harness drain NODE --wait 60                          evict the node's device users (DeviceTaintRule)
   dra-harness down                                          stop everything, leave nothing behind
   dra-harness e2e                                           up + the e2e suites + down (what `make e2e` runs)
   dra-harness kit check platform/golden-paths.yaml          where each golden path fits, judged by the oracle
   dra-harness kit render platform/golden-paths.yaml | kubectl apply -f -
 """
+
+DRAIN_EXAMPLES = """\
+examples:
+  dra-harness drain trn1-0 --wait 60                        evict every pod using the node's devices
+  dra-harness drain trn1-0 --device neuron-device-3 --effect NoSchedule
+  dra-harness drain trn1-0 --effect None                    what would be evicted (the rule's status)
+  dra-harness drain trn1-0 --undo                           end the maintenance
+"""
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dra-harness", description=__doc__, epilog=EPILOG,
@@ -68,6 +78,22 @@ def _parser() -> argparse.ArgumentParser:
     cluster_args(s, nodes=False)
     s = sub.add_parser("explain", help="explain why a claim is pending")
     s.add_argument("claim", help="NAMESPACE/NAME")
+    cluster_args(s, nodes=False)
+    s.add_argument("--kubeconfig", default=None, help="(default: the named cluster's)")
+    s = sub.add_parser("drain", help="taint a node's devices through a DeviceTaintRule (maintenance), or undo it",
+                       description="Maintenance as 1.37 does it: a DeviceTaintRule selects the node's pool (or one "
+                       "device) and taints it. NoExecute evicts the pods using the devices once their tolerations "
+                       "run out, NoSchedule keeps new claims off, None (1.35+) only reports what NoExecute would evict.",
+                       epilog=DRAIN_EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("node", help="node name (the reference drivers' pool name)")
+    s.add_argument("--device", default=None, help="one device of the pool, as its slice names it (neuron-device-3)")
+    s.add_argument("--driver", default=None, help="only this driver's devices (neuron.aws.com, dra.net); default: all")
+    s.add_argument("--effect", default="NoExecute", choices=["NoExecute", "NoSchedule", "None"])
+    s.add_argument("--key", default="dra-harness.io/maintenance", help="taint key (default: dra-harness.io/maintenance)")
+    s.add_argument("--wait", type=float, default=0, metavar="SECONDS",
+                   help="wait up to SECONDS for the evicted pods to be gone (NoExecute)")
+    s.add_argument("--undo", action="store_true", help="delete the drain rule instead")
     cluster_args(s, nodes=False)
     s.add_argument("--kubeconfig", default=None, help="(default: the named cluster's)")
     s = sub.add_parser("kit", help="a golden-path kit: render it to Kubernetes objects, or check where each class fits",
@@ -126,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     from .platform.kit import KitError
 
     try:
-        return {"up": _up, "status": _status, "down": _down, "explain": _explain, "e2e": _e2e, "kit": _kit,
+        return {"up": _up, "status": _status, "down": _down, "explain": _explain, "drain": _drain, "e2e": _e2e, "kit": _kit,
                 "replay": _replay, "report": _report, "engine": _engine, "kind-image": _kind_image}[args.cmd](args)
     except (BackendError, BinsError, StateError, KitError, ValueError, EngineError) as e:
         print(f"dra-harness: {e}", file=sys.stderr)
@@ -234,6 +260,36 @@ def _explain(args) -> int:
     identities = {d: Identity.from_profile(d, i) for d, i in cluster.identities().items()} if cluster else {}
     print(explain_claim(kubeconfig, ns, name, truths, identities))
     return 0
+
+
+def _drain(args) -> int:
+    from .backends import get
+    from .backends.paths import LABEL_RE, check_name
+    from .kube import Kube
+    from .platform import drain
+
+    if len(args.node) > 253 or not SUBDOMAIN_RE.match(args.node):
+        raise ValueError(f"node name {args.node[:70]!r} is not a DNS-1123 subdomain")
+    if args.device is not None and not LABEL_RE.match(args.device):
+        raise ValueError(f"device {args.device[:70]!r} is not a DNS-1123 label (as slices name devices)")
+    if not 0 <= args.wait <= 3600:  # nan fails both comparisons: refused too
+        raise ValueError("--wait must be 0..3600 seconds")
+    drain.rule("v1", "x", key=args.key)  # a bad key is refused before any cluster is asked
+    cluster = get(args.backend).find(check_name(args.name, "cluster name"))
+    kubeconfig = args.kubeconfig or (str(cluster.kubeconfig) if cluster else os.environ.get("KUBECONFIG"))
+    if not kubeconfig:
+        raise ValueError(f"no cluster {args.name!r} running and no --kubeconfig/KUBECONFIG given")
+    kube = Kube(kubeconfig)
+    if args.undo:
+        gone = drain.undrain(kube, args.node, args.device)
+        print(f"rule {drain.rule_name(args.node, args.device)} " + ("deleted" if gone else "was not there"))
+        return 0
+    if kube.core.list_node(field_selector=f"metadata.name={args.node}").items == []:
+        raise ValueError(f"no node {args.node!r} in this cluster")
+    done = drain.drain(kube, args.node, device=args.device, driver=args.driver, effect=args.effect, key=args.key,
+                       wait=args.wait)
+    print(done)
+    return 1 if args.wait and done.pods_left else 0
 
 
 def _kit(args) -> int:

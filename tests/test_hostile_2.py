@@ -258,6 +258,12 @@ CASES = [
          2, "--health-interval must be above 0"),
     Case("refdriver repairable threshold", ["refdriver", "neuron", "--sysfs-root", "{T}", "--dry-run",
                                             "--repairable-ecc-threshold", "0"], 2, "--repairable-ecc-threshold at least 1"),
+    Case("drain node name", ["dra-harness", "drain", "a,b=c"], 2, "node name 'a,b=c' is not a DNS-1123 subdomain"),
+    Case("drain device", ["dra-harness", "drain", "n1", "--device", "x/../y"], 2, "device 'x/../y' is not a DNS-1123 label"),
+    Case("drain wait", ["dra-harness", "drain", "n1", "--wait", "nan"], 2, "--wait must be 0..3600 seconds"),
+    Case("drain key", ["dra-harness", "drain", "n1", "--key", "a b"], 2, "taint key 'a b' is not a qualified name"),
+    Case("drain without a cluster", ["dra-harness", "drain", "n1", "--name", "nosuch"], 2,
+         "no cluster 'nosuch' running", env={"DRA_HARNESS_STATE": "{S}/st", "KUBECONFIG": ""}),
     Case("114 DRA_HARNESS_WIPING_DELAY", ["dra-harness", "up", "--name", "p2", "--nodes", "trn1.2xlarge"], 2,
          "DRA_HARNESS_WIPING_DELAY='abc'", env={"DRA_HARNESS_WIPING_DELAY": "abc"}),
 ]

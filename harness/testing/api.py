@@ -27,6 +27,7 @@ from ..judge.oracle import Verdict, judge
 from ..judge.taints import Finding, audit, device_taints
 from ..judge.record import Judged, PendingTime, RunRecord, StrandedAt
 from ..kube import Kube, WaitTimeout
+from ..platform import drain as drainmod
 
 
 WORKLOAD_IMAGE = os.environ.get("DRA_HARNESS_WORKLOAD_IMAGE", "localhost/dra-harness-refdriver:dev")
@@ -194,10 +195,7 @@ class Dra:
         if api is None:
             raise AssertionError("this API server serves no DeviceTaintRule (1.34/1.35 need the DRADeviceTaintRules "
                                  "gate and resource.k8s.io/v1alpha3; 1.36 v1beta2)")
-        selector = {k: v for k, v in (("driver", driver), ("pool", pool), ("device", device)) if v}
-        taint = {"key": key, "effect": effect, **({"value": value} if value else {})}
-        rule = {"apiVersion": api, "kind": "DeviceTaintRule", "metadata": {"name": name},
-                "spec": {"deviceSelector": selector, "taint": taint}}
+        rule = drainmod.rule(api, name, key=key, value=value, effect=effect, driver=driver, pool=pool, device=device)
         made = self.kube.apply(rule)
         self.rules.append(rule)
         return made
