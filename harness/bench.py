@@ -8,6 +8,8 @@ artifacts/bench.json. Each section can be skipped; `--quick` skips the slow ones
   overhead   claim created -> allocation observed, minus the scheduler's time   report
   scale      50/200/500 trn2.48xlarge nodes in host mode, filled with aligned claims, beside
              upstream scheduler_perf of the same shape (built once, ~7 min)  target: >= 0.7x, up <= 120 s
+  taints     fault -> taint, taint -> eviction (1 and 50 pods), a drained node (taintbench.py)
+             targets: taint <= 2 s, 50 pods evicted <= 5 s
   e2e        the full e2e suite with cached binaries                           target: <= 180 s
   cold-build Kubernetes + etcd from empty Go caches (opt-in: --cold-build)       report
 """
@@ -29,7 +31,7 @@ import uuid
 from pathlib import Path
 
 from .backends import bins
-from . import soak
+from . import soak, taintbench
 from .backends.local.backend import LocalBackend
 
 ROOT = bins.ROOT
@@ -294,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         "prepare+overhead": lambda: bench_prepare_and_overhead(artifacts),
         "scale": lambda: bench_scale(artifacts, [int(x) for x in a.scale_sizes.split(",")], not a.no_upstream), "e2e": lambda: bench_e2e(artifacts),
         "replay": lambda: bench_replay(artifacts), "cold-build": bench_cold_build,
+        "taints": lambda: taintbench.run(artifacts),
         "soak": lambda: soak.run(artifacts, a.soak_seconds),
     }
     wanted = a.only or [s for s in sections if not (a.quick and s in ("scale", "e2e", "replay")) and s not in ("cold-build", "soak") or s == "cold-build" and a.cold_build]
