@@ -168,6 +168,30 @@ class Forward:
             pass
 
 
+def wait_for_namespace(ns_path: str, holder: procs.Proc, what: str, timeout: float = 5) -> None:
+    """Until `ns_path` (a holder's /proc/PID/ns/net) is a namespace other than ours: unshare
+    execs its sleep only once the namespace exists."""
+    mine = os.stat("/proc/self/ns/net").st_ino
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if os.stat(ns_path).st_ino != mine:
+                return
+        except FileNotFoundError:
+            pass
+        if time.monotonic() > deadline or not procs.alive(holder):
+            raise NetnsError(f"{what} did not come up ({ns_path})")
+        time.sleep(0.005)
+
+
+def ip_in_ns(ns_path: str, batch: str, what: str) -> None:
+    """`ip -batch` inside the namespace; a failure names `what` was being set up."""
+    r = subprocess.run(["nsenter", f"--net={ns_path}", "--", "ip", "-batch", "-"], input=batch,
+                       capture_output=True, text=True)
+    if r.returncode:
+        raise NetnsError(f"{what}: {r.stderr.strip()}")
+
+
 def _pick_block(seed: str, taken: set[ipaddress.IPv4Network]) -> ipaddress.IPv4Network:
     blocks = NODE_NET.num_addresses // 4
     start = int(hashlib.sha256(seed.encode()).hexdigest(), 16) % blocks
@@ -200,17 +224,7 @@ class NodeNet:
         self.forwards: list[Forward] = []
         self.holder, self.popen = procs.spawn(f"{node}.netns", ["unshare", "--net", "--", "sleep", "infinity"], log_path)
         self.ns_path = f"/proc/{self.holder.pid}/ns/net"
-        mine = os.stat("/proc/self/ns/net").st_ino
-        deadline = time.monotonic() + 5
-        while True:  # unshare execs sleep once the namespace exists
-            try:
-                if os.stat(self.ns_path).st_ino != mine:
-                    break
-            except FileNotFoundError:
-                pass
-            if time.monotonic() > deadline or not procs.alive(self.holder):
-                raise NetnsError(f"the network namespace of {node} did not come up; see {log_path}")
-            time.sleep(0.005)
+        wait_for_namespace(self.ns_path, self.holder, f"the network namespace of {node} (see {log_path})")
         with NodeNet._lock:
             self.block = _pick_block(f"{cluster}/{node}", _taken())
             host_ip, node_ip = list(self.block.hosts())
@@ -218,9 +232,10 @@ class NodeNet:
             self._ip(["link", "add", self.host_if, "type", "veth", "peer", "name", "dhpeer0", "netns", str(self.holder.pid)])
             self._ip(["addr", "add", f"{host_ip}/30", "dev", self.host_if])
             self._ip(["link", "set", self.host_if, "up"])
-        self._ip_in_ns("\n".join([
+        ip_in_ns(self.ns_path, "\n".join([
             "link set lo up", f"addr add {IMDS_ADDR}/32 dev lo", f"link set dhpeer0 name {ifname}",
-            f"addr add {node_ip}/30 dev {ifname}", f"link set {ifname} up", f"route add default via {host_ip}"]))
+            f"addr add {node_ip}/30 dev {ifname}", f"link set {ifname} up", f"route add default via {host_ip}"]),
+                 f"setting up the network of {node}")
         self.host_ip, self.node_ip = str(host_ip), str(node_ip)
         self.inside = _InNamespace(self.ns_path)
 
@@ -228,12 +243,6 @@ class NodeNet:
         r = subprocess.run(["ip", *args], capture_output=True, text=True)
         if r.returncode:
             raise NetnsError(f"ip {' '.join(args)}: {r.stderr.strip()}")
-
-    def _ip_in_ns(self, batch: str) -> None:
-        r = subprocess.run(["nsenter", f"--net={self.ns_path}", "--", "ip", "-batch", "-"], input=batch,
-                           capture_output=True, text=True)
-        if r.returncode:
-            raise NetnsError(f"setting up the network of {self.node}: {r.stderr.strip()}")
 
     def wrap(self, argv: list[str]) -> list[str]:
         """argv run inside the node's network namespace."""

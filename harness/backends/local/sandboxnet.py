@@ -20,12 +20,11 @@ import logging
 import os
 import subprocess
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import procs
-from .netns import NetnsError
+from .netns import NetnsError, ip_in_ns, wait_for_namespace
 
 log = logging.getLogger("sandboxnet")
 SANDBOX_NET = ipaddress.ip_network("198.19.0.0/18")  # clear of the node links (198.18.0.0/16) and kind's ranges
@@ -71,16 +70,16 @@ class SandboxNetworks:
                                 self.log_dir / "sandbox-netns.log")
         ns_path = f"/proc/{holder.pid}/ns/net"
         try:
-            _wait_for_namespace(ns_path, holder)
+            wait_for_namespace(ns_path, holder, "a pod sandbox's network namespace")
             node_if = "sb" + hashlib.sha256(uid.encode()).hexdigest()[:11]
             node_ip, pod_ip = list(block.hosts())
             node_pid = self.node_pid(node) or os.getpid()
             inside = "\n".join(["link set lo up", f"link add eth0 type veth peer name {node_if}",
                                 f"link set {node_if} netns {node_pid}", f"addr add {pod_ip}/30 dev eth0",
                                 "link set eth0 up", f"route add default via {node_ip}"])
-            _ip(ns_path, inside)
+            ip_in_ns(ns_path, inside, "a pod sandbox's network")
             node_ns = f"/proc/{node_pid}/ns/net"
-            _ip(node_ns, f"addr add {node_ip}/30 dev {node_if}\nlink set {node_if} up")
+            ip_in_ns(node_ns, f"addr add {node_ip}/30 dev {node_if}\nlink set {node_if} up", "a pod sandbox's network")
         except BaseException:
             procs.stop(holder, timeout=1, popen=popen)
             with self.lock:
@@ -107,24 +106,3 @@ class SandboxNetworks:
     def close(self) -> None:
         for uid in list(self.sandboxes):
             self.remove(uid)
-
-
-def _wait_for_namespace(ns_path: str, holder: procs.Proc, timeout: float = 5) -> None:
-    mine = os.stat("/proc/self/ns/net").st_ino
-    deadline = time.monotonic() + timeout
-    while True:  # unshare execs sleep once the namespace exists
-        try:
-            if os.stat(ns_path).st_ino != mine:
-                return
-        except FileNotFoundError:
-            pass
-        if time.monotonic() > deadline or not procs.alive(holder):
-            raise NetnsError(f"a pod sandbox's network namespace did not come up ({ns_path})")
-        time.sleep(0.005)
-
-
-def _ip(ns_path: str, batch: str) -> None:
-    r = subprocess.run(["nsenter", f"--net={ns_path}", "--", "ip", "-batch", "-"], input=batch,
-                       capture_output=True, text=True)
-    if r.returncode:
-        raise NetnsError(f"a pod sandbox's network: {r.stderr.strip()}")
