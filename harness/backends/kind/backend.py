@@ -457,12 +457,16 @@ def sweep_node_containers(name: str, settle: float = 2.0, timeout: float = 60.0)
     return removed
 
 
+def _not_ours(d: Path) -> None:
+    print(f"dra-harness: warning: kind: {d} is not a dra-harness cluster's state (no {MARKER}); left as it is",
+          file=sys.stderr)
+
+
 def _delete(name: str, export_logs_to: Path | None = None) -> None:
     d = state_dir(name)
     if not (d / MARKER).is_file() and not node_containers(name):  # nothing of ours, nothing of kind's: no tools needed
         if d.exists():
-            print(f"dra-harness: warning: kind: {d} is not a dra-harness cluster's state (no {MARKER}); left as it is",
-                  file=sys.stderr)
+            _not_ours(d)
         shared.forget(name)
         return
     if export_logs_to:
@@ -480,7 +484,7 @@ def _delete(name: str, export_logs_to: Path | None = None) -> None:
 
         restore_sysctls(json.loads(saved.read_text()), say=lambda _: None)
     if d.exists() and not remove_marked(d):  # reliability-probe-2.md row 113: never an unmarked directory
-        print(f"dra-harness: warning: kind: {d} is not a dra-harness cluster's state (no {MARKER}); left as it is", file=sys.stderr)
+        _not_ours(d)
     shared.forget(name)  # the sharing files of test runs, also after an interrupted run (as the local backend)
 
 
