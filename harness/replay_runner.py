@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from .judge.files import write_file
+from .judge.files import check_target, write_file
 
 MAX_SPEED = 10_000.0
 RUN_FILES = {"ledger.json", "run.json", "metrics.txt", "report.html", "cluster"}
@@ -39,8 +39,8 @@ def generate(args) -> int:
     import os
 
     k = kitmod.load(args.kit)
-    if args.out and Path(args.out).is_dir():
-        raise ValueError(f"--out {args.out} is a directory; give the trace's file name")
+    if args.out:
+        check_target(args.out)  # before the trace is generated
     kit_ref = os.path.relpath(args.kit, Path(args.out).resolve().parent) if args.out else args.kit  # relative to the trace
     t = gen(args.generate, k, kit_ref, seed=args.seed, count=args.count, duration=args.duration, nodes=args.nodes)
     text = yaml.safe_dump(t.to_dict(), sort_keys=False, width=200)

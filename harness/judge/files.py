@@ -14,13 +14,21 @@ class OutputError(ValueError):
     """An output path that cannot be written; str() is one line."""
 
 
-def write_file(path: str | Path, data: str | bytes, mode: int = 0o644) -> Path:
+def check_target(path: str | Path) -> Path:
+    """Refuse, before any work is done, a path write_file could not write: a directory, or a
+    file in a directory that does not exist. Returns the parent directory."""
     p = Path(path)
     if p.is_dir() and not p.is_symlink():
         raise OutputError(f"{p} is a directory; give a file name")
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
         raise OutputError(f"cannot write {p}: the directory {parent} does not exist")
+    return parent
+
+
+def write_file(path: str | Path, data: str | bytes, mode: int = 0o644) -> Path:
+    p = Path(path)
+    parent = check_target(p)
     try:
         fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{p.name[:40]}.", suffix=".tmp")
     except OSError as e:
