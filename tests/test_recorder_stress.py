@@ -18,7 +18,7 @@ import uuid
 import pytest
 
 from harness.judge.identity import allocations
-from harness.kube import Kube
+from harness.kube import Kube, poll_until
 from harness.platform import kit as kitmod
 from harness.platform.recorder import Recorder
 from harness.platform.replay import apply_kit, workload_pod
@@ -101,12 +101,7 @@ def cluster(tmp_path_factory):
     yield from local_cluster(tmp_path_factory, "st", "trn1.32xlarge,trn1.32xlarge", netns=False)
 
 
-def _wait(cond, what: str, timeout: float) -> None:
-    end = time.monotonic() + timeout
-    while not cond():  # the ledger is in-process state: no API to watch
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.05)
+_wait = poll_until  # the ledger is in-process state: no API to watch
 
 
 @pytest.mark.slow

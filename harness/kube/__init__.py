@@ -29,6 +29,15 @@ class ClusterFailed(AssertionError):
     """The cluster said it cannot go on (a component no restart can help): a wait ends at once."""
 
 
+def poll_until(cond: Callable[[], bool], what: str, timeout: float, every: float = 0.05) -> None:
+    """For state with no API to watch (in-process ledgers, files): poll `cond` until it holds."""
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            raise WaitTimeout(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(every)
+
+
 HEALTH_EVERY = 5.0  # seconds: how often a wait asks whether the cluster has failed
 
 

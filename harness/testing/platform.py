@@ -19,7 +19,7 @@ from pathlib import Path
 from kubernetes.client.rest import ApiException
 
 from ..judge.explain import Explanation, explain
-from ..kube import Kube
+from ..kube import Kube, poll_until
 from ..platform import kit as kitmod
 from ..platform.ledger import Denial, Intervention
 from ..platform.metrics import Row, compute
@@ -86,11 +86,7 @@ class Platform:
 
     # -- outcomes -------------------------------------------------------------------------------------
     def _wait(self, cond, what: str, timeout: float = 60) -> None:
-        end = time.monotonic() + timeout
-        while not cond():
-            if time.monotonic() > end:
-                raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-            time.sleep(0.05)
+        poll_until(cond, what, timeout)  # the ledger is in-process state: no API to watch
 
     def allocated(self, key: str, timeout: float = 60):
         def done() -> bool:
