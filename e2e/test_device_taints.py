@@ -11,9 +11,11 @@ from __future__ import annotations
 import calendar
 import re
 import time
+from pathlib import Path
 
 import pytest
 
+KIT = Path(__file__).parent.parent / "platform" / "golden-paths.yaml"
 # a private cluster, shared with the hotplug suite: faults must not reach other modules' claims
 pytestmark = pytest.mark.topology("trn1.32xlarge", exclusive="faults")
 
@@ -149,3 +151,19 @@ def test_time_added_survives_a_driver_restart(dra, dra_cluster):
         assert not dra.audit_taints(settle=0)
         time.sleep(0.25)
     assert dra.tainted(node, "pci-0000-10-19-0", EFA)["timeAdded"] == before
+
+
+def test_the_platform_counts_evictions_automatic_and_manual_and_the_devices_lost(dra, dra_platform, dra_cluster):
+    node = _node(dra_cluster)
+    p = dra_platform(KIT)
+    a, b = (p.workload("research", "small-inference", node=node) for _ in range(2))
+    ra, rb = p.allocated(a), p.allocated(b)
+    dra.fault(node, "ecc", ra.neuron[0])  # a fault: the driver's taint evicts (automatic)
+    p.evicted(a)
+    device_b = "neuron-device-" + rb.neuron[0][len("neuron"):]
+    dra.taint_rule(f"drain-{dra.ns}"[:63], pool=node, device=device_b)  # maintenance: a rule evicts (manual)
+    p.evicted(b)
+    m = p.metrics()["all"]["all"]
+    assert (m.evictions_automatic, m.evictions_manual) == (1, 1), m
+    assert p.ledger.claims[b].evicted_by.startswith("rule drain-")
+    assert p.ledger.samples[-1].neuron_lost == 1  # the failed device (a rule's taint is no fault)

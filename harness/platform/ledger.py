@@ -23,6 +23,8 @@ class ClaimRecord:
     efa: list[str] = field(default_factory=list)
     topology_fraction: float | None = None  # topology.fraction at allocation
     unblocked_by: str = ""  # the intervention after which it was allocated, if any
+    evicted: float | None = None  # when the device-taint eviction controller evicted its pod
+    evicted_by: str = ""  # "driver taint" (automatic: a fault) or "rule NAME" (manual: maintenance)
 
 
 @dataclass
@@ -50,7 +52,7 @@ class Failure:
 class Intervention:
     t: float
     actor: str
-    action: str  # delete-pod | delete-claim | deallocate | raise-quota
+    action: str  # delete-pod | delete-claim | deallocate | raise-quota | evict (actor device-taint-manager)
     target: str
     why: str = ""
 
@@ -65,6 +67,7 @@ class Sample:
     stranded_neuron: dict[str, int]  # class -> free Neuron devices no placement of its shape can use
     stranded_efa: dict[str, int]
     pending_cost: float  # cumulative device-hours waiting x cost
+    neuron_lost: int = 0  # Neuron devices their drivers taint NoSchedule/NoExecute (lost to faults)
 
 
 @dataclass

@@ -7,7 +7,9 @@
                  allocates (oversized), or more (undersized)
   stranded       free devices no placement of a class's shape can use now (Neuron and EFA)
   interventions  workloads that got their devices only after someone else acted (an admin
-                 deleting or deallocating, a quota raised)
+                 deleting or deallocating, a quota raised, an eviction); evictions by the
+                 device-taint manager, automatic (a driver tainted a fault) or manual (a
+                 DeviceTaintRule: maintenance); devices lost to faults (peak, from the samples)
   topology       each allocation's collective bandwidth as a fraction of the best placement on
                  its node (topology.py); below 0.9 is "topology-incorrect but green"
 """
@@ -108,6 +110,8 @@ class Row:
     denied_quota: int = 0
     wrong_shape: int = 0
     interventions: int = 0
+    evictions_automatic: int = 0  # by a driver's taint: the hardware failed
+    evictions_manual: int = 0  # by a DeviceTaintRule: someone drained
     topology_mean: float | None = None
     topology_slow: int = 0
     waits: list[float] = field(default_factory=list, repr=False)
@@ -143,6 +147,9 @@ def compute(ledger: Ledger, kit: Kit) -> dict[str, dict[str, Row]]:
             row.still_pending += r.allocated is None and r.released is None
             row.wrong_shape += bool(shape_problem(r))
             row.interventions += bool(r.unblocked_by)
+            if r.evicted is not None:
+                row.evictions_manual += r.evicted_by.startswith("rule ")
+                row.evictions_automatic += not r.evicted_by.startswith("rule ")
             if r.topology_fraction is not None:
                 fractions.setdefault(id(row), []).append(r.topology_fraction)
                 row.topology_slow += r.topology_fraction < SLOW

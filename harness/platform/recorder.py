@@ -22,7 +22,7 @@ from ..judge.identity import allocations, holders
 from ..kube import Kube
 from ..kube.informer import Informer, start
 from .kit import Kit
-from .ledger import ClaimRecord, Denial, Ledger, Sample
+from .ledger import ClaimRecord, Denial, Intervention, Ledger, Sample
 from .metrics import stranded_by_class, waiting_cost
 from .topology import fraction
 
@@ -51,6 +51,11 @@ def _owner_pod(obj: dict) -> str | None:
     md = obj["metadata"]
     owner = next((o["name"] for o in md.get("ownerReferences") or [] if o.get("kind") == "Pod"), None)
     return f"{md['namespace']}/{owner}" if owner else None
+
+
+def _evicted_by_taint(pod: dict) -> bool:
+    return any(c.get("type") == "DisruptionTarget" and c.get("reason") == "DeletionByDeviceTaintManager"
+               for c in (pod.get("status") or {}).get("conditions") or [])
 
 
 class Recorder:
@@ -107,7 +112,31 @@ class Recorder:
                     self._deny(key, rec, self.denial_for.pop(key))
             if rec.released is None and (typ == "DELETED" or md.get("deletionTimestamp")):
                 rec.released = now
+            evicting = rec.evicted is None and _evicted_by_taint(pod)
+            if evicting:
+                rec.evicted = now
             self._join(key)
+        if evicting:  # outside the lock: which taint it was takes a look at the rules
+            self._eviction(key, rec)
+
+    def _eviction(self, key: str, rec: ClaimRecord) -> None:
+        """An eviction by the device-taint manager: automatic when its devices' drivers tainted
+        them (a fault), manual when a DeviceTaintRule (an admin's maintenance) selects one."""
+        seen = self.allocation_of.get(key)
+        devices = {(r["driver"], r["pool"], r["device"]) for _, _, r, _ in allocations([seen[2]])} if seen else set()
+        try:
+            rules = self.kube.taint_rules()
+        except Exception as e:  # the ledger keeps the eviction either way
+            log.warning("cannot read DeviceTaintRules: %s", e)
+            rules = []
+        by = next((f"rule {r['metadata']['name']}" for r in rules
+                   if (r["spec"].get("taint") or {}).get("effect") == "NoExecute"
+                   and (sel := r["spec"].get("deviceSelector")) is not None
+                   and any(all(sel.get(f) in (None, v) for f, v in zip(("driver", "pool", "device"), d)) for d in devices)),
+                  "driver taint")
+        with self.lock:
+            rec.evicted_by = by
+            self.ledger.interventions.append(Intervention(rec.evicted, "device-taint-manager", "evict", key, by))
 
     def _claim(self, typ: str, claim: dict) -> None:
         md = claim["metadata"]
@@ -183,6 +212,16 @@ class Recorder:
             rec.unblocked_by = f"{last.action} {last.target}"
         rec.allocated = allocated  # last: a reader polling `allocated` sees a complete record
 
+    def _neuron_lost(self) -> int:
+        """Neuron devices of this run's nodes that their driver taints NoSchedule or NoExecute."""
+        try:
+            slices, _ = self.kube.list("ResourceSlice", field_selector="spec.driver=neuron.aws.com")
+        except Exception as e:  # a sample without the count rather than none
+            log.warning("cannot list slices: %s", e)
+            return 0
+        return sum(1 for sl in slices if sl["spec"].get("nodeName") in self.truths for d in sl["spec"].get("devices") or []
+                   if any(t.get("effect") in ("NoSchedule", "NoExecute") for t in d.get("taints") or []))
+
     def _efa_sharers(self, own: str, node: str) -> dict[str, int]:
         """EFA id -> how many other current claims hold it on `node` (EFAs may be shared by rule;
         ids are PCI addresses, the same on every node of a type)."""
@@ -212,6 +251,6 @@ class Recorder:
         if prev:
             cost += sum(waiting_cost(r, now - prev.t, self.kit) for r in waiting)
         s = Sample(now, len(waiting), sum(1 for r in recs if r.allocated is not None and r.released is None),
-                   n_held, total, neuron, efa, round(cost, 4))
+                   n_held, total, neuron, efa, round(cost, 4), self._neuron_lost())
         self.ledger.samples.append(s)
         return s

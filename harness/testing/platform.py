@@ -101,6 +101,12 @@ class Platform:
         time.sleep(seconds)
         assert self.ledger.claims[key].allocated is None, f"{key} got devices: {self.ledger.claims[key]}"
 
+    def evicted(self, key: str, timeout: float = 30):
+        """Wait until the ledger records the workload's eviction by the device-taint manager."""
+        self._wait(lambda: self.ledger.claims[key].evicted_by != "", f"{key} evicted by a device taint", timeout)
+        with self.recorder.lock:
+            return copy.deepcopy(self.ledger.claims[key])
+
     def quota_denied(self, key: str, timeout: float = 30) -> Denial:
         self._wait(lambda: any(d.reason == "quota" and key.split("/")[1] in d.message for d in self.ledger.denials),
                    f"a quota denial for {key}", timeout)
