@@ -329,18 +329,26 @@ class KubeletStandIn:
                     self.running.pop(uid, None)
 
     def _retry_loop(self) -> None:
+        """Health refreshes, unprepare retries and start retries, twice a second, for the life of
+        the stand-in: one round that fails (an API server restarting refuses the connection,
+        which is no ApiException) is logged, and the next round runs. A thread that died here
+        once left every later failed prepare Pending for good (make test, a killed driver after
+        a killed API server)."""
         last_health = 0.0
         while not self.stop_event.wait(0.5):
-            if self.health_due.is_set() or time.monotonic() - last_health > 2:
-                self.health_due.clear()
-                last_health = time.monotonic()
-                with self.lock:
-                    self._refresh_health()
-            for uid, (pod, gone) in list(self.retry.items()):
-                with self.lock:
-                    if uid in self.retry:
-                        self._terminate(pod, pod["spec"]["nodeName"], gone)
-            self._retry_starts()
+            try:
+                if self.health_due.is_set() or time.monotonic() - last_health > 2:
+                    self.health_due.clear()
+                    last_health = time.monotonic()
+                    with self.lock:
+                        self._refresh_health()
+                for uid, (pod, gone) in list(self.retry.items()):
+                    with self.lock:
+                        if uid in self.retry:
+                            self._terminate(pod, pod["spec"]["nodeName"], gone)
+                self._retry_starts()
+            except Exception:
+                log.exception("kubelet stand-in: a retry round failed; the next one runs in 0.5 s")
 
     def _retry_starts(self) -> None:
         """Pods whose prepare failed, synced again once their back-off is over (the latest
@@ -411,5 +419,5 @@ class KubeletStandIn:
                 "firstTimestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "count": 1}
         try:
             self.kube.core.create_namespaced_event(ns, body)
-        except ApiException:
+        except Exception:  # an event is best effort: an API server away (not only ApiException) loses it
             pass
