@@ -234,7 +234,8 @@ class Dra:
 
     def evicted(self, pod: str, timeout: float = 30) -> dict:
         """Wait until the device-taint eviction controller has evicted `pod` and it is gone;
-        returns the pod as last seen, whose DisruptionTarget condition says who evicted it."""
+        returns the pod as last seen, whose DisruptionTarget condition says who evicted it (for a
+        pod gone before the watch, the controller's DeviceTaintManagerEviction event says it)."""
         last: list[dict] = []
 
         def gone(o):
@@ -246,8 +247,15 @@ class Dra:
                        what=f"pod {self.ns}/{pod} evicted by the device taint manager",
                        describe=lambda o: json.dumps([c for c in ((o or {}).get("status") or {}).get("conditions") or []
                                                       if c.get("type") == "DisruptionTarget"]))
-        if not last:
-            raise AssertionError(f"pod {self.ns}/{pod} does not exist (never created, or gone before the watch)")
+        if not last:  # gone before the watch began (a real kubelet is that fast): the controller's event says who
+            ev = self.kube.wait("Event", lambda lst: any(e["involvedObject"].get("name") == pod and
+                                                         e.get("reason") == "DeviceTaintManagerEviction" for e in lst["items"]),
+                                namespace=self.ns, timeout=10,
+                                what=f"the device taint manager's eviction event of pod {self.ns}/{pod} (the pod is gone)")
+            e = next(e for e in ev["items"] if e["involvedObject"].get("name") == pod and e.get("reason") == "DeviceTaintManagerEviction")
+            return {"metadata": {"name": pod, "namespace": self.ns}, "status": {"conditions": [
+                {"type": "DisruptionTarget", "status": "True", "reason": "DeletionByDeviceTaintManager",
+                 "message": f"(from event {e.get('reason')}: {e.get('message', '')})"}]}}
         cond = next((c for c in (last[0].get("status") or {}).get("conditions") or [] if c.get("type") == "DisruptionTarget"), None)
         if not cond or cond.get("reason") != "DeletionByDeviceTaintManager":
             raise AssertionError(f"pod {self.ns}/{pod} is gone but not by a device-taint eviction "
