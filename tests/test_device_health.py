@@ -10,13 +10,11 @@ import uuid
 
 import pytest
 
-from harness.backends import bins
-from harness.backends.local.backend import LocalBackend
-from harness.backends.spec import ClusterSpec, parse_nodes
 from harness.kube import Kube
+
+from .conftest import local_cluster
 from refdriver import devhealth
 
-LOCAL = LocalBackend()
 
 
 def test_neuron_and_efa_health_come_from_the_tree(tmp_path):
@@ -38,15 +36,7 @@ def test_neuron_and_efa_health_come_from_the_tree(tmp_path):
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    try:
-        bins.ensure(None, build=False)
-    except bins.BinsError as e:
-        pytest.skip(str(e))
-    name = f"h-{uuid.uuid4().hex[:6]}"
-    c = LOCAL.up(ClusterSpec(name=name, nodes=parse_nodes("trn1.2xlarge")), tmp_path_factory.mktemp("art"),
-                 attached=True, timeout=120)
-    yield c
-    LOCAL.down(name)
+    yield from local_cluster(tmp_path_factory, "h", "trn1.2xlarge")
 
 
 def _health(kube: Kube, ns: str, name: str, want: str, timeout: float = 20) -> list[dict]:

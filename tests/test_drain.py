@@ -11,25 +11,15 @@ import uuid
 
 import pytest
 
-from harness.backends import bins
-from harness.backends.local.backend import LocalBackend
-from harness.backends.spec import ClusterSpec, parse_nodes
 from harness.kube import Kube
 
-LOCAL = LocalBackend()
+from .conftest import local_cluster
+
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    try:
-        bins.ensure(None, build=False)
-    except bins.BinsError as e:
-        pytest.skip(str(e))
-    name = f"dr-{uuid.uuid4().hex[:6]}"
-    c = LOCAL.up(ClusterSpec(name=name, nodes=parse_nodes("trn1.2xlarge")), tmp_path_factory.mktemp("art"),
-                 attached=True, timeout=120)
-    yield c
-    LOCAL.down(name)
+    yield from local_cluster(tmp_path_factory, "dr", "trn1.2xlarge")
 
 
 def _cli(c, *args: str) -> subprocess.CompletedProcess:
