@@ -16,7 +16,6 @@ from .conftest import local_cluster
 from refdriver import devhealth
 
 
-
 def test_neuron_and_efa_health_come_from_the_tree(tmp_path):
     import fakedev
 

@@ -16,7 +16,6 @@ from harness.kube import Kube
 from .conftest import local_cluster
 
 
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     yield from local_cluster(tmp_path_factory, "dr", "trn1.2xlarge")
