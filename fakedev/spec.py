@@ -47,6 +47,8 @@ TOP_KEYS = {
     "memory_gib", "numa_nodes", "pci_roots", "pcie_switches", "neuron_devices", "efa_devices",
     "ena_devices", "ultraserver", "devfs",
 }
+# ib_sysfs rate_show: "%d%s Gb/sec (%dX %s)"; the refdriver shares an EFA's bandwidth by it
+RATE_RE = re.compile(r"^[0-9]{1,4}(\.[0-9])? Gb/sec( \([ -(*-~]{1,32}\))?\Z")
 GUID_RE = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{4}:[0-9a-f]{4}:[0-9a-f]{4}\Z")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}\Z")
 # Documented limits (README, "Limits"): far above any EC2 instance, low enough that a hostile
@@ -338,7 +340,8 @@ def _efa(d: dict, seed: str, numa_ids: set[int]) -> list[EfaDevice]:
             uverbs=_opt(e, "uverbs", p, lambda o, q: _int(o, _join(p, "uverbs"), 0, 255), order.get(bdf, 0)),
             node_guid=_opt(e, "node_guid", p, lambda o, q: _str(o, _join(p, "node_guid"), GUID_RE, "a GUID like 0e1f:2a3b:4c5d:6e7f"),
                            ":".join(guid[i:i + 4] for i in range(0, 16, 4))),
-            rate=_opt(e, "rate", p, lambda o, q: _str(o, _join(p, "rate"), re.compile(r"^[ -~]{1,64}\Z"), "printable"),
+            rate=_opt(e, "rate", p, lambda o, q: _str(o, _join(p, "rate"), RATE_RE,
+                                                      'ib_sysfs\'s format, like "100 Gb/sec (4X EDR)" (at most 9999 Gb/sec)'),
                       "100 Gb/sec (4X EDR)"),
             numa_node=_opt(e, "numa_node", p, lambda o, q: _numa_ref(o, _join(p, "numa_node"), numa_ids)),
         ))

@@ -89,6 +89,7 @@ class TruthDevice:
     rdma: str | None = None
     uverbs: int | None = None
     serves: tuple[int, ...] = ()  # Neuron indices this EFA serves
+    rate_gbps: int | None = None  # its port rate: what shares of its bandwidth may add up to
 
 
 @dataclass(frozen=True)
@@ -205,6 +206,12 @@ def _faults(dev_id: str, state: TreeState) -> tuple[str, ...]:
     return tuple(faults + [f"{a['action']} {a['attr']}" for a in state.attrs if a["device"] == dev_id])
 
 
+def rate_gbps(rate: str) -> int | None:
+    """ib_sysfs's rate text ("100 Gb/sec (4X EDR)") -> 100."""
+    head = rate.split(" ", 1)[0]
+    return int(float(head)) if head.replace(".", "", 1).isdigit() and "Gb/sec" in rate else None
+
+
 def truth(t: Topology, state: TreeState | None = None) -> Truth:
     state = state or TreeState()
     lay = Layout(t)
@@ -229,6 +236,7 @@ def truth(t: Topology, state: TreeState | None = None) -> Truth:
         if isinstance(dev, EfaDevice):
             major, minor = lay.uverbs_devnum(dev)
             devices.append(TruthDevice(kind="efa", rdma=dev.rdma, uverbs=dev.uverbs, serves=tuple(serves.get(dev.bdf, [])),
+                                       rate_gbps=rate_gbps(dev.rate),
                                        devnodes=(DevNode(f"infiniband/uverbs{dev.uverbs}", major, minor),), **common))
         elif isinstance(dev, NeuronDevice):
             major, minor = lay.neuron_devnum(dev)

@@ -93,6 +93,11 @@ def neuron_devices(node: Node, extended: bool = False, bugs: list[str] = ()) -> 
     return out
 
 
+def efa_device_name(bdf: str) -> str:
+    """DRANET's device name of a PCI function: 0000:10:1a.0 -> pci-0000-10-1a-0."""
+    return "pci-" + bdf.replace(":", "-").replace(".", "-")
+
+
 def efa_devices(node: Node, bugs: list[str] = ()) -> list[dict]:
     """Devices as DRANET publishes EFAs: `pci-DDDD-BB-SS-F`, `dra.net/*` attributes, the
     standard pcieRoot, and devicegroup ids through the reverse of the Neuron->EFA map."""
@@ -124,8 +129,7 @@ def efa_devices(node: Node, bugs: list[str] = ()) -> list[dict]:
             groups = device_groups(reverse[p.bdf], node.device_map, list(bugs), _probe_order(node))
             groups[f"{GROUP}/devicegroup1_id"] = p.bdf
             attrs.update({k: _s(v) for k, v in groups.items()})
-        name = "pci-" + p.bdf.replace(":", "-").replace(".", "-")
-        out.append({"name": name, "attributes": attrs})
+        out.append({"name": efa_device_name(p.bdf), "attributes": attrs})
     return out
 
 

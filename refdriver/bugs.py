@@ -17,6 +17,10 @@ BUGS: dict[str, str] = {
     "taint-time-reset": "a restarted driver stamps its taints with a new timeAdded (the eviction "
                         "deadline moves on every restart)",
     "taint-sticky": "a taint stays after its fault is cleared (until the driver restarts)",
+    "bandwidth-doubled": "with --share-efa, a shared EFA's bandwidth capacity is published at twice its "
+                         "port rate, so the scheduler over-commits the NIC",
+    "share-cdi-collide": "with --share-efa, two shares of one EFA in one claim get one CDI device "
+                         "(the second overwrites the first)",
 }
 
 

@@ -24,6 +24,7 @@ examples:
   refdriver neuron --sysfs-root /tmp/node1 --node-name node1 --dry-run
   refdriver efa --node-name node1 --kubeconfig kubeconfig --registry-dir R --plugins-dir P --cdi-root C
   refdriver neuron ... --inject-bug efa-shift        (see `refdriver bugs`)
+  refdriver efa ... --share-efa --efa-share-default 25   (EFAs shared by bandwidth)
   refdriver neuron --sysfs-root DIR --host-nodes nodes.json   (host mode: many nodes, one process)
   refdriver deviceclasses | kubectl apply -f -
 """
@@ -61,6 +62,18 @@ def _parser() -> argparse.ArgumentParser:
             s.add_argument("--repairable-ecc-threshold", type=int, default=8, metavar="N",
                            help="repairable HBM ECC errors that taint a device NoSchedule (fewer: an "
                            "informational taint, effect None, on 1.35+)")
+        if kind == "efa":
+            s.add_argument("--share-efa", action="store_true",
+                           help="publish each EFA as shareable (consumable capacity, 1.34+ with the gate, on "
+                           "from 1.36): allowMultipleAllocations and a `bandwidth` capacity of its port rate "
+                           "in Gbit/s; claims ask for a share with capacity.requests.bandwidth")
+            s.add_argument("--efa-share-default", type=int, metavar="GBPS",
+                           help="bandwidth a request that names none consumes (default: the whole EFA, so "
+                           "claims written before sharing stay exclusive)")
+            s.add_argument("--efa-share-step", type=int, default=5, metavar="GBPS",
+                           help="shares are rounded up to min + a multiple of this (default 5)")
+            s.add_argument("--efa-share-min", type=int, default=5, metavar="GBPS",
+                           help="the smallest share (default 5)")
         s.add_argument("--host-nodes", type=Path, metavar="FILE",
                        help="host mode: serve every node listed in FILE from this one process (JSON list of "
                        "{node_name, kubeconfig, registry_dir, plugins_dir, cdi_root}); all of them see "
@@ -103,12 +116,22 @@ def main(argv: list[str] | None = None) -> int:
     from .driver import Driver, Options
 
     logs.setup(args.log_level, driver=args.cmd, node=args.node_name or ("host" if args.host_nodes else ""))
+    share = None
+    if getattr(args, "share_efa", False):
+        from .sharing import PolicyError, SharePolicy
+
+        try:
+            share = SharePolicy(args.efa_share_default, args.efa_share_step, args.efa_share_min).check()
+        except PolicyError as e:
+            return _fail(str(e))
+    elif getattr(args, "efa_share_default", None) is not None:
+        return _fail("--efa-share-default needs --share-efa")
     opts = Options(kind=args.cmd, node_name=args.node_name or "dry-run", vendor_root=vendor_root,
                    extended=getattr(args, "extended_attributes", False), bugs=args.inject_bug,
                    registry_dir=args.registry_dir, plugins_dir=args.plugins_dir, cdi_root=args.cdi_root,
                    rescan_interval=args.rescan_interval, kubelet_plugin=not args.no_kubelet_plugin,
                    health_port=args.health_port, health_interval=args.health_interval,
-                   repairable_threshold=getattr(args, "repairable_ecc_threshold", 8))
+                   repairable_threshold=getattr(args, "repairable_ecc_threshold", 8), share_efa=share)
     if opts.health_interval <= 0 or opts.repairable_threshold < 1:
         return _fail("--health-interval must be above 0 and --repairable-ecc-threshold at least 1")
     if args.host_nodes and not args.dry_run:

@@ -46,6 +46,7 @@ class EfaInfo:
     rdma: str | None
     uverbs: int | None
     uverbs_dev: str | None = None  # MAJ:MIN of /dev/infiniband/uverbsN
+    rate: str | None = None  # ports/1/rate, "100 Gb/sec (4X EDR)"
 
 
 @dataclass
@@ -178,6 +179,9 @@ def discover(ctx: pyudev.Context | None = None, vendor_root: Path = Path("/")) -
             uverbs_of[parent.sys_name] = (int(dev.sys_name[6:]), (dev.attributes.get("dev") or b"").decode().strip())
     node.efa = [EfaInfo(p, rdma_of.get(p.bdf), *uverbs_of.get(p.bdf, (None, None)))
                 for p in sorted(efa_fns, key=lambda p: p.bdf)]
+    for e in node.efa:
+        if e.rdma:
+            e.rate = (_read(SYS / "class/infiniband" / e.rdma / "ports/1/rate") or "").strip() or None
     node.device_map = _device_map(node, vendor_root)
     return node
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pyudev
 
 
-from . import atomicfile, attributes, cdi
+from . import atomicfile, attributes, cdi, sharing
 from .discovery import Node, discover
 from .plugin import Checkpoint, ClaimError, DraService, KubeletPlugin, PluginPaths
 from .vendorfiles import format_cpulist
@@ -44,6 +44,7 @@ class Options:
     health_port: int = 0
     health_interval: float = 1.0  # seconds between reads of the error counters (sysfs has no inotify)
     repairable_threshold: int = 8  # repairable ECC errors that make a Neuron device NoSchedule
+    share_efa: sharing.SharePolicy | None = None  # EFAs shared by consumable capacity (sharing.py)
 
     @property
     def driver(self) -> str:
@@ -53,7 +54,12 @@ class Options:
 def devices_of(node: Node, opts: Options) -> list[dict]:
     if opts.kind == "neuron":
         return attributes.neuron_devices(node, opts.extended, opts.bugs)
-    return attributes.efa_devices(node, opts.bugs)
+    devices = attributes.efa_devices(node, opts.bugs)
+    if opts.share_efa:
+        rates = {attributes.efa_device_name(e.pci.bdf): sharing.parse_rate(e.rate) for e in node.efa}
+        for d in devices:
+            sharing.share(d, rates.get(d["name"]), opts.share_efa, opts.bugs)
+    return devices
 
 
 class Driver:
@@ -99,8 +105,7 @@ class Driver:
 
         if self.opts.kind == "neuron":
             return {f"neuron-device-{n.index}": ok(devhealth.neuron_counters(root, n.index)) for n in node.neuron}
-        return {"pci-" + e.pci.bdf.replace(":", "-").replace(".", "-"): ok(devhealth.efa_counters(root, e.rdma))
-                for e in node.efa}
+        return {attributes.efa_device_name(e.pci.bdf): ok(devhealth.efa_counters(root, e.rdma)) for e in node.efa}
 
     def _taint(self, devices: list[dict]) -> None:
         """Put each device's taints (taints.py) into its slice entry; the publisher stamps times."""
@@ -233,8 +238,7 @@ class Driver:
             return {}
         if self.opts.kind == "neuron":
             return {f"neuron-device-{n.index}": devhealth.neuron_health(root, n.index) for n in node.neuron}
-        return {"pci-" + e.pci.bdf.replace(":", "-").replace(".", "-"): devhealth.efa_health(root, e.rdma)
-                for e in node.efa}
+        return {attributes.efa_device_name(e.pci.bdf): devhealth.efa_health(root, e.rdma) for e in node.efa}
 
     def fresh_node(self) -> Node:
         """The hardware as it is now. One discovery at a time per process: pyudev's context is
@@ -270,21 +274,26 @@ class Driver:
             if lnc:
                 env.append(f"NEURON_LOGICAL_NC_CONFIG={lnc}")
         else:
-            present = {"pci-" + e.pci.bdf.replace(":", "-").replace(".", "-"): e for e in node.efa}
+            present = {attributes.efa_device_name(e.pci.bdf): e for e in node.efa}
             rdma = []
             for r in results:
                 e = present.get(r["device"])
                 if e is None or e.uverbs is None:
                     raise ClaimError(f"claim {ns}/{name}: EFA {r['device']} is not present (or has no uverbs "
                                      f"device) on node {self.opts.node_name}")
-                nodes_by_device[r["device"]] = [cdi.device_node(f"/dev/infiniband/uverbs{e.uverbs}", e.uverbs_dev)]
+                nodes_by_device[self._cdi_name(r)] = [cdi.device_node(f"/dev/infiniband/uverbs{e.uverbs}", e.uverbs_dev)]
                 rdma.append(e.rdma or "")
             common = [cdi.device_node("/dev/infiniband/rdma_cm")]
             env += ["FI_PROVIDER=efa", "EFA_DRA_RDMA_DEVICES=" + ",".join(rdma)]
         path, ids = cdi.write_spec(self.opts.cdi_root, CDI_KINDS[self.opts.kind], uid, nodes_by_device, env, common)
         devices = [{"request_names": [r["request"].split("/", 1)[0]], "pool_name": r["pool"],
-                    "device_name": r["device"], "cdi_device_ids": [ids[r["device"]]]} for r in results]
+                    "device_name": r["device"], "cdi_device_ids": [ids[self._cdi_name(r)]],
+                    **({"share_id": r["shareID"]} if r.get("shareID") else {})} for r in results]
         return devices, str(path)
+
+    def _cdi_name(self, result: dict) -> str:
+        """One CDI device per allocated share (sharing.cdi_name); a Neuron device is never shared."""
+        return sharing.cdi_name(result["device"], result.get("shareID"), self.opts.bugs)
 
     def unprepare(self, entry: dict) -> None:
         if entry.get("cdi_spec"):

@@ -137,8 +137,10 @@ def _servicer(pb, base, svc: DraService):
                 if "error" in r:
                     entry.error = r["error"]
                 for d in r.get("devices", []):
-                    entry.devices.add(request_names=d["request_names"], pool_name=d["pool_name"],
-                                      device_name=d["device_name"], cdi_device_ids=d["cdi_device_ids"])
+                    dev = entry.devices.add(request_names=d["request_names"], pool_name=d["pool_name"],
+                                            device_name=d["device_name"], cdi_device_ids=d["cdi_device_ids"])
+                    if d.get("share_id") and "share_id" in dev.DESCRIPTOR.fields_by_name:
+                        dev.share_id = d["share_id"]  # v1 from 1.35; v1beta1 has no share_id
             return resp
 
         def NodeUnprepareResources(self, request, context):

@@ -11,6 +11,9 @@ minor, so a cluster of any version of the matrix can run the scenarios its versi
 Every component gets the same gates (the scheduler filters tainted devices, the
 kube-controller-manager evicts, the API server stores the fields); only the API server takes
 the runtime config. Effect None needs 1.35 (the refdriver drops it before, taints.py).
+
+DRAConsumableCapacity (EFA sharing, refdriver/sharing.py) is alpha and off in 1.34 and 1.35,
+beta and on from 1.36 (dra-features.md §1.0); the kubelet needs it too for `share_id`.
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ from __future__ import annotations
 from . import bins
 
 GATES: dict[str, dict[str, bool]] = {
-    "1.34": {"DRADeviceTaints": True},
-    "1.35": {"DRADeviceTaints": True, "DRADeviceTaintRules": True},
+    "1.34": {"DRADeviceTaints": True, "DRAConsumableCapacity": True},
+    "1.35": {"DRADeviceTaints": True, "DRADeviceTaintRules": True, "DRAConsumableCapacity": True},
     "1.36": {"DRADeviceTaintRules": True},
     "1.37": {},
 }

@@ -145,14 +145,15 @@ class DriverProfile:
         return argv
 
 
-def refdriver(kind: str, extra: list[str] = ()) -> DriverProfile:
+def refdriver(kind: str, extra: list[str] = (), name: str | None = None) -> DriverProfile:
     driver = {"neuron": "neuron.aws.com", "efa": "dra.net"}[kind]
     return DriverProfile(
-        name=f"refdriver-{kind}", driver=driver,
+        name=name or f"refdriver-{kind}", driver=driver,
         command=["{python}", "-m", "refdriver.cli", kind, "--node-name", "{node}", "--kubeconfig", "{kubeconfig}",
                  "--sysfs-root", "{tree}", "--registry-dir", "{registry_dir}", "--plugins-dir", "{plugins_dir}",
                  "--cdi-root", "{cdi_root}", "--health-port", "{health_port}", *extra],
-        kind_chart="deploy/chart/dra-harness-refdriver", kind_values={kind: {"enabled": True}},
+        kind_chart="deploy/chart/dra-harness-refdriver",
+        kind_values={kind: {"enabled": True, **({"args": list(extra)} if extra else {})}},
         device_classes="refdriver/manifests/deviceclasses.yaml",
         host_command=["{python}", "-m", "refdriver.cli", kind, "--sysfs-root", "{tree}", "--host-nodes", "{nodes_file}",
                       "--health-port", "{health_port}", *extra],
@@ -172,6 +173,8 @@ def e2e_test_driver() -> DriverProfile:
 
 
 BUILTIN = {"refdriver-neuron": lambda: refdriver("neuron"), "refdriver-efa": lambda: refdriver("efa"),
+           # the profile setting for EFA sharing (refdriver/sharing.py): shares by bandwidth
+           "refdriver-efa-shared": lambda: refdriver("efa", ["--share-efa"], "refdriver-efa-shared"),
            "e2e-test-driver": e2e_test_driver}
 DEFAULT = ["refdriver-neuron", "refdriver-efa"]
 
