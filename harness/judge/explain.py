@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 import cel
 from fakedev import Truth, TruthDevice
 
-from .identity import INTENT, WHAT, Identity, holders as held_by, published, slice_value, truth_id
+from . import sharing
+from .identity import INTENT, WHAT, Identity, efa_device_name, holders as held_by, published, slice_value, truth_id
 from .taints import Key, untolerated
 
 
@@ -34,6 +35,7 @@ class Candidate:
     attributes: dict  # CEL shape: {domain: {name: value}}
     truth: TruthDevice | None  # None: not mapped to the hardware (another driver's device)
     taints: tuple[dict, ...] = ()  # its slice's and its DeviceTaintRules' (taints.device_taints)
+    bandwidth: dict | None = None  # a shared device's published bandwidth capacity (sharing.py)
 
     @property
     def id(self) -> str:
@@ -73,9 +75,10 @@ def candidates(node: str, truth: Truth | None, slices: list[dict] | None,
             for d in s["spec"].get("devices") or []:
                 raw = d.get("attributes") or {}
                 tid = truth_id(s["spec"]["driver"], d["name"], raw, identities)
+                shared = (d.get("capacity") or {}).get(sharing.BANDWIDTH) if d.get("allowMultipleAllocations") else None
                 out.append(Candidate(s["spec"]["driver"], node, d["name"], _cel_attributes(raw, s["spec"]["driver"]),
                                      by_id.get(tid) if tid else None,
-                                     tuple((taints or {}).get((s["spec"]["driver"], node, d["name"]), ()))))
+                                     tuple((taints or {}).get((s["spec"]["driver"], node, d["name"]), ())), shared))
         return out
     out = []
     for d in truth.devices if truth else ():
@@ -84,10 +87,11 @@ def candidates(node: str, truth: Truth | None, slices: list[dict] | None,
         if d.kind == "neuron":
             out.append(Candidate("neuron.aws.com", node, f"neuron-device-{d.index}",
                                  {"neuron.aws.com": {"deviceId": d.index, "resourceType": "neuron_device"}}, d))
-        elif d.kind == "efa":
-            out.append(Candidate("dra.net", node, "pci-" + d.bdf.replace(":", "-").replace(".", "-"),
+        elif d.kind == "efa":  # as a sharing driver (refdriver --share-efa) publishes it: whole NIC by default
+            bandwidth = {"value": f"{d.rate_gbps}G", "requestPolicy": {"default": f"{d.rate_gbps}G"}} if d.rate_gbps else None
+            out.append(Candidate("dra.net", node, efa_device_name(d.bdf),
                                  {"dra.net": {"pciAddress": d.bdf, "rdma": True, "pciDevice": "Elastic Fabric Adapter (EFA)"}},
-                                 d))
+                                 d, bandwidth=bandwidth))
     return out
 
 
@@ -107,7 +111,8 @@ class Selector:
     def matches(self, c: Candidate) -> bool:
         if self.errors:
             return False
-        ctx = {"device": {"driver": c.driver, "attributes": c.attributes, "capacity": {}}}
+        ctx = {"device": {"driver": c.driver, "attributes": c.attributes, "capacity": {},
+                          "allowMultipleAllocations": c.bandwidth is not None}}
         for p in self.programs:
             try:
                 if p.execute(ctx) is not True:
@@ -124,10 +129,18 @@ class Req:
     count: int | None  # None: allocationMode All
     selector: Selector
     tolerations: list[dict] = field(default_factory=list)
+    capacity: dict[str, str] = field(default_factory=dict)  # capacity.requests
 
-    def takes(self, c: Candidate, honour_taints: bool = True) -> bool:
-        """The device matches, and (honouring taints) none of its taints keeps it from this request."""
+    def takes(self, c: Candidate, honour_taints: bool = True, room: dict[str, float] | None = None) -> bool:
+        """The device matches, (honouring taints) none of its taints keeps it from this request,
+        and a shared device has the bandwidth left (`room`: Gbit/s left per shared device id)."""
+        if c.bandwidth is not None and room is not None and self.needs(c) > room.get(c.id, float("inf")) + 1e-9:
+            return False
         return self.selector.matches(c) and not (honour_taints and untolerated(list(c.taints), self.tolerations))
+
+    def needs(self, c: Candidate) -> float:
+        """Gbit/s of the shared device `c` this request would consume."""
+        return sharing.need_gbps(self.capacity.get(sharing.BANDWIDTH), c.bandwidth) if c.bandwidth else 0.0
 
 
 @dataclass
@@ -167,21 +180,23 @@ def requests_of(spec: dict, classes: dict[str, list[str]]) -> list[list[Req]]:
                                                                   for s in a.get("selectors") or []]
             count = None if a.get("allocationMode") == "All" else a.get("count", 1)
             name = r["name"] if "exactly" in r else f"{r['name']}/{a['name']}"
-            reqs.append(Req(name, a["deviceClassName"], count, Selector(exprs), a.get("tolerations") or []))
+            reqs.append(Req(name, a["deviceClassName"], count, Selector(exprs), a.get("tolerations") or [],
+                            dict((a.get("capacity") or {}).get("requests") or {})))
         out.append(reqs)
     return out
 
 
 def fits(spec: dict, cands: list[Candidate], busy: set[str], classes: dict[str, list[str]],
-         honour_taints: bool = True) -> Fit:
+         honour_taints: bool = True, room: dict[str, float] | None = None) -> Fit:
     """Can the claim be allocated among `cands` without the devices in `busy` (and, honouring
-    taints, without devices whose taints the requests do not tolerate)?"""
+    taints, without devices whose taints the requests do not tolerate; with `room`, only where a
+    shared device has the bandwidth left)?"""
     free = [c for c in cands if c.id not in busy]
     constraints = [(set(c.get("requests") or []), c["matchAttribute"])
                    for c in spec.get("constraints") or [] if c.get("matchAttribute")]
     best_detail = ""
     for choice in itertools.product(*requests_of(spec, classes)):
-        fit = _fits_choice(list(choice), constraints, free, cands, honour_taints)
+        fit = _fits_choice(list(choice), constraints, free, cands, honour_taints, room)
         if fit.ok:
             return Fit(True, fit.detail, ",".join(r.name for r in choice if "/" in r.name) or None)
         best_detail = best_detail or fit.detail
@@ -223,8 +238,8 @@ def _covered(req: Req, names: set[str]) -> bool:
 
 
 def _fits_choice(reqs: list[Req], constraints: list[tuple[set[str], str]], free: list[Candidate],
-                 everything: list[Candidate], honour_taints: bool = True) -> Fit:
-    pools = {r.name: [c for c in free if r.takes(c, honour_taints)] for r in reqs}
+                 everything: list[Candidate], honour_taints: bool = True, room: dict[str, float] | None = None) -> Fit:
+    pools = {r.name: [c for c in free if r.takes(c, honour_taints, room)] for r in reqs}
     # allocationMode All wants every matching device of the node, held ones included
     wants_all = {r.name: sum(1 for c in everything if r.selector.matches(c)) for r in reqs if r.count is None}
     candidates_per = []
@@ -283,6 +298,22 @@ def _blocker(reqs: list[Req], constraints: list[tuple[set[str], str]], pools: di
     return ""
 
 
+def _share_lines(spec: dict, cands: list[Candidate], classes: dict[str, list[str]],
+                 shares: dict[str, list[tuple[str, float]]], room: dict[str, float]) -> list[str]:
+    """For each shared device a request would take but cannot, how its bandwidth is spent."""
+    out = []
+    for alts in requests_of(spec, classes):
+        for r in alts:
+            for c in cands:
+                if c.bandwidth is None or not r.selector.matches(c) or r.needs(c) <= room.get(c.id, 0) + 1e-9:
+                    continue
+                total = sharing.quantity(c.bandwidth["value"]) / 1e9
+                spent = ", ".join(f"{n} {g:g}" for n, g in shares.get(c.id, [])) or "none"
+                out.append(f"  shared {c.name}: request {r.name} needs {r.needs(c):g} Gbit/s, {room[c.id]:g} of "
+                           f"{total:g} left (shares: {spent})")
+    return out
+
+
 def _blocking_keys(spec: dict, cands: list[Candidate], classes: dict[str, list[str]]) -> list[str]:
     """Keys of the taints that keep matching devices from the claim's requests."""
     return sorted({t["key"] for alts in requests_of(spec, classes) for r in alts for c in cands
@@ -312,14 +343,18 @@ def explain(claim: dict, truths: dict[str, Truth], claims: list[dict], classes: 
                          f" = {WHAT.get(key, 'one published value')}")
     devices = published(slices) if slices is not None else None
     holders = held_by(claims, identities, devices)  # node -> device id -> claim
+    used = sharing.used_gbps(claims, identities, devices)  # node -> shared device id -> [(claim, Gbit/s)]
     nodes = sorted(set(truths) | {s["spec"].get("nodeName") for s in slices or [] if s["spec"].get("nodeName")})
     any_empty, any_now, tainted_keys = False, False, set()
     for node in nodes:
         truth = truths.get(node)
         cands = candidates(node, truth, slices, identities, taints)
-        busy = set(holders.get(node, {}))
+        shares = used.get(node, {})
+        busy = set(holders.get(node, {})) - set(shares)  # a shared device is busy only when full
+        room = {c.id: sharing.quantity(c.bandwidth["value"]) / 1e9 - sum(g for _, g in shares.get(c.id, []))
+                for c in cands if c.bandwidth is not None}
         empty = fits(spec, cands, set(), sel)
-        now = fits(spec, cands, busy, sel)
+        now = fits(spec, cands, busy, sel, room=room)
         any_empty |= empty.ok
         any_now |= now.ok
         topo = truth.instance_type if truth else "not a fake node"
@@ -336,6 +371,7 @@ def explain(claim: dict, truths: dict[str, Truth], claims: list[dict], classes: 
             held = sorted(set(holders.get(node, {}).values()))
             lines.append(f"node {node} ({topo}): fits when empty" + (f" (as {empty.sub})" if empty.sub else "")
                          + f"; now: {now.detail}; devices held by {', '.join(held) or 'nobody'}")
+            lines += _share_lines(spec, cands, sel, shares, room)
     verdict = ("fits now" if any_now else "cluster full" if any_empty
                else f"pending: every fitting device is tainted (key {', '.join(sorted(tainted_keys))})" if tainted_keys
                else "cannot be satisfied with this topology")

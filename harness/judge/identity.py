@@ -89,6 +89,11 @@ IDENTITIES = {
 }
 
 
+def efa_device_name(bdf: str) -> str:
+    """DRANET's name of an EFA's PCI function (the inverse of the dra.net identity)."""
+    return "pci-" + bdf.replace(":", "-").replace(".", "-")
+
+
 def truth_id(driver: str, device: str, attributes: dict | None = None,
              identities: dict[str, Identity] | None = None) -> str | None:
     ident = (identities or IDENTITIES).get(driver) or IDENTITIES.get(driver)

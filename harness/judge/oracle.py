@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from fakedev import Truth, TruthDevice
 
+from . import sharing
 from .identity import INTENT, KIND_OF_DRIVER, WHAT, Identity, Published, allocations, truth_id
 from .taints import EVICTION_MARGIN, Key, allocated_at, eviction_deadline, parse_time, show, untolerated
 
@@ -93,16 +94,21 @@ def judge(claim: dict, truths: dict[str, Truth], extra_claims: list[dict] = (),
                              "(the driver did not withdraw it)")
         elif not dev.usable:
             v.reasons.append(f"{r['device']} ({tid}) is not usable ({', '.join(dev.faults)}), yet it was allocated")
-        if tid in seen and not r.get("adminAccess"):
-            v.reasons.append(f"{r['device']} is allocated twice (requests {seen[tid]} and {r['request']})")
-        seen[tid] = r["request"]
+        if tid in seen and not r.get("adminAccess") and sharing.exclusive_clash(r, seen[tid]):
+            v.reasons.append(f"{r['device']} is allocated twice (requests {seen[tid]['request']} and {r['request']})")
+        seen[tid] = r
         entry.update(root=dev.root, switch=dev.switch, numa_node=dev.numa_node, kind=dev.kind)
         mapped.append((r, dev))
+    others: dict[str, list[sharing.Holder]] = {}
     if not _admin(results):
         for name, other, r, tid in allocations(extra_claims, identities, devices):
             if other["metadata"].get("uid") != meta.get("uid") and r["pool"] == v.node and not r.get("adminAccess") \
                     and tid in seen:
-                v.reasons.append(f"{r['device']} is also allocated to claim {name}")
+                others.setdefault(tid, []).append(sharing.Holder(name, r["request"], r.get("shareID"), sharing.gbps(r)))
+                if sharing.exclusive_clash(seen[tid], r):
+                    v.reasons.append(f"{r['device']} is also allocated to claim {name}")
+    sharing.check(v.claim, mapped, others, v.reasons, v.checks)
+    sharing.check_distinct(spec, mapped, _request_of, v.reasons, v.checks)
     _check_counts(spec, results, truth, v)
     _check_constraints(spec, mapped, v)
     if taints is not None:

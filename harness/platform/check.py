@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import fakedev
 from fakedev.truth import truth as truth_of_model
 
-from ..judge.explain import allocate, candidates, class_selectors, explain
+from ..judge.explain import allocate, candidates, class_selectors, explain, requests_of
 from ..judge.oracle import judge
 from .kit import GoldenPath, Kit, claim_spec, device_classes
 
@@ -33,8 +33,14 @@ def check_one(g: GoldenPath, preset: str) -> Placement:
         e = explain(claim, {preset: truth}, [], classes)
         why = next((line.split(": ", 1)[1] for line in e.lines if "cannot fit" in line), e.verdict)
         return Placement(g.name, preset, False, None, why.replace("cannot fit even when empty: ", ""))
-    claim["status"]["allocation"] = {"devices": {"results": [
-        {"request": r, "driver": c.driver, "pool": preset, "device": c.name} for r, c in got]}}
+    results = []
+    for r, c in got:
+        res = {"request": r, "driver": c.driver, "pool": preset, "device": c.name}
+        req = next(x for alts in requests_of(spec["devices"], class_selectors(classes)) for x in alts if x.name == r)
+        if c.bandwidth is not None and g.shares_efa:  # a share, as the scheduler records one (KEP-5075)
+            res.update(shareID=f"kit-check-{len(results)}", consumedCapacity={"bandwidth": f"{req.needs(c):g}G"})
+        results.append(res)
+    claim["status"]["allocation"] = {"devices": {"results": results}}
     v = judge(claim, {preset: truth})
     return Placement(g.name, preset, True, v.ok, "; ".join(v.checks if v.ok else v.reasons)[:300])
 
