@@ -5,7 +5,14 @@ Per class: its DeviceClasses (one per device kind, `gp-<class>-<kind>`, so quota
 a ResourceClaimTemplate in each allowed team's namespaces, a ResourceQuota per team on
 `<deviceclass>.deviceclass.resource.k8s.io/devices`, a ValidatingAdmissionPolicy denying claims
 and templates of the class outside its teams (with a message naming the class and who may use
-it), and a PriorityClass. Cost per device-hour and EFA sharing rules are kept for the metrics."""
+it), and a PriorityClass. Every object carries the class's terms (golden path, team, cost per
+device-hour, priority) as labels, so `kubectl get -L` and cost tools see them on the claims too.
+
+EFA sharing (`share_efa_with`, with `efa_share_gbps`): the classes of the one sharing group get
+EFA DeviceClasses that select shareable EFAs and requests for a share of the bandwidth; every
+other class asks for no share, which a sharing driver serves with the whole NIC (its default
+share, refdriver/sharing.py). DRA cannot keep two groups apart on one NIC (a request cannot see
+who else holds it), so the kit refuses a sharing rule it could not enforce."""
 
 from __future__ import annotations
 
@@ -20,6 +27,9 @@ MAX_NAMESPACES = 1000
 MAX_CLASSES = 100
 MAX_CLASS_NAMESPACES = 5000
 CLASS_LABEL = "dra-harness.io/golden-path"
+COST_LABEL = "dra-harness.io/cost-per-device-hour"
+PRIORITY_LABEL = "dra-harness.io/priority"
+BANDWIDTH = "bandwidth"  # the shared EFA's capacity in the refdriver (refdriver/sharing.py), Gbit/s
 DRIVERS = {"neuron": ("neuron.aws.com", None), "efa": ("dra.net", 'device.attributes["dra.net"].rdma == true')}
 NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,40}[a-z0-9])?")
 ATTR_RE = re.compile(r"[a-z0-9.-]+/[A-Za-z0-9_]+")
@@ -50,6 +60,17 @@ class GoldenPath:
     cost_per_device_hour: float
     priority: int
     share_efa_with: list[str] = field(default_factory=list)
+    efa_share_gbps: int | None = None
+
+    def labels(self, team: str | None = None) -> dict[str, str]:
+        """The class's terms as labels (values are label-safe: names, integers, decimals)."""
+        cost = f"{self.cost_per_device_hour:.6f}".rstrip("0").rstrip(".")
+        out = {CLASS_LABEL: self.name, COST_LABEL: cost, PRIORITY_LABEL: str(self.priority)}
+        return {**out, TEAM_LABEL: team} if team else out
+
+    @property
+    def shares_efa(self) -> bool:
+        return bool(self.share_efa_with)
 
     def device_class(self, kind: str) -> str:
         return f"gp-{self.name}-{kind}"
@@ -124,7 +145,7 @@ def load(path: str | Path) -> Kit:
         p = f"classes.{str(cname)[:40]}"
         _name(cname, p, src)
         c = _map(c, p, src, {"requests", "constraints", "teams", "quota", "cost_per_device_hour", "priority",
-                             "share_efa_with"}, {"requests", "teams", "cost_per_device_hour", "priority"})
+                             "share_efa_with", "efa_share_gbps"}, {"requests", "teams", "cost_per_device_hour", "priority"})
         reqs = []
         if not isinstance(c["requests"], list) or not c["requests"]:
             raise KitError(src, f"{p}.requests", "a non-empty list is required")
@@ -166,17 +187,40 @@ def load(path: str | Path) -> Kit:
         cost = c["cost_per_device_hour"]
         if isinstance(cost, bool) or not isinstance(cost, (int, float)) or not 0 <= cost <= 10_000:
             raise KitError(src, f"{p}.cost_per_device_hour", "a number in 0..10000 is required")
+        share = _names(c.get("share_efa_with") or [], f"{p}.share_efa_with", src)
+        gbps = _int(c["efa_share_gbps"], f"{p}.efa_share_gbps", src, 1, 3200) if "efa_share_gbps" in c else None
+        if share and gbps is None:
+            raise KitError(src, f"{p}.efa_share_gbps", "required with share_efa_with: the bandwidth (Gbit/s) of "
+                           "the EFA share each claim of the class takes")
+        if gbps is not None and not share:
+            raise KitError(src, f"{p}.efa_share_gbps", "only meaningful with share_efa_with")
+        if share and not any(r.device == "efa" for r in reqs):
+            raise KitError(src, f"{p}.share_efa_with", "the class requests no EFA to share")
         classes[cname] = GoldenPath(cname, reqs, cons, cteams, quota, float(cost),
-                                    _int(c["priority"], f"{p}.priority", src, 0, 1_000_000_000),
-                                    _names(c.get("share_efa_with") or [], f"{p}.share_efa_with", src))
+                                    _int(c["priority"], f"{p}.priority", src, 0, 1_000_000_000), share, gbps)
     objects = sum(len(teams[t]) for g in classes.values() for t in g.teams)  # a template (and quota) per class x namespace
     if objects > MAX_CLASS_NAMESPACES:  # bounded before rendering: 50 x 1000 took 51 s, more ran out of memory (row 31)
         raise KitError(src, "classes", f"{objects} class x namespace pairs; a kit may have at most {MAX_CLASS_NAMESPACES}")
+    _check_sharing(classes, src)
+    return Kit(_name(d["kit"], "kit", src), teams, classes)
+
+
+def _check_sharing(classes: dict[str, GoldenPath], src: str) -> None:
+    """The sharing rule must be one group whose members all name one another: anything else
+    asks DRA to keep sharers apart, which it cannot (module docstring)."""
+    group = {g.name for g in classes.values() if g.shares_efa}
     for g in classes.values():
+        where = f"classes.{g.name}.share_efa_with"
         for other in g.share_efa_with:
             if other not in classes:
-                raise KitError(src, f"classes.{g.name}.share_efa_with", f"unknown class {other!r}")
-    return Kit(_name(d["kit"], "kit", src), teams, classes)
+                raise KitError(src, where, f"unknown class {other!r}")
+            if other != g.name and g.name not in classes[other].share_efa_with:
+                raise KitError(src, where, f"{other!r} does not name {g.name!r} back: sharing a NIC is mutual")
+        missing = sorted(group - set(g.share_efa_with) - {g.name}) if g.shares_efa else []
+        if missing:
+            raise KitError(src, where, f"does not name {', '.join(map(repr, missing))}, which also share EFAs: DRA "
+                           "cannot keep two sharing groups apart on one NIC, so a kit has one group whose "
+                           "classes all name one another")
 
 
 def device_classes(g: GoldenPath) -> list[dict]:
@@ -184,13 +228,15 @@ def device_classes(g: GoldenPath) -> list[dict]:
     for kind in sorted({r.device for r in g.requests}):
         driver, extra = DRIVERS[kind]
         expr = f'device.driver == "{driver}"' + (f" && {extra}" if extra else "")
+        if kind == "efa" and g.shares_efa:  # only EFAs the driver publishes as shareable
+            expr += " && device.allowMultipleAllocations == true"
         lnc = next((r.logical_neuron_core for r in g.requests if r.device == kind and r.logical_neuron_core), None)
         spec: dict = {"selectors": [{"cel": {"expression": expr}}]}
         if lnc:
             spec["config"] = [{"opaque": {"driver": driver, "parameters": {
                 "apiVersion": "neuron.aws.com/v1", "kind": "NeuronConfig", "logicalNeuronCore": lnc}}}]
         out.append({"apiVersion": "resource.k8s.io/v1", "kind": "DeviceClass",
-                    "metadata": {"name": g.device_class(kind), "labels": {CLASS_LABEL: g.name}}, "spec": spec})
+                    "metadata": {"name": g.device_class(kind), "labels": g.labels()}, "spec": spec})
     return out
 
 
@@ -202,6 +248,8 @@ def claim_spec(g: GoldenPath) -> dict:
             ex["allocationMode"] = "All"
         else:
             ex["count"] = r.count
+        if r.device == "efa" and g.shares_efa:
+            ex["capacity"] = {"requests": {BANDWIDTH: f"{g.efa_share_gbps}G"}}
         reqs.append({"name": r.name, "exactly": ex})
     return {"devices": {"requests": reqs,
                         "constraints": [{"requests": rs, "matchAttribute": a} for rs, a in g.constraints]}}
@@ -275,14 +323,14 @@ def render(kit: Kit) -> list[dict]:
     for g in kit.classes.values():
         out += device_classes(g)
         out.append({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
-                    "metadata": {"name": f"gp-{g.name}", "labels": {CLASS_LABEL: g.name}}, "value": g.priority,
+                    "metadata": {"name": f"gp-{g.name}", "labels": g.labels()}, "value": g.priority,
                     "description": f"golden path {g.name}", "preemptionPolicy": "PreemptLowerPriority"})
         out += _access_policy(g, g.teams)
         for team in g.teams:
             for ns in kit.teams[team]:
                 out.append({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate",
-                            "metadata": {"name": g.name, "namespace": ns, "labels": {CLASS_LABEL: g.name}},
-                            "spec": {"metadata": {"labels": {CLASS_LABEL: g.name}},  # on every claim made from it
+                            "metadata": {"name": g.name, "namespace": ns, "labels": g.labels(team)},
+                            "spec": {"metadata": {"labels": g.labels(team)},  # on every claim made from it
                                      "spec": claim_spec(g)}})
                 if team in g.quota:
                     hard = {f"{g.device_class(k)}.deviceclass.resource.k8s.io/devices": str(g.quota[team])
