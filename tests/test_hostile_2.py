@@ -264,6 +264,23 @@ CASES = [
     Case("drain key", ["dra-harness", "drain", "n1", "--key", "a b"], 2, "taint key 'a b' is not a qualified name"),
     Case("drain without a cluster", ["dra-harness", "drain", "n1", "--name", "nosuch"], 2,
          "no cluster 'nosuch' running", env={"DRA_HARNESS_STATE": "{S}/st", "KUBECONFIG": ""}),
+    # -- EFA sharing (issue 23): the driver's share policy, the kit's sharing rule, a spec's port rate
+    Case("efa share default off the step", ["refdriver", "efa", "--sysfs-root", "{T}", "--dry-run", "--share-efa",
+                                            "--efa-share-default", "12"], 2, "must be --efa-share-min (5) plus a multiple"),
+    Case("efa share step zero", ["refdriver", "efa", "--sysfs-root", "{T}", "--dry-run", "--share-efa",
+                                 "--efa-share-step", "0"], 2, "must be at least 1 (Gbit/s)"),
+    Case("efa share default without sharing", ["refdriver", "efa", "--sysfs-root", "{T}", "--dry-run",
+                                               "--efa-share-default", "25"], 2, "--efa-share-default needs --share-efa"),
+    Case("kit sharing not mutual", ["dra-harness", "kit", "render", "{S}/k.yaml"], 2, "does not name 'c' back",
+         files={"k.yaml": kit(ONE_CLASS.replace("priority: 1}", "priority: 1, share_efa_with: [d], efa_share_gbps: 5}").format(
+             req="{name: e, device: efa, count: 1}") + ONE_CLASS.replace("  c:", "  d:").format(
+             req="{name: e, device: efa, count: 1}"))}),
+    Case("kit share bandwidth a string", ["dra-harness", "kit", "render", "{S}/k.yaml"], 2, "an integer in 1..3200",
+         files={"k.yaml": kit(ONE_CLASS.replace("priority: 1}", 'priority: 1, share_efa_with: [c], efa_share_gbps: "50G"}').format(
+             req="{name: e, device: efa, count: 1}"))}),
+    Case("spec EFA rate not ib_sysfs's", ["fakedev", "generate", "--spec", "{S}/n.yaml", "--out", "{S}/o"], 2,
+         "is not ib_sysfs's format", files={"n.yaml": 'preset: trn1.32xlarge\nefa_devices:\n'
+                                          '  - {bdf: "0000:10:19.0", rate: "99999999999999999999 Gb/sec"}\n'}),
     Case("114 DRA_HARNESS_WIPING_DELAY", ["dra-harness", "up", "--name", "p2", "--nodes", "trn1.2xlarge"], 2,
          "DRA_HARNESS_WIPING_DELAY='abc'", env={"DRA_HARNESS_WIPING_DELAY": "abc"}),
 ]

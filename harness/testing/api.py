@@ -52,7 +52,8 @@ class Dra:
     # -- builders ---------------------------------------------------------------------------------
     @staticmethod
     def request(name: str, device_class: str, count: int = 1, *, selectors: list[str] = (), all: bool = False,
-                admin: bool = False) -> dict:
+                admin: bool = False, capacity: dict[str, str] | None = None) -> dict:
+        """One `exactly` request; `capacity`: what to consume of a shared device ({"bandwidth": "50G"})."""
         ex: dict = {"deviceClassName": device_class}
         if all:
             ex["allocationMode"] = "All"
@@ -62,6 +63,8 @@ class Dra:
             ex["selectors"] = [{"cel": {"expression": s}} for s in selectors]
         if admin:
             ex["adminAccess"] = True
+        if capacity:
+            ex["capacity"] = {"requests": dict(capacity)}
         return {"name": name, "exactly": ex}
 
     @staticmethod
@@ -69,10 +72,13 @@ class Dra:
         return {"name": name, "firstAvailable": [{"name": s, "deviceClassName": c, "count": n} for s, c, n in subs]}
 
     def claim(self, name: str, *requests: dict, match: tuple[str, list[str]] | list | None = None,
-              config: list[dict] | None = None) -> dict:
+              config: list[dict] | None = None, distinct: tuple[str, list[str]] | None = None) -> dict:
+        """A claim; `match` (attribute, requests) or a list of them; `distinct`: a distinctAttribute."""
         constraints = []
         for attr, reqs in ([match] if isinstance(match, tuple) else match or []):
             constraints.append({"requests": list(reqs), "matchAttribute": attr})
+        if distinct:
+            constraints.append({"requests": list(distinct[1]), "distinctAttribute": distinct[0]})
         spec = {"devices": {"requests": list(requests), "constraints": constraints, "config": config or []}}
         return {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
                 "metadata": {"name": name, "namespace": self.ns}, "spec": spec}
@@ -158,6 +164,25 @@ class Dra:
         return self.kube.wait("Pod", lambda o: bool(o and (o.get("status") or {}).get("phase") == "Running"),
                               namespace=self.ns, name=pod, timeout=timeout, describe=describe,
                               what=f"pod {self.ns}/{pod} Running (devices prepared by the node's drivers)")
+
+    def check_prepared(self, pod: str) -> list[str]:
+        """What the pod's drivers prepared against what was allocated: every allocated device, and
+        every share of a shared one, must be its own CDI device (one per share_id,
+        dra-features.md §1.3), or two containers' shares collapse into one. Reads the CDI ids the
+        node recorded on the pod (the local backend's kubelet stand-in records them)."""
+        p = self.kube.get("Pod", pod, self.ns)
+        raw = ((p or {}).get("metadata", {}).get("annotations") or {}).get("dra-harness.io/cdi-devices")
+        if raw is None:
+            return [f"pod {pod}: no CDI devices recorded (not started by the local backend's kubelet stand-in?)"]
+        out = []
+        for claim, ids in json.loads(raw).items():
+            c = self.get_claim(claim) or {}
+            results = ((c.get("status") or {}).get("allocation") or {}).get("devices", {}).get("results") or []
+            mine = [r for r in results if r.get("pool") == p["spec"].get("nodeName")]
+            if len(set(ids)) < len(mine):
+                out.append(f"claim {claim}: {len(mine)} allocated device(s)/share(s) but {len(set(ids))} distinct CDI "
+                           f"device(s) prepared ({', '.join(sorted(set(ids)))})")
+        return out
 
     def _pod_events(self, pod: str) -> list[str]:
         events, _ = self.kube.list("Event", namespace=self.ns)

@@ -83,10 +83,16 @@ def call(plugin: Plugin, method: str, claims: list[dict], timeout: float = 45) -
         if method == "prepare":
             resp = stub.NodePrepareResources(req, timeout=timeout)
             return {uid: {"error": r.error, "devices": [{"request_names": list(d.request_names), "pool": d.pool_name,
-                                                         "device": d.device_name, "cdi": list(d.cdi_device_ids)}
+                                                         "device": d.device_name, "cdi": list(d.cdi_device_ids),
+                                                         "share_id": _share_id(d)}
                                                         for d in r.devices]} for uid, r in resp.claims.items()}
         resp = stub.NodeUnprepareResources(req, timeout=timeout)
         return {uid: {"error": r.error} for uid, r in resp.claims.items()}
+
+
+def _share_id(device) -> str | None:
+    """The prepared device's share (v1 from 1.35; v1beta1 has none)."""
+    return device.share_id if "share_id" in device.DESCRIPTOR.fields_by_name and device.HasField("share_id") else None
 
 
 def wiping_delay_from_env() -> float:
