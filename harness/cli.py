@@ -50,7 +50,8 @@ def _parser() -> argparse.ArgumentParser:
                            help=f"comma-separated presets or spec files, optionally NAME=..., one per node (default: {DEFAULT_NODES})")
             s.add_argument("--k8s-version", default=None, help="1.34, 1.35, 1.36 or 1.37 (default: pinned default)")
             s.add_argument("--driver", action="append", default=None, metavar="PROFILE",
-                           help="driver profile per node (built-in: refdriver-neuron, refdriver-efa; or a YAML file); repeatable")
+                           help="driver profile per node (built-in: refdriver-neuron, refdriver-efa, "
+                                "refdriver-efa-shared, e2e-test-driver; or a YAML file); repeatable")
             s.add_argument("--driver-arg", action="append", default=[], metavar="PROFILE=ARG",
                            help="extra argument for a profile, e.g. refdriver-neuron=--inject-bug=efa-shift")
             s.add_argument("--artifacts", default=None, help="logs and reports (default: ./artifacts/NAME)")
@@ -65,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:
                            help="local backend: one process serves the reference drivers of many nodes that share "
                                 "a rendered tree, for scale (auto: from 32 nodes, when no namespace or NRI per node "
                                 "is asked for)")
+            s.add_argument("--beta-dra-apis", choices=["auto", "on", "off"], default="auto",
+                           help="serve resource.k8s.io/v1beta1 and v1beta2 beside v1, for manifests written for "
+                                "them (AWS's claim templates are v1beta1); auto: on, as EKS does")
             s.add_argument("--nri", choices=["auto", "on", "off"], default="auto",
                            help="local backend: an NRI runtime stand-in per node at its /var/run/nri/nri.sock, "
                                 "delivering pod and container events to NRI plugins (auto: when a driver "
@@ -173,7 +177,8 @@ def _spec(args):
     spec = ClusterSpec(name=check_name(args.name, "cluster name"), nodes=parse_nodes(args.nodes, args.driver, extra),
                        k8s_version=args.k8s_version, netns={"auto": None, "on": True, "off": False}[args.netns],
                        nri={"auto": None, "on": True, "off": False}[args.nri],
-                       driver_hosts={"auto": None, "on": True, "off": False}[args.driver_hosts])
+                       driver_hosts={"auto": None, "on": True, "off": False}[args.driver_hosts],
+                       beta_apis={"auto": None, "on": True, "off": False}[args.beta_dra_apis])
     for n in spec.nodes:  # every profile valid, once per driver, before anything starts
         check_set(n.drivers, extra, args.backend)
     return spec

@@ -15,13 +15,18 @@ def run(args) -> int:
     artifacts = Path(args.artifacts or "artifacts/e2e").resolve()
     artifacts.mkdir(parents=True, exist_ok=True)
     extra = args.pytest_args[1:] if args.pytest_args[:1] == ["--"] else args.pytest_args
-    cmd = [sys.executable, "-m", "pytest", str(ROOT / "e2e"), "-p", "no:cacheprovider", "-q", "-rfE",
+    # paths among the pytest arguments (e2e/test_efa_sharing.py, e2e/x.py::test_y) pick the suites;
+    # without any, all of e2e/ runs
+    picked = any(not a.startswith("-") and (ROOT / a.split("::", 1)[0]).exists() for a in extra)
+    cmd = [sys.executable, "-m", "pytest", *([] if picked else [str(ROOT / "e2e")]), "-p", "no:cacheprovider", "-q", "-rfE",
            "--backend", args.backend, "--nodes", args.nodes, "--artifacts", str(artifacts),
            "--junitxml", str(artifacts / "junit.xml"), "-o", "junit_family=xunit2"]
     if args.k8s_version:
         cmd += ["--k8s-version", args.k8s_version]
     if args.keep_cluster:
         cmd.append("--keep-cluster")
+    if args.beta_dra_apis != "auto":
+        cmd += ["--beta-dra-apis", args.beta_dra_apis]
     for a in args.driver_arg:
         cmd += ["--driver-arg", a]
     t0 = time.monotonic()

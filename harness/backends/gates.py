@@ -14,6 +14,13 @@ the runtime config. Effect None needs 1.35 (the refdriver drops it before, taint
 
 DRAConsumableCapacity (EFA sharing, refdriver/sharing.py) is alpha and off in 1.34 and 1.35,
 beta and on from 1.36 (dra-features.md §1.0); the kubelet needs it too for `share_id`.
+
+The beta DRA API versions (`resource.k8s.io/v1beta1`, `v1beta2`) are still served by 1.34-1.37,
+but off by default (dra-api.md §1.1). Users' manifests still use them (AWS's published claim
+templates are v1beta1), so a cluster serves them unless told not to (`beta_apis`), as EKS does:
+"The Dynamic Resource Allocation beta Kubernetes API is enabled" (EKS release notes for 1.33,
+docs.aws.amazon.com/eks/latest/userguide/kubernetes-versions-standard.html; the notes of 1.34
+and later record no change to it).
 """
 
 from __future__ import annotations
@@ -34,6 +41,21 @@ RUNTIME_CONFIG: dict[str, dict[str, str]] = {
 }
 
 
+BETA_APIS: dict[str, list[str]] = {m: ["resource.k8s.io/v1beta1", "resource.k8s.io/v1beta2"]
+                                   for m in ("1.34", "1.35", "1.36", "1.37")}
+BETA_APIS_DEFAULT = True  # as EKS (module docstring)
+
+
+def runtime_config(version: str | None, beta_apis: bool | None = None) -> dict[str, str]:
+    """The API server's --runtime-config entries: the features' (RUNTIME_CONFIG) plus, unless
+    `beta_apis` is False, the beta DRA versions the minor still ships."""
+    minor = minor_of(version)
+    out = dict(RUNTIME_CONFIG.get(minor, {}))
+    if BETA_APIS_DEFAULT if beta_apis is None else beta_apis:
+        out.update({v: "true" for v in BETA_APIS.get(minor, [])})
+    return out
+
+
 def minor_of(version: str | None) -> str:
     """'v1.36.3', '1.36' or None (the default version) -> '1.36'."""
     return ".".join((version or bins.versions()["K8S_DEFAULT"]).lstrip("v").split(".")[:2])
@@ -44,6 +66,6 @@ def gate_flags(version: str | None) -> list[str]:
     return [f"--feature-gates={','.join(f'{k}={str(v).lower()}' for k, v in sorted(gates.items()))}"] if gates else []
 
 
-def runtime_config_flags(version: str | None) -> list[str]:
-    rc = RUNTIME_CONFIG.get(minor_of(version), {})
+def runtime_config_flags(version: str | None, beta_apis: bool | None = None) -> list[str]:
+    rc = runtime_config(version, beta_apis)
     return [f"--runtime-config={','.join(f'{k}={v}' for k, v in sorted(rc.items()))}"] if rc else []

@@ -47,6 +47,7 @@ class ClusterSpec:
     netns: bool | None = None  # a network namespace per node (local backend); None: wherever it can be made
     nri: bool | None = None  # an NRI runtime stand-in per node (local backend); None: when a driver profile asks
     driver_hosts: bool | None = None  # many nodes per driver process (local backend); None: from HOST_MODE_NODES nodes
+    beta_apis: bool | None = None  # serve resource.k8s.io/v1beta1 and v1beta2 (gates.py); None: as EKS, on
 
     def wants_driver_hosts(self) -> bool:
         """Host mode where it is asked for, or by default for big clusters whose drivers all
@@ -67,7 +68,8 @@ class ClusterSpec:
     @classmethod
     def from_dict(cls, d: dict) -> "ClusterSpec":
         return cls(name=d["name"], k8s_version=d.get("k8s_version"), nodes=[NodeSpec(**n) for n in d["nodes"]],
-                   netns=d.get("netns"), nri=d.get("nri"), driver_hosts=d.get("driver_hosts"))
+                   netns=d.get("netns"), nri=d.get("nri"), driver_hosts=d.get("driver_hosts"),
+                   beta_apis=d.get("beta_apis"))
 
 
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,40}[a-z0-9])?\Z")

@@ -111,6 +111,16 @@ class Kube:
     # 1.33 (dra-features.md §1.1); the newest the server offers is the one to use
     TAINT_RULE_VERSIONS = ("v1", "v1beta2", "v1alpha3")
 
+    def serves(self, api_version: str, kind: str) -> bool:
+        """Whether the server serves `kind` in `api_version` (discovery; runtime-config decides)."""
+        from kubernetes.dynamic.exceptions import ResourceNotFoundError
+
+        try:
+            self.dyn.resources.get(api_version=api_version, kind=kind)
+            return True
+        except ResourceNotFoundError:
+            return False
+
     def taint_rule_api(self) -> str | None:
         """"resource.k8s.io/VERSION" of the DeviceTaintRules this server serves, or None."""
         from kubernetes.dynamic.exceptions import ResourceNotFoundError

@@ -38,6 +38,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--nodes", default=None, help=f"comma-separated presets or spec files, one per node (default: {DEFAULT_NODES})")
     g.addoption("--keep-cluster", action="store_true", help="leave the clusters running after the session")
     g.addoption("--artifacts", default=None, help="directory for logs, failure bundles and the summary (default: ./artifacts)")
+    g.addoption("--beta-dra-apis", choices=["auto", "on", "off"], default="auto",
+                help="serve resource.k8s.io/v1beta1 and v1beta2 beside v1 (auto: on, as EKS does)")
     g.addoption("--driver-arg", action="append", default=[], metavar="PROFILE=ARG",  # noqa: E501
                 help="extra driver argument for every cluster, e.g. refdriver-neuron=--extended-attributes")
 
@@ -64,6 +66,7 @@ class DraSession:
         self.config = config
         self.backend = get_backend(config.getoption("--backend"))
         self.version = config.getoption("--k8s-version")
+        self.beta_apis = {"auto": None, "on": True, "off": False}[config.getoption("--beta-dra-apis")]
         self.keep = config.getoption("--keep-cluster")
         self.artifacts = Path(config.getoption("--artifacts") or "artifacts").resolve()
         self.default_nodes = config.getoption("--nodes") or DEFAULT_NODES
@@ -105,7 +108,7 @@ class DraSession:
         name = f"pt-{self.runuid}-{hashlib.sha256(key.encode()).hexdigest()[:6]}"  # same in every worker
         try:
             spec = ClusterSpec(name=name, nodes=parse_nodes(want["nodes"], driver_args=want["args"]),
-                               k8s_version=self.version)
+                               k8s_version=self.version, beta_apis=self.beta_apis)
         except ClusterSpecError as e:
             raise pytest.UsageError(str(e)) from None
         self.names[key] = name

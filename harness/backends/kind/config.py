@@ -121,8 +121,8 @@ def render(spec: ClusterSpec, trees: dict[str, Path], version: str | None, host:
     extra: dict = {}
     if gates.GATES.get(minor):  # the DRA features of older minors (gates.py), on every component
         extra["featureGates"] = dict(gates.GATES[minor])
-    if gates.RUNTIME_CONFIG.get(minor):
-        extra["runtimeConfig"] = dict(gates.RUNTIME_CONFIG[minor])
+    if gates.runtime_config(minor, spec.beta_apis):
+        extra["runtimeConfig"] = gates.runtime_config(minor, spec.beta_apis)
     return {
         "kind": "Cluster",
         "apiVersion": "kind.x-k8s.io/v1alpha4",

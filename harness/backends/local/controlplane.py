@@ -39,6 +39,7 @@ class ControlPlane:
     log_dir: Path  # component logs (kept, in the artifacts)
     verbosity: int = 2
     k8s_version: str | None = None  # for the feature gates of its minor (gates.py)
+    beta_apis: bool | None = None  # serve the beta DRA API versions (gates.runtime_config)
     procs: list[procs.Proc] = field(default_factory=list)
     popens: dict[int, object] = field(default_factory=dict)
     apiserver_port: int = 0
@@ -97,7 +98,7 @@ class ControlPlane:
             "--requestheader-username-headers=X-Remote-User", "--requestheader-group-headers=X-Remote-Group",
             "--requestheader-extra-headers-prefix=X-Remote-Extra-", f"--proxy-client-cert-file={proxy_crt}",
             f"--proxy-client-key-file={proxy_key}", *gates.gate_flags(self.k8s_version),
-            *gates.runtime_config_flags(self.k8s_version)])
+            *gates.runtime_config_flags(self.k8s_version, self.beta_apis)])
         admin = pki.kubeconfig(self.admin_kubeconfig, self.server, "admin", "admin", ["system:masters"])
         self._wait_http(api, f"{self.server}/readyz", deadline, client=pki.issue("probe", "probe", ["system:masters"]))
         kcm = pki.kubeconfig(self.state_dir / "kcm.kubeconfig", self.server, "kcm", "system:kube-controller-manager")
