@@ -34,4 +34,11 @@ def golden_path_objects(kit_path: str | Path) -> list[dict]:
     return out
 
 
-__all__ = ["presets", "neuron_devices", "golden_path_objects"]
+def gbit(quantity: str) -> float:
+    """A bandwidth quantity in Gbit/s: the API server may normalise "50G" to "48828125Ki"."""
+    from ..judge.sharing import quantity as q
+
+    return q(quantity) / 1e9
+
+
+__all__ = ["presets", "neuron_devices", "golden_path_objects", "gbit"]
