@@ -144,14 +144,12 @@ class Driver:
                 return
 
     def run(self) -> None:
-        from kubernetes import client
-
         from .slices import Publisher
 
         pub = Publisher(self.api_client, self.opts.node_name, self.opts.driver,
                         keep_taint_times="taint-time-reset" not in self.opts.bugs)
         if self.opts.kubelet_plugin:
-            self.plugin = self._make_plugin(client)
+            self.plugin = self._make_plugin()
             self.plugin.start()
         health = None
         if self.opts.health_port:
@@ -210,15 +208,17 @@ class Driver:
                     "last_publish": self.published_at, "error": self.last_publish_error}
 
     # -- kubelet plugin ------------------------------------------------------------------------------
-    def _make_plugin(self, client) -> KubeletPlugin:
+    def _make_plugin(self) -> KubeletPlugin:
         paths = PluginPaths(self.opts.registry_dir, self.opts.plugins_dir, self.opts.driver)
-        res = client.ResourceV1Api(self.api_client)
+        from .rest import Rest
+
+        rest = Rest(self.api_client)
 
         def get_claim(ns: str, name: str) -> dict:
             from kubernetes.client.rest import ApiException
 
             try:
-                return json.loads(res.read_namespaced_resource_claim(name, ns, _preload_content=False).data)
+                return rest.read_claim(ns, name)
             except ApiException as e:
                 raise ClaimError(f"cannot read claim {ns}/{name}: {e.status} {e.reason}") from None
 

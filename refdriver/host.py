@@ -83,7 +83,7 @@ class Host:
         self.health_at = -1e9
 
     def _start(self, hn: HostedNode) -> Driver:
-        from kubernetes import client, config
+        from kubernetes import config
 
         from .slices import Publisher
 
@@ -100,7 +100,7 @@ class Host:
         d.publisher = Publisher(d.api_client, hn.node_name, opts.driver,
                                 keep_taint_times="taint-time-reset" not in opts.bugs)
         if opts.kubelet_plugin:
-            d.plugin = d._make_plugin(client)
+            d.plugin = d._make_plugin()
             d.plugin.start()
         return d
 

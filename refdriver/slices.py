@@ -1,17 +1,16 @@
-"""ResourceSlices of one driver on one node: build them, and publish them with the official
-kubernetes client (pool = node name, generation bumped on every change, at most 128 devices per
-slice, stale slices removed). dra-api.md §1.6."""
+"""ResourceSlices of one driver on one node: build them, and publish them through the official
+kubernetes client's connection (rest.py; pool = node name, generation bumped on every change, at
+most 128 devices per slice, stale slices removed). dra-api.md §1.6."""
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 
-from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from . import taints as taintsmod
+from .rest import Rest
 
 MAX_DEVICES = 128  # ResourceSliceMaxDevices
 log = logging.getLogger("refdriver.slices")
@@ -43,10 +42,9 @@ def build(node: str, driver: str, devices: list[dict], generation: int, owner: d
 class Publisher:
     """Keeps the API server's slices of (driver, node) equal to the discovered devices."""
 
-    def __init__(self, api: client.ApiClient, node: str, driver: str, keep_taint_times: bool = True) -> None:
-        self.api = api
-        self.res = client.ResourceV1Api(api)
-        self.core = client.CoreV1Api(api)
+    def __init__(self, api, node: str, driver: str, keep_taint_times: bool = True) -> None:
+        self.api = api  # a kubernetes.client.ApiClient
+        self.rest = Rest(api)
         self.node, self.driver = node, driver
         self.published: list[dict] | None = None
         self.generation = 0
@@ -56,14 +54,12 @@ class Publisher:
         self.given: list[dict] | None = None  # the devices of the last successful publish, as given
 
     def _existing(self) -> list[dict]:
-        resp = self.res.list_resource_slice(field_selector=f"spec.driver={self.driver},spec.nodeName={self.node}",
-                                            _preload_content=False)
-        return json.loads(resp.data)["items"]
+        return self.rest.list_slices(f"spec.driver={self.driver},spec.nodeName={self.node}")
 
     def _owner_ref(self) -> dict | None:
         if self._owner is None:
             try:
-                n = json.loads(self.core.read_node(self.node, _preload_content=False).data)
+                n = self.rest.read_node(self.node)
                 self._owner = {"name": self.node, "uid": n["metadata"]["uid"]}
             except ApiException as e:
                 if e.status != 404:
@@ -75,7 +71,7 @@ class Publisher:
         """Create/update/delete slices so the pool holds `devices`; returns True if anything changed.
         Taints are fitted to the server's version and get their timeAdded (taints.py)."""
         if self.caps is None:
-            self.caps = taintsmod.Caps.of_server(self.api)
+            self.caps = taintsmod.Caps.of_server(self.rest)
         given, devices = devices, taintsmod.fit(devices, self.caps)
         per_slice = self.caps.max_devices(any(d.get("taints") for d in devices))
         existing = {s["metadata"]["name"]: s for s in self._existing()}
@@ -97,12 +93,12 @@ class Publisher:
             name = s["metadata"]["name"]
             if name in existing:
                 s["metadata"]["resourceVersion"] = existing[name]["metadata"]["resourceVersion"]
-                self.res.replace_resource_slice(name, s)
+                self.rest.replace_slice(name, s)
             else:
-                self.res.create_resource_slice(s)
+                self.rest.create_slice(s)
         for name in existing.keys() - {s["metadata"]["name"] for s in wanted}:
             try:
-                self.res.delete_resource_slice(name)
+                self.rest.delete_slice(name)
             except ApiException as e:
                 if e.status != 404:
                     raise
@@ -115,7 +111,7 @@ class Publisher:
         """Delete this driver's slices on this node (driver shutdown with --cleanup)."""
         for s in self._existing():
             try:
-                self.res.delete_resource_slice(s["metadata"]["name"])
+                self.rest.delete_slice(s["metadata"]["name"])
             except ApiException as e:
                 if e.status != 404:
                     raise

@@ -46,11 +46,9 @@ class Caps:
         return 64 if tainted and self.minor >= 35 else 128
 
     @classmethod
-    def of_server(cls, api_client) -> "Caps":
-        from kubernetes import client
-
-        v = client.VersionApi(api_client).get_code()
-        return cls(int("".join(c for c in v.minor if c.isdigit()) or 37))
+    def of_server(cls, rest) -> "Caps":
+        """From the server's /version (a rest.Rest)."""
+        return cls(int("".join(c for c in rest.server_minor() if c.isdigit()) or 37))
 
 
 def neuron_taints(counters: dict[str, int] | None, threshold: int = REPAIRABLE_THRESHOLD) -> list[dict]:
