@@ -260,6 +260,30 @@ def test_in_cluster_configuration_reaches_the_api_server(cluster, host_network):
     assert f"NODES={len(kube.list('Node')[0])}" in log.splitlines(), log[-1500:]
 
 
+def _numa_of_neuron0(kube: Kube, node: str) -> object:
+    slices, _ = kube.list("ResourceSlice")
+    dev = next(d for s in slices if s["spec"]["driver"] == "neuron.aws.com" and s["spec"].get("nodeName") == node
+               for d in s["spec"]["devices"] if d["attributes"].get("deviceId", {}).get("int") == 0)
+    return dev["attributes"].get("resource.kubernetes.io/numaNode")
+
+
+def test_helm_upgrade_reconfigures_the_drivers_in_place(cluster):
+    """One kind cluster serves every oracle-bug scenario: `reconfigure` is a `helm upgrade` with the
+    bug's arguments, returning once the new pods are Ready (readiness = published), and back."""
+    c, _ = cluster
+    kube = Kube(str(c.kubeconfig))
+    worker = next(iter(c.nodes))
+    assert _numa_of_neuron0(kube, worker) == {"int": 0}  # kind runs the Neuron driver with --extended-attributes
+    t0 = time.monotonic()
+    assert KIND.reconfigure(c, {"refdriver-neuron": ["--inject-bug=swapped-numa"]}) == [f"{worker}.refdriver-neuron"]
+    took = time.monotonic() - t0
+    assert _numa_of_neuron0(kube, worker) == {"int": 1}, "returned before the new driver published"
+    assert KIND.reconfigure(c, {"refdriver-neuron": ["--inject-bug=swapped-numa"]}) == []
+    KIND.reconfigure(c, {})
+    assert _numa_of_neuron0(kube, worker) == {"int": 0}
+    print(f"kind reconfigure: {took:.1f} s")
+
+
 def test_down_removes_the_nodes_and_restores_the_host(cluster):
     c, before = cluster
     KIND.down(c.name)

@@ -1,6 +1,6 @@
 """The interface every cluster backend implements, as kind's `Provider`: bring a cluster up and
 down, report its status, find a running one by name, and act on its nodes (mutate a node's fake
-hardware, restart a driver, collect logs). Backends differ in *how*; callers never ask *which*."""
+hardware, restart or reconfigure its drivers, collect logs). Backends differ in *how*; callers never ask *which*."""
 
 from __future__ import annotations
 
@@ -39,6 +39,12 @@ class Backend(Protocol):
 
     def restart_driver(self, cluster: "Cluster", node: str, profile: str) -> None:
         """Restart one driver of one node and return when it serves again."""
+
+    def reconfigure(self, cluster: "Cluster", driver_args: dict[str, list[str]]) -> list[str]:
+        """Run the cluster's drivers with `driver_args` (profile -> extra arguments, every node
+        alike) instead of the arguments they run with, and return once each changed driver has
+        published anew; returns what was restarted. Raises BackendError where the drivers are not
+        the harness's to change."""
 
     def mutate(self, cluster: "Cluster", node: str, op: str, *args: str) -> str:
         """Apply a fakedev mutation (remove, add, unbind, set_numa_none, reset, ...) to a node's

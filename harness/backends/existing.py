@@ -60,6 +60,14 @@ class ExistingBackend:
             return LocalBackend().restart_driver(cluster, node, profile)
         raise BackendError("restarting a driver of an existing cluster is up to its operator")
 
+    def reconfigure(self, cluster: Cluster, driver_args: dict[str, list[str]]) -> list[str]:
+        if cluster.state_dir is not None:  # a harness-started local cluster: its supervisor can
+            from .local.backend import LocalBackend
+
+            return LocalBackend().reconfigure(cluster, driver_args)
+        raise BackendError("the drivers of an existing cluster are its operator's: the harness cannot run them "
+                           "with other arguments")
+
     def mutate(self, cluster: Cluster, node: str, op: str, *args: str) -> str:
         if cluster.nodes[node].tree is None:
             raise BackendError(f"node {node} is real hardware: it cannot be mutated")

@@ -88,6 +88,11 @@ class Cluster:
         self._check_node(node)
         self._backend().restart_driver(self, node, profile)
 
+    def reconfigure(self, driver_args: dict[str, list[str]]) -> list[str]:
+        """Run the drivers with other extra arguments (an injected bug, a feature flag) without a new
+        cluster, e.g. reconfigure({"refdriver-neuron": ["--inject-bug=efa-shift"]})."""
+        return self._backend().reconfigure(self, driver_args)
+
     def mutate(self, node: str, op: str, *args: str) -> str:
         """Change a node's fake hardware as its drivers see it, e.g. mutate(n, "remove", "neuron5")."""
         self._check_node(node)

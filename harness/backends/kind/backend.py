@@ -370,14 +370,24 @@ def _up(spec: ClusterSpec, artifacts: Path, build_image: bool = True, chart: str
     nodes = {x["metadata"]["name"]: NodeInfo(x["metadata"]["name"], trees[name_of[x["metadata"]["name"]]],
                                              next(n.topology for n in spec.nodes if n.name == name_of[x["metadata"]["name"]]))
              for x in kube.list("Node")[0] if name_of.get(x["metadata"]["name"])}
-    cluster = Cluster(spec.name, "kind", kubeconfig, artifacts, nodes, spec.k8s_version, root)
+    cluster = Cluster(spec.name, "kind", kubeconfig, artifacts, nodes, spec.k8s_version, root, list(spec.nodes[0].drivers))
     _save(cluster)
     return cluster
 
 
+def _rolled_out(ds: dict) -> bool:
+    """Every node runs a pod of the DaemonSet's newest template, and every one is Ready (helm's
+    own --wait lets a one-node DaemonSet through with none Ready: maxUnavailable is 1)."""
+    st, want = ds.get("status") or {}, ds["metadata"].get("generation", 0)
+    n = st.get("desiredNumberScheduled", 0)
+    return st.get("observedGeneration", 0) >= want and st.get("updatedNumberScheduled", 0) == n \
+        and st.get("numberReady", 0) == n and st.get("numberAvailable", 0) == n \
+        and st.get("currentNumberScheduled", 0) == n
+
+
 def _save(c: Cluster) -> None:
     data = {"name": c.name, "kubeconfig": str(c.kubeconfig), "artifacts": str(c.artifacts), "k8s_version": c.k8s_version,
-            "nodes": {n: {"tree": str(i.tree), "topology": i.topology} for n, i in c.nodes.items()}}
+            "drivers": c.drivers, "nodes": {n: {"tree": str(i.tree), "topology": i.topology} for n, i in c.nodes.items()}}
     (state_dir(c.name) / "cluster.json").write_text(json.dumps(data, indent=2))
 
 
@@ -387,7 +397,7 @@ def _load(name: str) -> Cluster | None:
         d = json.loads(f.read_text())
         nodes = {n: NodeInfo(n, Path(i["tree"]), i["topology"]) for n, i in d["nodes"].items()}
         return Cluster(d["name"], "kind", Path(d["kubeconfig"]), Path(d["artifacts"]), nodes, d["k8s_version"],
-                       f.parent)
+                       f.parent, list(d.get("drivers") or profiles.DEFAULT))
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as e:
@@ -525,6 +535,34 @@ class KindBackend:
                                              for c in (p.get("status") or {}).get("conditions") or [])
                                          for p in lst["items"]),
                   namespace="dra-harness", label_selector=sel, timeout=120, what=f"a new {profile} pod ready on {node}")
+
+    def reconfigure(self, cluster: Cluster, driver_args: dict[str, list[str]]) -> list[str]:
+        """`helm upgrade` of the reference drivers' release with the new arguments; returns once each
+        DaemonSet's new pods are Ready, which the chart's readiness probe holds back until the new
+        driver has published its slices. Drivers of their own chart take values, not arguments."""
+        foreign = sorted(p for p in driver_args if p not in profiles.BUILTIN)
+        if foreign:
+            raise KindError(f"driver profile {foreign[0]} is deployed by its own chart on kind: give it kind_values, "
+                            "not arguments")
+        saved = cluster.artifacts / "values-dra-harness.json"
+        try:
+            old = json.loads(saved.read_text())
+        except (OSError, ValueError) as e:
+            raise KindError(f"{saved}: cannot read the values the drivers were installed with ({e})") from None
+        ref = [n for n in cluster.drivers if n in profiles.BUILTIN]
+        vals = {**old, **helm_values(ref, driver_args)}
+        if vals == old:
+            return []
+        saved.write_text(json.dumps(vals))
+        _run([_need("helm"), "upgrade", "dra-harness", str(bins.ROOT / "deploy/chart/dra-harness-refdriver"),
+              "--namespace", "dra-harness", "--kubeconfig", str(cluster.kubeconfig), "-f", str(saved)])
+        kube = _kube(cluster.kubeconfig)
+        changed = [k for k in ("neuron", "efa") if (old.get(k) or {}).get("args") != (vals.get(k) or {}).get("args")]
+        kube.wait("DaemonSet", lambda lst: all(_rolled_out(ds) for ds in lst["items"]), namespace="dra-harness",
+                  label_selector="app.kubernetes.io/instance=dra-harness", timeout=180,
+                  what="the reference drivers' DaemonSets rolled out with the new arguments, every new pod Ready",
+                  describe=lambda lst: "; ".join(f"{ds['metadata']['name']}: {ds.get('status')}" for ds in lst["items"]))
+        return [f"{n}.refdriver-{k}" for k in changed for n in cluster.nodes]
 
     def mutate(self, cluster: Cluster, node: str, op: str, *args: str) -> str:
         """The tree is mounted into the node from the host; device nodes live in the node's /dev."""

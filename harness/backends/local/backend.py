@@ -140,6 +140,9 @@ class LocalBackend:
     def restart_driver(self, cluster: Cluster, node: str, profile: str) -> None:
         control(cluster, "restart-driver", node=node, profile=profile)
 
+    def reconfigure(self, cluster: Cluster, driver_args: dict[str, list[str]]) -> list[str]:
+        return control(cluster, "reconfigure", args=driver_args)["restarted"]
+
     def mutate(self, cluster: Cluster, node: str, op: str, *args: str) -> str:
         """The node's drivers read its tree directly (and notice by inotify). In host mode the
         node's tree is shared with its group: the node first gets its own copy and drivers."""

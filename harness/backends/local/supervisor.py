@@ -2,7 +2,7 @@
 
 It starts the control plane, renders each node's tree, creates the Node objects, starts each
 node's drivers, waits until every driver has published its slices, reports "ready" on a pipe,
-then serves: the kubelet stand-in, and a control socket (status, restart-driver, stop).
+then serves: the kubelet stand-in, and a control socket (status, restart-driver, reconfigure, stop).
 All children are spawned from the main thread with PR_SET_PDEATHSIG, so if the supervisor dies
 for any reason, everything it started dies with it. On stop it tears down in reverse order and
 removes its state directory; logs stay in the artifacts directory.
@@ -228,11 +228,18 @@ class Supervisor:
         p, popen = procs.spawn(f"{node}.{prof.name}", argv, self.lay.log_dir / f"{node}.{prof.name}.log", env=env)
         self.drivers[(node, prof.name)] = RunningDriver(p, popen, argv, env, prof.driver)
 
-    def _wait_slices(self, kube: Kube, deadline: float) -> None:
-        want = {(n.name, profiles.resolve(d).driver) for n in self.spec.nodes for d in n.drivers}
+    def _wait_slices(self, kube: Kube, deadline: float, want: set[tuple[str, str]] | None = None,
+                     since: float | None = None) -> None:
+        """Until every (node, driver) in `want` (default: all) has slices and is registered with
+        the kubelet stand-in (after `since`, for drivers started again)."""
+        if want is None:
+            want = {(n.name, profiles.resolve(d).driver) for n in self.spec.nodes for d in n.drivers}
 
         def registered(node: str, driver: str) -> bool:
-            return self.standin is None or (node, driver) in self.standin.watcher.registered_at
+            if self.standin is None:
+                return True
+            return since is None and (node, driver) in self.standin.watcher.registered_at \
+                or since is not None and self._registered_since(node, driver, since)
 
         def done(lst) -> bool:
             # published and registered with the kubelet stand-in: a driver can publish before its
@@ -340,7 +347,42 @@ class Supervisor:
             np_ = self._respawn(key)
             self._await_registration(req["node"], self.drivers[key].driver, since, np_)
             return {"pid": np_.pid}
+        if op == "reconfigure":
+            return self._reconfigure(req["args"])
         raise ValueError(f"unknown op {op!r}")
+
+    def _reconfigure(self, args: dict[str, list[str]]) -> dict:
+        """Run every node's drivers with `args` (profile -> extra arguments) in place of what they
+        run with: each driver whose command changes is stopped, its slices are deleted (as an
+        uninstall leaves none), and it starts with the new arguments; returns once each has
+        published and registered anew. Deleting first is what makes "published anew" visible for
+        any driver: a slice of that node and driver exists only once the new process wrote it, and
+        until then the scheduler sees no device rather than the old configuration's."""
+        if self.hosts:
+            raise RuntimeError("a cluster in host mode (many nodes per driver process) cannot change its drivers' "
+                               "arguments in place; start it with the arguments instead")
+        t0 = time.monotonic()
+        kube = Kube(str(self.cp.admin_kubeconfig))
+        changed: list[tuple[str, str]] = []  # (node, profile)
+        for n in self.spec.nodes:
+            for prof_name in n.drivers:
+                if profiles.resolve(prof_name, n.driver_args).command != profiles.resolve(prof_name, args).command:
+                    changed.append((n.name, prof_name))
+        stopping = [self.drivers[(node, profiles.resolve(p).name)] for node, p in changed]
+        procs.stop_all([(d.proc, d.popen) for d in stopping], timeout=5)
+        for node, driver in {(node, d.driver) for (node, _), d in zip(changed, stopping)}:
+            kube.res.delete_collection_resource_slice(field_selector=f"spec.driver={driver},spec.nodeName={node}")
+        for n in self.spec.nodes:
+            n.driver_args = {k: list(v) for k, v in args.items()}
+        since = time.monotonic()
+        for node, prof_name in changed:
+            self._start_driver(node, prof_name, args)
+        self._write_state()
+        want = {(node, self.drivers[(node, profiles.resolve(p).name)].driver) for node, p in changed}
+        self._wait_slices(kube, time.monotonic() + 60, want=want, since=since)
+        log.info("reconfigured %d drivers in %.2fs: %s", len(changed), time.monotonic() - t0,
+                 json.dumps(args, sort_keys=True))
+        return {"restarted": [f"{node}.{p}" for node, p in changed], "seconds": round(time.monotonic() - t0, 2)}
 
     def _respawn(self, key: tuple[str, str]) -> procs.Proc:
         """Stop a per-node driver and start it again: the same command and environment."""
