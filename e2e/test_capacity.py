@@ -38,12 +38,12 @@ def test_fragmentation_then_cluster_full(dra, dra_truth):
     assert rows[a].free == 12 and rows[a].stranded[4] == 12 and rows[b].stranded[4] == 12
 
 
-@pytest.mark.topology("trn2.48xlarge", exclusive=True)
+@pytest.mark.topology("trn2.48xlarge", nodes=2, exclusive=True)  # the cluster above; the pod pinned to one node
 def test_prioritized_list_falls_back_to_four(dra, dra_truth):
-    node = next(iter(dra_truth))
+    node = sorted(dra_truth)[0]
     _take(dra, node, [0, 8], "x")  # no EFA group of 8 is whole any more; groups of 4 {4..7}, {12..15} are
     dra.create(dra.claim("c", dra.first_available("n", ("eight", "neuron.aws.com", 8), ("four", "neuron.aws.com", 4)),
                          match=[("resource.aws.com/devicegroup8_id", ["n/eight"]), (DG4, ["n/four"])]),
-               dra.pod("p", "c"))
+               dra.pod("p", "c", node=node))
     v = dra.assert_aligned("c")
     assert {d["request"] for d in v.devices} == {"n/four"}

@@ -3,8 +3,13 @@
 Options: --backend, --k8s-version, --nodes, --keep-cluster, --artifacts, --driver-arg.
 Markers: @pytest.mark.topology("trn2.48xlarge", nodes=2, driver_args={...}), @pytest.mark.k8s(min="1.35").
 Fixtures: dra_cluster, dra_kube, dra_truth, dra (a namespace per test + the harness API).
-Tests that need the same topology share one cluster; under pytest-xdist the workers of a run
-share it too (a lock and a reference count), each test isolated in its own namespace.
+Tests that need the same topology share one cluster, each isolated in its own namespace; a test
+whose driver_args differ gets the same cluster with its drivers restarted on those arguments
+(`Cluster.reconfigure`), and the tests are ordered so that happens as seldom as possible. Under
+pytest-xdist the workers of a run share clusters too (a lock and a reference count); there, other
+driver arguments mean another cluster, since a restart would pull the drivers from under a test
+of another worker. While one cluster's tests run, the next cluster boots in the background,
+and a cluster whose last test has run goes down in the background too (the run waits for both).
 On failure, a bundle (objects, events, truths, pictures, logs) lands in the artifacts directory;
 at the end, the summary lists each judged claim and what the run recorded.
 """
@@ -16,6 +21,7 @@ import json
 import os
 import re
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -83,8 +89,20 @@ class DraSession:
         self.remaining: dict[str, int] = {}
         self.failed = False  # a test failed: backends export their logs on the way down
         self.kubes: dict[str, object] = {}
+        self.args_now: dict[str, dict] = {}  # key -> the driver arguments its cluster runs with now
+        self.acquired = 0  # clusters this process acquired
+        self.reconfigured = 0  # how often a cluster's drivers were restarted on other arguments
+        self.shared_workers = wi is not None  # pytest-xdist: clusters are shared with other workers
+        # the clusters in the order their tests run, each with what its first test wants: the next
+        # one is booted in the background while the tests of the one before it run
+        self.plan: list[tuple[str, dict]] = []
+        self.booting: dict[str, Future] = {}
+        self._booter: ThreadPoolExecutor | None = None
+        self._downer: ThreadPoolExecutor | None = None
 
     def key(self, marker: pytest.Mark | None, test: str = "") -> tuple[str, dict]:
+        """Which cluster a test runs on (nodes, private group; and driver arguments under xdist)
+        and what it wants of it: {"nodes", "args"}."""
         nodes, args = self.default_nodes, dict(self.driver_args)
         # a private cluster per module, or per group name shared by the modules that give it
         excl = marker.kwargs.get("exclusive") if marker else None
@@ -94,15 +112,42 @@ class DraSession:
             nodes = ",".join(t for t in marker.args for _ in range(n))
             for prof, a in (marker.kwargs.get("driver_args") or {}).items():
                 args[prof] = args.get(prof, []) + list(a)
-        return json.dumps([nodes, sorted(args.items()), private]), {"nodes": nodes, "args": args}
+        by_args = sorted(args.items()) if self.shared_workers else None
+        return json.dumps([nodes, by_args, private]), {"nodes": nodes, "args": args}
 
     def cluster(self, marker: pytest.Mark | None, test: str = "") -> Cluster:
+        """The test's cluster, its drivers running with the arguments the test asks for."""
+        from ..backends import BackendError
+
         key, want = self.key(marker, test)
         if key not in self.clusters:
-            self.clusters[key] = self._acquire(key, want)
+            booting = self.booting.pop(key, None)
+            self.clusters[key], self.args_now[key] = booting.result() if booting else self._acquire(key, want)
+            self.acquired += 1
+            self._boot_next(key)
+        if self.args_now[key] != want["args"]:
+            try:
+                self.clusters[key].reconfigure(want["args"])
+            except BackendError as e:
+                pytest.skip(f"needs the drivers run with {want['args']}: {e}")
+            self.args_now[key] = want["args"]
+            self.reconfigured += 1
         return self.clusters[key]
 
-    def _acquire(self, key: str, want: dict) -> Cluster:
+    def _boot_next(self, key: str) -> None:
+        """Start the cluster whose tests come after `key`'s (not under xdist: another worker may
+        be the one to need it, and a reference held here would keep it up to the run's end)."""
+        keys = [k for k, _ in self.plan]
+        if self.shared_workers or key not in keys or keys.index(key) + 1 == len(keys):
+            return
+        nxt, want = self.plan[keys.index(key) + 1]
+        if nxt in self.clusters or nxt in self.booting or not self.remaining.get(nxt):
+            return
+        if self._booter is None:
+            self._booter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dra-boot")
+        self.booting[nxt] = self._booter.submit(self._acquire, nxt, want)
+
+    def _acquire(self, key: str, want: dict) -> tuple[Cluster, dict]:
         from ..backends.spec import ClusterSpec, ClusterSpecError, parse_nodes
 
         name = f"pt-{self.runuid}-{hashlib.sha256(key.encode()).hexdigest()[:6]}"  # same in every worker
@@ -112,11 +157,40 @@ class DraSession:
         except ClusterSpecError as e:
             raise pytest.UsageError(str(e)) from None
         self.names[key] = name
-        return shared.acquire(self.backend, spec, self.artifacts / name, self.owner_pid)
+        return shared.acquire(self.backend, spec, self.artifacts / name, self.owner_pid), want["args"]
 
     def release(self) -> None:
+        """Every cluster this process holds goes, those still booting too (once they are up)."""
+        for key, booting in list(self.booting.items()):
+            del self.booting[key]
+            try:
+                self.clusters[key] = booting.result()[0]
+            except Exception:  # a boot that failed left nothing to release (up cleans up after itself)
+                continue
+        if self._booter is not None:
+            self._booter.shutdown(wait=True)
+            self._booter = None
         for key in list(self.clusters):
             self.release_one(key)
+        if self._downer is not None:  # what went down in the background is gone before the run ends
+            self._downer.shutdown(wait=True)
+            self._downer = None
+
+    def release_soon(self, key: str) -> None:
+        """release_one in the background: the next cluster's tests need not wait for this one's
+        processes to stop. Any error is printed (the session's end waits for it)."""
+        if self._downer is None:
+            self._downer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dra-down")
+        c, name = self.clusters.pop(key), self.names.pop(key, None)
+
+        def down() -> None:
+            try:
+                shared.release(self.backend, c, keep=self.keep, export_logs_to=c.artifacts if self.failed else None,
+                               name=name)
+            except Exception as e:  # nothing to raise into; the cluster's name says what to clean up
+                print(f"dra-harness: bringing cluster {c.name} down failed: {e} (dra-harness down --name {c.name})")
+
+        self._downer.submit(down)
 
     def release_one(self, key: str) -> None:
         """Drop this session's use of a cluster; the last user (across xdist workers) stops it."""
@@ -136,14 +210,27 @@ def pytest_collection_modifyitems(session, config, items):
     each cluster has, so it can be stopped right after its last test instead of at the end."""
     s = _session(config)
     keyed = []
+    args_of: dict[int, str] = {}  # id(item) -> its driver arguments, to group tests of one configuration
     for i, item in enumerate(items):
         if "dra_cluster" in getattr(item, "fixturenames", ()):
-            key, _ = s.key(item.get_closest_marker("topology"), item.nodeid)
+            key, want = s.key(item.get_closest_marker("topology"), item.nodeid)
             item.stash[CLUSTER_KEY] = key
             keyed.append(key)
-    order = {k: n for n, k in enumerate(dict.fromkeys(sorted(keyed, key=lambda k: k != s.key(None)[0])))}
-    items.sort(key=lambda it: order.get(it.stash.get(CLUSTER_KEY, None), -1))
+            args_of[id(item)] = json.dumps(sorted(want["args"].items()))
+    # the default cluster first, then the larger clusters: each boots in the background while the
+    # tests before it run, and a large one's boot hides best behind the default cluster's many tests
+    size = {k: len(json.loads(k)[0].split(",")) for k in keyed}
+    order = {k: n for n, k in enumerate(dict.fromkeys(sorted(keyed, key=lambda k: (k != s.key(None)[0], -size[k]))))}
+    base = json.dumps(sorted(s.driver_args.items()))  # a cluster's plain configuration comes first
+    items.sort(key=lambda it: (order.get(it.stash.get(CLUSTER_KEY, None), -1),
+                               args_of.get(id(it), base) != base, args_of.get(id(it), base)))
     s.remaining = {k: keyed.count(k) for k in order}
+    firsts: dict[str, dict] = {}
+    for item in items:
+        key = item.stash.get(CLUSTER_KEY, None)
+        if key is not None and key not in firsts:
+            firsts[key] = s.key(item.get_closest_marker("topology"), item.nodeid)[1]
+    s.plan = list(firsts.items())
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -155,7 +242,7 @@ def pytest_runtest_teardown(item, nextitem):
         return
     s.remaining[key] -= 1
     if s.remaining[key] == 0 and key in s.clusters:
-        s.release_one(key)
+        s.release_soon(key)
 
 
 @pytest.fixture(scope="session")
@@ -292,6 +379,10 @@ def pytest_runtest_makereport(item, call):
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     sess = config.stash.get(SESSION, None)
+    if sess is not None and sess.acquired:
+        n = sess.reconfigured
+        terminalreporter.write_line(f"dra-harness: {sess.acquired} cluster{'s' * (sess.acquired != 1)}, "
+                                    f"{n} driver reconfiguration{'s' * (n != 1)}")
     if sess is None or not (sess.record.verdicts or sess.record.pending):
         return
     from ..judge.summary import render, write
@@ -306,7 +397,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 
 def pytest_sessionfinish(session, exitstatus):
     sess = session.config.stash.get(SESSION, None)
-    if sess is not None and sess.clusters:
+    if sess is not None and (sess.clusters or sess.booting):
         sess.release()
     if sess is not None and hasattr(session.config, "workeroutput"):  # xdist worker: hand its record over
         session.config.workeroutput["dra_record"] = sess.record.to_json()
