@@ -20,6 +20,8 @@ examples:
   dra-harness up --nodes trn1.32xlarge,trn2.48xlarge        boot a local cluster (prints its kubeconfig)
   dra-harness status                                        components and nodes of the cluster
   dra-harness explain default/my-claim                      why is this claim pending?
+  dra-harness judge default/my-claim                        is its allocation really aligned? (exit 1: WRONG)
+  dra-harness judge --all                                   every allocated claim of the cluster
   dra-harness drain NODE --wait 60                          evict the node's device users (DeviceTaintRule)
   dra-harness down                                          stop everything, leave nothing behind
   dra-harness e2e                                           up + the e2e suites + down (what `make e2e` runs)
@@ -82,6 +84,14 @@ def _parser() -> argparse.ArgumentParser:
     cluster_args(s, nodes=False)
     s = sub.add_parser("explain", help="explain why a claim is pending")
     s.add_argument("claim", help="NAMESPACE/NAME")
+    cluster_args(s, nodes=False)
+    s.add_argument("--kubeconfig", default=None, help="(default: the named cluster's)")
+    s = sub.add_parser("judge", help="the oracle's verdict on allocated claims (exit 1 if any is WRONG)",
+                       description="Judge a claim (or --all allocated claims) of a cluster dra-harness made against "
+                       "the ground truth of its fake nodes, as the pytest plugin does: the same text, exit status 1 "
+                       "when a verdict is WRONG, 0 when every one is ALIGNED.")
+    s.add_argument("claim", nargs="?", help="NAMESPACE/NAME")
+    s.add_argument("--all", action="store_true", help="every allocated claim of the cluster")
     cluster_args(s, nodes=False)
     s.add_argument("--kubeconfig", default=None, help="(default: the named cluster's)")
     s = sub.add_parser("drain", help="taint a node's devices through a DeviceTaintRule (maintenance), or undo it",
@@ -156,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     from .platform.kit import KitError
 
     try:
-        return {"up": _up, "status": _status, "down": _down, "explain": _explain, "drain": _drain, "e2e": _e2e, "kit": _kit,
+        return {"up": _up, "status": _status, "down": _down, "explain": _explain, "judge": _judge, "drain": _drain, "e2e": _e2e, "kit": _kit,
                 "replay": _replay, "report": _report, "engine": _engine, "kind-image": _kind_image}[args.cmd](args)
     except (BackendError, BinsError, StateError, KitError, ValueError, EngineError) as e:
         print(f"dra-harness: {e}", file=sys.stderr)
@@ -236,22 +246,26 @@ def _down(args) -> int:
 SUBDOMAIN_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
 
 
-def _explain(args) -> int:
+def _target(args):
+    """(kubeconfig, the named cluster or None) for explain and judge."""
     from .backends import get
-    from .backends.paths import LABEL_RE, check_name
-    from .judge.explain import explain_claim
+    from .backends.paths import check_name
 
     kubeconfig = args.kubeconfig
-    truths = None
     cluster = get(args.backend).find(check_name(args.name, "cluster name"))
     if cluster is not None:
         kubeconfig = kubeconfig or str(cluster.kubeconfig)
-        truths = cluster.truths()
     if not kubeconfig:
         kubeconfig = os.environ.get("KUBECONFIG")
     if not kubeconfig:
         raise ValueError(f"no cluster {args.name!r} running and no --kubeconfig/KUBECONFIG given")
-    ns, _, name = args.claim.partition("/")
+    return kubeconfig, cluster
+
+
+def _claim_ref(text: str) -> tuple[str, str]:
+    from .backends.paths import LABEL_RE
+
+    ns, _, name = text.partition("/")
     if not name:
         raise ValueError("claim must be NAMESPACE/NAME")
     # checked here, not by the API server: a name goes into a field selector, where `=` or `,`
@@ -260,11 +274,54 @@ def _explain(args) -> int:
         raise ValueError(f"claim namespace {ns[:70]!r} is not a DNS-1123 label")
     if len(name) > 253 or not SUBDOMAIN_RE.match(name):
         raise ValueError(f"claim name {name[:70]!r} is not a DNS-1123 subdomain")
+    return ns, name
+
+
+def _identities(cluster) -> dict:
     from .judge.identity import Identity
 
-    identities = {d: Identity.from_profile(d, i) for d, i in cluster.identities().items()} if cluster else {}
-    print(explain_claim(kubeconfig, ns, name, truths, identities))
+    return {d: Identity.from_profile(d, i) for d, i in cluster.identities().items()} if cluster else {}
+
+
+def _explain(args) -> int:
+    from .judge.explain import explain_claim
+
+    kubeconfig, cluster = _target(args)
+    ns, name = _claim_ref(args.claim)
+    print(explain_claim(kubeconfig, ns, name, cluster.truths() if cluster else None, _identities(cluster)))
     return 0
+
+
+def _judge(args) -> int:
+    from .judge.oracle import judge_live
+    from .kube import Kube
+
+    if bool(args.claim) == bool(args.all):
+        raise ValueError("name one claim (NAMESPACE/NAME) or give --all")
+    ref = _claim_ref(args.claim) if args.claim else None
+    kubeconfig, cluster = _target(args)
+    truths = cluster.truths() if cluster else {}
+    if not truths:  # the oracle judges against the fake hardware; without it there is nothing to say
+        raise ValueError(f"the ground truth of this cluster is not known: judge needs a cluster dra-harness made "
+                         f"(--name, --backend; no cluster {args.name!r} with fake nodes was found)")
+    try:
+        kube = Kube(kubeconfig)
+    except Exception as e:  # a file that is no kubeconfig
+        raise ValueError(f"--kubeconfig {kubeconfig}: not a usable kubeconfig ({type(e).__name__})") from None
+    kube.api.configuration.retries = 1
+    claims = None
+    if ref:
+        claim = kube.get("ResourceClaim", ref[1], ref[0])
+        if claim is None:
+            raise ValueError(f"claim {ref[0]}/{ref[1]} not found")
+        claims = [claim]
+    verdicts = judge_live(kube, truths, _identities(cluster), claims)
+    for v in verdicts:
+        print(v)
+    wrong = sum(not v.ok for v in verdicts)
+    if args.all:
+        print(f"{len(verdicts)} allocated claim{'s' * (len(verdicts) != 1)} judged, {wrong} WRONG")
+    return 1 if wrong else 0
 
 
 def _drain(args) -> int:

@@ -505,6 +505,19 @@ CASES_EXPLAIN = [
 ]
 
 
+JUDGE = ["dra-harness", "judge", "--name", "nosuch", "--kubeconfig", "{S}/kc.yaml"]
+CASES_EXPLAIN += [
+    Case("judge: '=' in a claim name", JUDGE + ["default/ex-fa?watch=true"], 2, "is not a DNS-1123 subdomain",
+         files={"kc.yaml": KC_DEAD}),
+    Case("judge: neither a claim nor --all", JUDGE, 2, "name one claim (NAMESPACE/NAME) or give --all",
+         files={"kc.yaml": KC_DEAD}),
+    Case("judge: a claim and --all", JUDGE + ["default/x", "--all"], 2, "name one claim (NAMESPACE/NAME) or give --all",
+         files={"kc.yaml": KC_DEAD}),
+    Case("judge: a cluster whose truth is unknown", JUDGE + ["--all"], 2, "ground truth of this cluster is not known",
+         files={"kc.yaml": KC_DEAD}),
+]
+
+
 @pytest.mark.parametrize("case", CASES_EXPLAIN, ids=[c.id for c in CASES_EXPLAIN])
 def test_hostile_explain(case: Case, tmp_path: Path, pristine: Path):  # noqa: F811
     run_case(case, tmp_path, pristine)

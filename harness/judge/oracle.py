@@ -10,13 +10,14 @@ scheduler "align" the wrong devices; this is what notices.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 
 from fakedev import Truth, TruthDevice
 
 from . import sharing
-from .identity import INTENT, KIND_OF_DRIVER, WHAT, Identity, Published, allocations, truth_id
+from .identity import INTENT, KIND_OF_DRIVER, WHAT, Identity, Published, allocations, published, truth_id
 from .taints import EVICTION_MARGIN, Key, allocated_at, eviction_deadline, parse_time, show, untolerated
 
 
@@ -213,3 +214,18 @@ def _check_constraints(spec: dict, mapped: list[tuple[dict, TruthDevice]], v: Ve
             where = "; ".join(f"{d.id}: {sorted(d.align.of(key))}" for _, d in members)
             v.reasons.append(f"{attr} claims {len(members)} devices share {WHAT[key]}, but in the real topology "
                              f"they do not ({where})")
+
+
+def judge_live(kube, truths: dict[str, Truth], identities: dict[str, Identity] | None = None,
+               claims: list[dict] | None = None) -> list[Verdict]:
+    """Judge claims as the cluster shows them now (`claims`: the ones to judge; default: every
+    allocated claim): against every other claim, the published attributes and the taints of
+    slices and DeviceTaintRules. What the pytest plugin's `dra.judge` and `dra-harness judge` share."""
+    from .taints import device_taints  # beside the module's other imports from taints: only here
+
+    every = json.loads(kube.res.list_resource_claim_for_all_namespaces(_preload_content=False).data)["items"]
+    if claims is None:
+        claims = [c for c in every if (c.get("status") or {}).get("allocation")]
+    slices = kube.list("ResourceSlice")[0]
+    devices, taints = published(slices), device_taints(slices, kube.taint_rules())
+    return [judge(c, truths, every, identities, devices, taints) for c in claims]

@@ -22,8 +22,8 @@ from fakedev import Truth, safeyaml
 from ..backends.handle import Cluster
 from ..judge.capacity import Stranded, stranded
 from ..judge.explain import Explanation, explain, scheduler_events
-from ..judge.identity import Identity, published
-from ..judge.oracle import Verdict, judge
+from ..judge.identity import Identity
+from ..judge.oracle import Verdict, judge_live
 from ..judge.taints import Finding, audit, device_taints
 from ..judge.record import Judged, PendingTime, RunRecord, StrandedAt
 from ..kube import Kube, WaitTimeout
@@ -315,9 +315,7 @@ class Dra:
         c = self.get_claim(claim) if isinstance(claim, str) else claim
         if c is None:
             raise AssertionError(f"claim {self.ns}/{claim} does not exist")
-        slices = self.kube.list("ResourceSlice")[0]
-        v = judge(c, self.truths(), self.all_claims(), self.identities(), published(slices),
-                  device_taints(slices, self.kube.taint_rules()))
+        v = judge_live(self.kube, self.truths(), self.identities(), [c])[0]
         self.verdicts.append(v)
         self.record.verdicts.append(Judged(self.test, v.claim, v.ok, v.node))
         return v
