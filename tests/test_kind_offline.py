@@ -36,7 +36,9 @@ def cluster(docker_engine, tmp_path_factory):
     bins_or_skip()
     name = f"ko-{uuid.uuid4().hex[:5]}"
     before = _read_sysctls()
-    c = KIND.up(ClusterSpec(name=name, nodes=parse_nodes("trn1.32xlarge")), tmp_path_factory.mktemp("kind"))
+    # beside the reference drivers, upstream's e2e test driver as an image and a chart (nobody here wrote it)
+    nodes = parse_nodes("trn1.32xlarge", drivers=["refdriver-neuron", "refdriver-efa", "e2e-test-driver"])
+    c = KIND.up(ClusterSpec(name=name, nodes=nodes), tmp_path_factory.mktemp("kind"))
     yield c, before
     KIND.down(name)
 
@@ -53,7 +55,43 @@ def test_real_kubelets_register_the_drivers_and_they_publish(cluster):
     for s in slices:
         if s["spec"].get("nodeName") == worker:
             by_driver[s["spec"]["driver"]] = by_driver.get(s["spec"]["driver"], 0) + len(s["spec"]["devices"])
-    assert by_driver == {"neuron.aws.com": 16, "dra.net": 8}
+    assert by_driver == {"neuron.aws.com": 16, "dra.net": 8, "test-driver.cdi.k8s.io": 4}
+
+
+def test_upstreams_test_driver_from_its_image_prepares_a_claim_for_the_real_kubelet(cluster):
+    """Upstream's e2e test driver, unmodified, from an image made of the binary `make bins` built
+    and the chart in clusters/drivers: its devices allocated by the scheduler, prepared by the
+    real kubelet over its socket, the pod Running with the driver's CDI edits applied; the
+    oracle judges through the profile's identity, and a driver that states none is not judged."""
+    from harness.judge.oracle import judge
+
+    c, _ = cluster
+    kube = Kube(str(c.kubeconfig))
+    ns = f"td-{uuid.uuid4().hex[:5]}"
+    kube.create_namespace(ns)
+    kube.apply({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim", "metadata": {"name": "two", "namespace": ns},
+                "spec": {"devices": {"requests": [{"name": "t", "exactly": {"deviceClassName": "test-driver.cdi.k8s.io",
+                                                                             "count": 2}}],
+                                     "config": [{"opaque": {"driver": "test-driver.cdi.k8s.io",
+                                                            "parameters": {"greeting": "hello-from-claim"}}}]}}})
+    kube.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "w", "namespace": ns},
+                "spec": {"terminationGracePeriodSeconds": 0,
+                         "containers": [{"name": "w", "image": IMAGE, "imagePullPolicy": "IfNotPresent",
+                                         "command": ["sh", "-c", "env | grep -i greeting; sleep 3600"],
+                                         "resources": {"claims": [{"name": "d"}]}}],
+                         "resourceClaims": [{"name": "d", "resourceClaimName": "two"}]}})
+    kube.wait("Pod", lambda p: p is not None and p["status"].get("phase") == "Running", what="workload running",
+              timeout=120, namespace=ns, name="w")
+    end = time.monotonic() + 30
+    while "hello-from-claim" not in (log := kube.core.read_namespaced_pod_log("w", ns)) and time.monotonic() < end:
+        time.sleep(0.5)
+    assert "user_greeting=hello-from-claim" in log.lower() or "hello-from-claim" in log, log[-500:]
+    claim = kube.get("ResourceClaim", "two", ns)
+    results = claim["status"]["allocation"]["devices"]["results"]
+    assert {r["driver"] for r in results} == {"test-driver.cdi.k8s.io"} and len(results) == 2
+    v = judge(claim, c.truths(), [], c.identities())
+    assert "not judged" in str(v), str(v)
+    kube.core.delete_namespace(ns)
 
 
 def test_inside_the_container_exactly_the_allocated_neuron_devices(cluster):

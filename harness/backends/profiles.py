@@ -82,6 +82,9 @@ class DriverProfile:
     # host mode (many nodes per process, for scale): the command serving every node listed in
     # {nodes_file} that sees {tree}; None: the driver runs one process per node, always
     host_command: list[str] | None = None
+    # built-in profiles only: binaries of `make bins` (in the cluster version's bin dir) that the
+    # kind backend turns into images (binimage.py) and loads, binary name -> image ref
+    kind_binary_images: dict[str, str] = field(default_factory=dict)
 
     source: str | None = None  # the YAML file it came from (relative paths in it are relative to that file)
 
@@ -169,6 +172,9 @@ def e2e_test_driver() -> DriverProfile:
                  "--plugin-registration-path={registry_dir}", "--datadir={plugins_dir}", "--cdi-dir={cdi_root}",
                  "--num-devices=4"],
         device_classes="clusters/drivers/e2e-test-driver.deviceclass.yaml",
+        # on kind: the same binary as an image, in a DaemonSet with upstream e2e's volumes
+        kind_chart="clusters/drivers/e2e-test-driver",
+        kind_binary_images={"test-driver": "localhost/dra-test-driver:local"},
     )
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import fakedev
 from fakedev import Truth
 
-from .. import bins, imds, profiles, shared
+from .. import binimage, bins, imds, profiles, shared
 from ..base import BackendError
 from ..handle import Cluster, NodeInfo
 from ..paths import MARKER, check_name, check_root, ensure_root, inside, remove_marked, state_root, write_private
@@ -208,14 +208,25 @@ def mknod_script(truth: Truth) -> str:
     return "\n".join(lines)
 
 
-def driver_images(prof_names: list[str]) -> list[str]:
+REF_CHART = "deploy/chart/dra-harness-refdriver"  # the reference drivers' chart: one release for all of them
+
+
+def is_refdriver(name: str) -> bool:
+    return profiles.resolve(name).kind_chart == REF_CHART
+
+
+def driver_images(prof_names: list[str], version: str | None, state: Path) -> list[str]:
     """The images of the profiles' own drivers (kind_images), each checked before a cluster
-    starts: a tarball that exists, or an image the engine has (one line naming the profile)."""
+    starts: a tarball that exists, or an image the engine has (one line naming the profile).
+    A built-in profile's binaries (kind_binary_images) are made into image archives in `state`."""
     out = []
     for name in prof_names:
-        if name in profiles.BUILTIN:
+        if is_refdriver(name):
             continue
         prof = profiles.resolve(name)
+        for binary, ref in prof.kind_binary_images.items():
+            src = bins.ensure(version) / binary  # built by `make bins` from the cluster version's module
+            out.append(str(binimage.write(src, ref, state / f"{binary}.image.tar")))
         for img in prof.kind_images:
             if img.endswith((".tar", ".tar.gz")):
                 if not Path(img).is_file():
@@ -240,12 +251,12 @@ def helm_releases(prof_names: list[str], driver_args: dict[str, list[str]],
                   values: dict[str, str] | None = None) -> list[tuple[str, str, dict]]:
     """(release, chart, values) per chart: the reference drivers share their chart; any other
     driver profile brings its own chart (a path or oci:// reference) and values."""
-    ref = [n for n in prof_names if n in profiles.BUILTIN]
+    ref = [n for n in prof_names if is_refdriver(n)]
     out = []
     if ref:
-        out.append(("dra-harness", str(bins.ROOT / "deploy/chart/dra-harness-refdriver"), helm_values(ref, driver_args)))
+        out.append(("dra-harness", str(bins.ROOT / REF_CHART), helm_values(ref, driver_args)))
     for name in prof_names:
-        if name in profiles.BUILTIN:
+        if is_refdriver(name):
             continue
         prof = profiles.resolve(name)
         if not prof.kind_chart:
@@ -269,12 +280,12 @@ def helm_values(prof_names: list[str], driver_args: dict[str, list[str]]) -> dic
 def _up(spec: ClusterSpec, artifacts: Path, build_image: bool = True, chart: str | None = None,
         image_mode: str = "auto") -> Cluster:
     _need("docker")
-    images = driver_images(spec.nodes[0].drivers)  # before anything starts
     kind, helm = _need("kind"), _need("helm")
     ensure_root()
     root = state_dir(spec.name)
     root.mkdir(parents=True, exist_ok=True)
     (root / MARKER).write_text(f"{spec.name}\n")  # first: `down` deletes only what carries it
+    images = driver_images(spec.nodes[0].drivers, spec.k8s_version, root)  # before any node starts
     (root / "sysctls.json").write_text(json.dumps(_read_sysctls()))  # restored when the cluster goes
     raise_inotify_limits()
     trees = {}
@@ -350,6 +361,9 @@ def _up(spec: ClusterSpec, artifacts: Path, build_image: bool = True, chart: str
             _run([helm, "upgrade", "-i", release, chart or chart_ref if release == "dra-harness" else chart_ref,
                   "--namespace", "dra-harness", "--create-namespace", "--kubeconfig", str(kubeconfig), "-f", str(values),
                   "--wait", "--timeout", "5m"])
+        for name in spec.nodes[0].drivers:  # the DeviceClasses a driver ships (the refdrivers' chart has its own)
+            for obj in [] if is_refdriver(name) else profiles.resolve(name).device_class_objects():
+                kube.apply(obj)
         want = {(n.name, profiles.resolve(d).driver) for n in spec.nodes for d in n.drivers}
         name_of = {x["metadata"]["name"]: x["metadata"]["labels"].get("dra-harness.io/node") for x in kube.list("Node")[0]}
         kube.wait("ResourceSlice", lambda lst: want <= {(name_of.get(s["spec"].get("nodeName")), s["spec"]["driver"])
@@ -540,7 +554,7 @@ class KindBackend:
         """`helm upgrade` of the reference drivers' release with the new arguments; returns once each
         DaemonSet's new pods are Ready, which the chart's readiness probe holds back until the new
         driver has published its slices. Drivers of their own chart take values, not arguments."""
-        foreign = sorted(p for p in driver_args if p not in profiles.BUILTIN)
+        foreign = sorted(p for p in driver_args if not is_refdriver(p))
         if foreign:
             raise KindError(f"driver profile {foreign[0]} is deployed by its own chart on kind: give it kind_values, "
                             "not arguments")
@@ -549,7 +563,7 @@ class KindBackend:
             old = json.loads(saved.read_text())
         except (OSError, ValueError) as e:
             raise KindError(f"{saved}: cannot read the values the drivers were installed with ({e})") from None
-        ref = [n for n in cluster.drivers if n in profiles.BUILTIN]
+        ref = [n for n in cluster.drivers if is_refdriver(n)]
         vals = {**old, **helm_values(ref, driver_args)}
         if vals == old:
             return []
