@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -113,6 +114,16 @@ def test_reconfigure_restarts_only_what_changes_and_publishes_anew(cluster):
 def test_reconfigure_names_a_driver_that_cannot_start(cluster):
     from harness.backends import BackendError
 
+    from harness.backends.local.backend import control
+    from harness.backends.local.supervisor import DRIVER_BACKOFF_FIRST
+
     with pytest.raises(BackendError, match="exited during start-up"):
         cluster.reconfigure({"refdriver-efa": ["--inject-bug=no-such-bug"]})
+    time.sleep(0.6)  # the supervisor has noticed the exit: the driver is in its crash back-off
     cluster.reconfigure({})  # and back: the cluster goes on
+    pid = {p["name"]: p["pid"] for p in control(cluster, "status")["state"]["procs"]}["trn1-32xlarge-0.refdriver-efa"]
+    # the back-off of the failed start is over with it: no "restart" of the good driver later
+    time.sleep(DRIVER_BACKOFF_FIRST + 1.5)
+    st = control(cluster, "status")
+    now = {p["name"]: p["pid"] for p in st["state"]["procs"]}["trn1-32xlarge-0.refdriver-efa"]
+    assert now == pid and st["alive"]["trn1-32xlarge-0.refdriver-efa"], "the reconfigured driver was restarted"

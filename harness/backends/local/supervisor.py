@@ -375,7 +375,10 @@ class Supervisor:
         for n in self.spec.nodes:
             n.driver_args = {k: list(v) for k, v in args.items()}
         since = time.monotonic()
-        for node, prof_name in changed:
+        for (node, prof_name), d in zip(changed, stopping):
+            if d.proc.name in self.crashed:  # a driver in its back-off starts now, as a new DaemonSet pod would
+                self.crashed.remove(d.proc.name)
+            self.driver_backoff.pop((node, profiles.resolve(prof_name).name), None)
             self._start_driver(node, prof_name, args)
         self._write_state()
         want = {(node, self.drivers[(node, profiles.resolve(p).name)].driver) for node, p in changed}
