@@ -54,6 +54,9 @@ def test_ecc_on_a_running_aligned_claim_evicts_it_and_the_next_claim_lands_on_he
     assert not dra.audit_taints()
 
 
+@pytest.mark.upstream_bug("kubernetes#134434", fixed_in="1.35",
+                          why="the scheduler does not copy a request's tolerations into the allocation result "
+                              "(fixed by kubernetes#134479), so the eviction controller evicts the pod at once")
 def test_toleration_seconds_delay_the_eviction_by_that_long_and_no_longer(dra, dra_cluster):
     node, wait_s = _node(dra_cluster), 6
     req = dra.request("n", "neuron.aws.com")

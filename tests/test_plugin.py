@@ -37,6 +37,18 @@ def test_fails_with_a_bundle(dra):
 def test_future_only(dra):
     pass
 
+@pytest.mark.upstream_bug("example#1", fixed_in="1.99", why="open everywhere")
+def test_reproduces_an_open_upstream_bug(dra):
+    assert False, "the bug shows"
+
+@pytest.mark.upstream_bug("example#2", fixed_in="1.99", why="open everywhere")
+def test_passes_although_the_bug_is_open(dra):
+    pass
+
+@pytest.mark.upstream_bug("example#3", fixed_in="1.30", why="fixed long ago")
+def test_passes_where_the_bug_is_fixed(dra):
+    pass
+
 def test_platform_fails_with_a_bundle(dra_platform):
     p = dra_platform(KIT)
     key = p.workload("inference", "small-inference")
@@ -58,11 +70,14 @@ def test_plugin_under_xdist(tmp_path):
                        capture_output=True, text=True, cwd=tmp_path, timeout=600)
     out = r.stdout + r.stderr
     assert r.returncode == 1, out
-    assert "4 passed, 1 skipped" in out and "2 failed" in out, out
+    # 2 deliberate failures, and a strict xfail that passed: an upstream bug open on this version
+    # whose scenario passes is a failure, so the suite notices a fix (or a test that cannot fail)
+    assert "3 failed, 5 passed, 1 skipped, 1 xfailed" in out, out
+    assert "[XPASS(strict)] example#2 is open in" in out, out
     clusters = [d for d in art.iterdir() if d.name.startswith("pt-")]
     assert len(clusters) == 1, f"the two workers shared one cluster: {clusters}"
     junit = ET.parse(tmp_path / "junit.xml").getroot()
-    assert int(junit.find("testsuite").get("tests")) == 7
+    assert int(junit.find("testsuite").get("tests")) == 10
     bundle = next(b for b in (art / "failures").iterdir() if "test_fails_with_a_bundle" in b.name)
     names = {p.name for p in bundle.iterdir()}
     assert {"resourceclaims.yaml", "resourceslices.yaml", "pods.yaml", "events.yaml", "notes.txt"} <= names

@@ -1,7 +1,8 @@
 """pytest plugin of dra-harness (entry point `pytest11`, loaded wherever the package is installed).
 
 Options: --backend, --k8s-version, --nodes, --keep-cluster, --artifacts, --driver-arg.
-Markers: @pytest.mark.topology("trn2.48xlarge", nodes=2, driver_args={...}), @pytest.mark.k8s(min="1.35").
+Markers: @pytest.mark.topology("trn2.48xlarge", nodes=2, driver_args={...}), @pytest.mark.k8s(min="1.35"),
+@pytest.mark.upstream_bug("kubernetes#134434", fixed_in="1.35", why="...").
 Fixtures: dra_cluster, dra_kube, dra_truth, dra (a namespace per test + the harness API).
 Tests that need the same topology share one cluster, each isolated in its own namespace; a test
 whose driver_args differ gets the same cluster with its drivers restarted on those arguments
@@ -55,6 +56,8 @@ def pytest_configure(config: pytest.Config) -> None:
                             "this test needs (presets or spec files, each repeated `nodes` times; exclusive: a private "
                             "cluster for the module's tests that fill or mutate nodes; a NAME: one private cluster for every module giving it)")
     config.addinivalue_line("markers", "k8s(min=None, max=None): Kubernetes versions this test applies to")
+    config.addinivalue_line("markers", "upstream_bug(issue, fixed_in, why): on a cluster older than fixed_in the test "
+                            "must fail (strict xfail naming the issue); from fixed_in on it must pass")
     if not hasattr(config, "workerinput"):
         config.stash[RUN_UID] = uuid.uuid4().hex[:8]
 
@@ -262,6 +265,13 @@ def dra_cluster(request, dra_session):
             pytest.skip(f"needs Kubernetes >= {k8s.kwargs['min']} (cluster: {cluster.k8s_version})")
         if k8s.kwargs.get("max") and have > _minor(k8s.kwargs["max"]):
             pytest.skip(f"needs Kubernetes <= {k8s.kwargs['max']} (cluster: {cluster.k8s_version})")
+    for bug in request.node.iter_markers("upstream_bug"):
+        # an upstream bug the scenario reproduces: where it is open the test must fail, and a
+        # pass there (the bug fixed in a patch release) fails the run, so the suite notices
+        if cluster.k8s_version and _minor(cluster.k8s_version) < _minor(bug.kwargs["fixed_in"]):
+            request.applymarker(pytest.mark.xfail(strict=True, reason=f"{bug.args[0]} is open in "
+                                                  f"{cluster.k8s_version} (fixed in {bug.kwargs['fixed_in']}): "
+                                                  f"{bug.kwargs.get('why', '')}"))
     return cluster
 
 
