@@ -16,7 +16,7 @@ from harness.backends.paths import state_root as default_state_root
 
 from .conftest import ROOT
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow  # the xdist suite boots a cluster
 
 SUITE = '''
 import pytest
@@ -101,3 +101,27 @@ def test_plugin_under_xdist(tmp_path):
     assert len(summary["verdicts"]) == 4 and all(v["ok"] for v in summary["verdicts"])
     after = set(default_state_root().glob("pt-*")) if default_state_root().exists() else set()
     assert after <= before, f"clusters left behind: {after - before}"
+
+
+FAILING_BOOT = '''
+import pytest
+
+@pytest.mark.parametrize("i", range(3))
+def test_needs_a_cluster(dra, i):
+    pass
+'''
+
+
+def test_a_cluster_that_cannot_start_fails_its_tests_once_not_once_each(tmp_path):
+    """A cluster whose start fails (here: a version that is not supported) is tried once: its
+    other tests error at once with that reason, not after another full attempt each."""
+    (tmp_path / "test_boot.py").write_text(FAILING_BOOT)
+    r = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--k8s-version", "1.20",
+                        "--artifacts", str(tmp_path / "art"), str(tmp_path / "test_boot.py")],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    out = r.stdout + r.stderr
+    assert r.returncode == 1 and "3 errors" in out, out
+    assert "ERROR test_boot.py::test_needs_a_cluster[0] - harness.backends.bins.BinsError" in out, out
+    for i in (1, 2):  # the reason repeated, without a second attempt
+        assert f"ERROR test_boot.py::test_needs_a_cluster[{i}] - harness.backends.base.BackendEr" in out, out
+    assert "failed to start for an earlier test: BinsError: unsupported Kubernetes version '1.20'" in out, out

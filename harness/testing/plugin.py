@@ -100,6 +100,7 @@ class DraSession:
         # one is booted in the background while the tests of the one before it run
         self.plan: list[tuple[str, dict]] = []
         self.booting: dict[str, Future] = {}
+        self.boot_errors: dict[str, str] = {}  # key -> why its cluster could not start
         self._booter: ThreadPoolExecutor | None = None
         self._downer: ThreadPoolExecutor | None = None
 
@@ -123,9 +124,15 @@ class DraSession:
         from ..backends import BackendError
 
         key, want = self.key(marker, test)
+        if key in self.boot_errors:  # one failed start per cluster, not one per test (a missing engine)
+            raise BackendError(f"this test's cluster failed to start for an earlier test: {self.boot_errors[key]}")
         if key not in self.clusters:
             booting = self.booting.pop(key, None)
-            self.clusters[key], self.args_now[key] = booting.result() if booting else self._acquire(key, want)
+            try:
+                self.clusters[key], self.args_now[key] = booting.result() if booting else self._acquire(key, want)
+            except Exception as e:
+                self.boot_errors[key] = f"{type(e).__name__}: {str(e)[:1000]}"
+                raise
             self.acquired += 1
             self._boot_next(key)
         if self.args_now[key] != want["args"]:
