@@ -195,8 +195,7 @@ class DraSession:
 
         def down() -> None:
             try:
-                shared.release(self.backend, c, keep=self.keep, export_logs_to=c.artifacts if self.failed else None,
-                               name=name)
+                self._release(c, name)
             except Exception as e:  # nothing to raise into; the cluster's name says what to clean up
                 print(f"dra-harness: bringing cluster {c.name} down failed: {e} (dra-harness down --name {c.name})")
 
@@ -204,9 +203,10 @@ class DraSession:
 
     def release_one(self, key: str) -> None:
         """Drop this session's use of a cluster; the last user (across xdist workers) stops it."""
-        c = self.clusters.pop(key)
-        shared.release(self.backend, c, keep=self.keep, export_logs_to=c.artifacts if self.failed else None,
-                       name=self.names.pop(key, None))
+        self._release(self.clusters.pop(key), self.names.pop(key, None))
+
+    def _release(self, c: Cluster, name: str | None) -> None:
+        shared.release(self.backend, c, keep=self.keep, export_logs_to=c.artifacts if self.failed else None, name=name)
 
 
 def _session(config: pytest.Config) -> DraSession:
