@@ -116,6 +116,7 @@ def test_a_cluster_that_cannot_start_fails_its_tests_once_not_once_each(tmp_path
     """A cluster whose start fails (here: a version that is not supported) is tried once: its
     other tests error at once with that reason, not after another full attempt each."""
     (tmp_path / "test_boot.py").write_text(FAILING_BOOT)
+    before = set(default_state_root().iterdir()) if default_state_root().exists() else set()
     r = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--k8s-version", "1.20",
                         "--artifacts", str(tmp_path / "art"), str(tmp_path / "test_boot.py")],
                        capture_output=True, text=True, cwd=tmp_path, timeout=300)
@@ -125,3 +126,5 @@ def test_a_cluster_that_cannot_start_fails_its_tests_once_not_once_each(tmp_path
     for i in (1, 2):  # the reason repeated, without a second attempt
         assert f"ERROR test_boot.py::test_needs_a_cluster[{i}] - harness.backends.base.BackendEr" in out, out
     assert "failed to start for an earlier test: BinsError: unsupported Kubernetes version '1.20'" in out, out
+    after = set(default_state_root().iterdir()) if default_state_root().exists() else set()
+    assert after <= before, f"a failed start left {sorted(str(p) for p in after - before)}"

@@ -43,11 +43,16 @@ def _locked(name: str) -> Iterator[_Refs]:
 
 def acquire(backend: Backend, spec: ClusterSpec, artifacts: Path, owner_pid: int | None, timeout: float = 300) -> Cluster:
     """The running cluster `spec.name`, brought up by this call if nobody has yet."""
-    with _locked(spec.name) as refs:
-        cluster = backend.find(spec.name)
-        if cluster is None:
-            cluster = backend.up(spec, artifacts, timeout=timeout, owner_pid=owner_pid)
-        refs.write(refs.read() + 1)
+    try:
+        with _locked(spec.name) as refs:
+            cluster = backend.find(spec.name)
+            if cluster is None:
+                cluster = backend.up(spec, artifacts, timeout=timeout, owner_pid=owner_pid)
+            refs.write(refs.read() + 1)
+    except BaseException:
+        if not refs.read():  # nobody holds the cluster: a failed start leaves no sharing files behind
+            forget(spec.name)
+        raise
     return cluster
 
 
