@@ -1,7 +1,7 @@
 """The few API calls a driver makes, as plain JSON over the kubernetes client's connection (its
 TLS, its credentials, its retries).
 
-Why not the generated API classes: in the kubernetes client from v33 on, the first use of
+Why not the generated API classes: in the kubernetes client 37 (openapi-generator 7), the first use of
 `CoreV1Api` defines about 300 pydantic models, 0.8 s of CPU, and `ResourceV1Api` another 0.2 s,
 in every driver process that starts (profiled: that was a third of a driver's start-up). A
 driver reads one Node and writes ResourceSlices; JSON dicts are what it already builds."""

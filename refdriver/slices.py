@@ -43,8 +43,7 @@ class Publisher:
     """Keeps the API server's slices of (driver, node) equal to the discovered devices."""
 
     def __init__(self, api, node: str, driver: str, keep_taint_times: bool = True) -> None:
-        self.api = api  # a kubernetes.client.ApiClient
-        self.rest = Rest(api)
+        self.rest = Rest(api)  # over a kubernetes.client.ApiClient
         self.node, self.driver = node, driver
         self.published: list[dict] | None = None
         self.generation = 0

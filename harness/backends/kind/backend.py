@@ -568,7 +568,7 @@ class KindBackend:
         if vals == old:
             return []
         saved.write_text(json.dumps(vals))
-        _run([_need("helm"), "upgrade", "dra-harness", str(bins.ROOT / "deploy/chart/dra-harness-refdriver"),
+        _run([_need("helm"), "upgrade", "dra-harness", str(bins.ROOT / REF_CHART),
               "--namespace", "dra-harness", "--kubeconfig", str(cluster.kubeconfig), "-f", str(saved)])
         kube = _kube(cluster.kubeconfig)
         changed = [k for k in ("neuron", "efa") if (old.get(k) or {}).get("args") != (vals.get(k) or {}).get("args")]

@@ -238,8 +238,9 @@ class Supervisor:
         def registered(node: str, driver: str) -> bool:
             if self.standin is None:
                 return True
-            return since is None and (node, driver) in self.standin.watcher.registered_at \
-                or since is not None and self._registered_since(node, driver, since)
+            if since is None:
+                return (node, driver) in self.standin.watcher.registered_at
+            return self._registered_since(node, driver, since)
 
         def done(lst) -> bool:
             # published and registered with the kubelet stand-in: a driver can publish before its
@@ -363,29 +364,30 @@ class Supervisor:
                                "arguments in place; start it with the arguments instead")
         t0 = time.monotonic()
         kube = Kube(str(self.cp.admin_kubeconfig))
-        changed: list[tuple[str, str]] = []  # (node, profile)
+        changed: list[tuple[str, str, tuple[str, str]]] = []  # (node, profile as given, key of self.drivers)
         for n in self.spec.nodes:
             for prof_name in n.drivers:
-                if profiles.resolve(prof_name, n.driver_args).command != profiles.resolve(prof_name, args).command:
-                    changed.append((n.name, prof_name))
-        stopping = [self.drivers[(node, profiles.resolve(p).name)] for node, p in changed]
+                old, new = profiles.resolve(prof_name, n.driver_args), profiles.resolve(prof_name, args)
+                if old.command != new.command:
+                    changed.append((n.name, prof_name, (n.name, new.name)))
+        stopping = [self.drivers[key] for _, _, key in changed]
         procs.stop_all([(d.proc, d.popen) for d in stopping], timeout=5)
-        for node, driver in {(node, d.driver) for (node, _), d in zip(changed, stopping)}:
+        want = {(node, d.driver) for (node, _, _), d in zip(changed, stopping)}
+        for node, driver in want:
             kube.res.delete_collection_resource_slice(field_selector=f"spec.driver={driver},spec.nodeName={node}")
         for n in self.spec.nodes:
             n.driver_args = {k: list(v) for k, v in args.items()}
         since = time.monotonic()
-        for (node, prof_name), d in zip(changed, stopping):
+        for (node, prof_name, key), d in zip(changed, stopping):
             if d.proc.name in self.crashed:  # a driver in its back-off starts now, as a new DaemonSet pod would
                 self.crashed.remove(d.proc.name)
-            self.driver_backoff.pop((node, profiles.resolve(prof_name).name), None)
+            self.driver_backoff.pop(key, None)
             self._start_driver(node, prof_name, args)
         self._write_state()
-        want = {(node, self.drivers[(node, profiles.resolve(p).name)].driver) for node, p in changed}
         self._wait_slices(kube, time.monotonic() + 60, want=want, since=since)
         log.info("reconfigured %d drivers in %.2fs: %s", len(changed), time.monotonic() - t0,
                  json.dumps(args, sort_keys=True))
-        return {"restarted": [f"{node}.{p}" for node, p in changed], "seconds": round(time.monotonic() - t0, 2)}
+        return {"restarted": [f"{node}.{p}" for node, p, _ in changed], "seconds": round(time.monotonic() - t0, 2)}
 
     def _respawn(self, key: tuple[str, str]) -> procs.Proc:
         """Stop a per-node driver and start it again: the same command and environment."""
