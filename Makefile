@@ -14,7 +14,7 @@ BACKEND ?= local
 APT_PACKAGES := pciutils hwloc umockdev libumockdev0 openssl chromium busybox-static debootstrap
 DEB_STAMP := $(VENV)/.debs
 
-.PHONY: help install debs bins test test-fast bench e2e clean protos kind-configs
+.PHONY: help install debs bins test test-fast bench e2e clean protos kind-configs test-dranet
 
 help:
 	@echo "make e2e [BACKEND=local|kind|existing] [K8S_VERSION=1.36]  boot a cluster, run e2e/, tear down"
@@ -22,6 +22,7 @@ help:
 	@echo "make bench                                               benchmarks (render, discovery, cluster)"
 	@echo "make bins [K8S_VERSION=1.35]                             build control-plane binaries into the cache"
 	@echo "make install                                             virtualenv + Debian packages"
+	@echo "make test-dranet DRANET_SRC=DIR                          DRANET from its source and chart on kind"
 
 GEN_STAMP := kubeletapi/gen/.generated
 
@@ -63,6 +64,11 @@ test: install bins
 test-fast: install
 	rm -rf $(TEST_TMP); $(PY) -m pytest tests -q -m "not slow" --basetemp=$(TEST_TMP) $(PYTEST_ARGS); \
 	  rc=$$?; rm -rf $(TEST_TMP); exit $$rc
+
+# DRANET from a checkout of its own (not vendored): built, made an image, installed from its chart on kind.
+test-dranet: install bins
+	@[ -d "$(DRANET_SRC)/cmd/dranet" ] || { echo "make test-dranet DRANET_SRC=<a checkout of github.com/kubernetes-sigs/dranet>"; exit 2; }
+	DRA_HARNESS_DRANET_SRC=$(abspath $(DRANET_SRC)) $(PY) -m pytest tests/test_dranet_kind.py -q -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: install bins
 	$(PY) -m harness.bench $(BENCH_ARGS)

@@ -144,6 +144,16 @@ def _parser() -> argparse.ArgumentParser:
                        description="Debian by debootstrap, kind's base files, containerd, kubelet, kubeadm and the "
                        "component images made from the binaries `make bins` builds (clusters/kind/node-image.sh).")
     s.add_argument("--k8s-version", default=None, help="1.34 ... 1.37 (default: the pinned default)")
+    s = sub.add_parser("driver-image", help="a static driver binary as an image archive for `kind_images` (no registry, "
+                       "no base image, no Docker build)",
+                       description="Writes a `docker save` archive whose only files are the binary (at /NAME, the "
+                       "entrypoint) and an empty /tmp: enough for a static Go driver such as DRANET "
+                       "(CGO_ENABLED=0 go build ./cmd/dranet). Name the archive in a profile's kind_images; "
+                       "`kind load image-archive` puts it on every node.",
+                       epilog="example: dra-harness driver-image ./dranet --tag localhost/dranet:src -o dranet.tar")
+    s.add_argument("binary", help="a statically linked executable")
+    s.add_argument("--tag", required=True, help="the image reference the chart's values name, e.g. localhost/dranet:src")
+    s.add_argument("-o", "--out", required=True, help="the archive to write (.tar)")
     s = sub.add_parser("e2e", help="up, run e2e/ with pytest, down, print the summary")
     cluster_args(s)
     s.add_argument("--keep-cluster", action="store_true")
@@ -167,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return {"up": _up, "status": _status, "down": _down, "explain": _explain, "judge": _judge, "drain": _drain, "e2e": _e2e, "kit": _kit,
-                "replay": _replay, "report": _report, "engine": _engine, "kind-image": _kind_image}[args.cmd](args)
+                "replay": _replay, "report": _report, "engine": _engine, "kind-image": _kind_image,
+                "driver-image": _driver_image}[args.cmd](args)
     except (BackendError, BinsError, StateError, KitError, ValueError, EngineError) as e:
         print(f"dra-harness: {e}", file=sys.stderr)
         return 2
@@ -379,6 +390,27 @@ def _kind_image(args) -> int:
     from .backends.bins import ROOT, resolve
 
     return subprocess.call([str(ROOT / "clusters/kind/node-image.sh"), resolve(args.k8s_version)])
+
+
+def _driver_image(args) -> int:
+    from .backends import binimage
+
+    binary, out = Path(args.binary), Path(args.out)
+    if not binary.is_file() or not os.access(binary, os.X_OK):
+        raise ValueError(f"driver-image: {args.binary} is not an executable file")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9_.-]{1,128})?", args.tag) or len(args.tag) > 255:
+        raise ValueError(f"driver-image: --tag {args.tag[:80]!r} is not an image reference like localhost/my-driver:dev")
+    with binary.open("rb") as f:
+        head = f.read(4096)
+    if head[:4] != b"\x7fELF":
+        raise ValueError(f"driver-image: {args.binary} is not an ELF executable (the image has no shell to run a script)")
+    if b"/ld-linux" in head or b"/ld-musl" in head:  # PT_INTERP sits in the first page
+        raise ValueError(f"driver-image: {args.binary} is dynamically linked and the image has no libc; "
+                         "build it static (Go: CGO_ENABLED=0 go build ...)")
+    t0 = time.monotonic()
+    binimage.write(binary, args.tag if ":" in args.tag.rsplit("/", 1)[-1] else args.tag + ":latest", out)
+    print(f"wrote {out} ({out.stat().st_size // 2**20} MiB, {args.tag}) in {time.monotonic() - t0:.1f}s")
+    return 0
 
 
 def _engine(args) -> int:

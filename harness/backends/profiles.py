@@ -258,6 +258,9 @@ def load(path: str | Path) -> DriverProfile:
             re.compile(ident["name_pattern"])
         except re.error as e:
             raise ProfileError(f"{path}: identity: name_pattern: {e}") from None
+    chart = data.get("kind_chart")
+    if chart and "://" not in chart and not Path(chart).is_absolute():
+        data["kind_chart"] = str((Path(path).parent / chart).resolve())  # a user's chart sits beside their profile
     prof = DriverProfile(**data, source=str(Path(path).resolve()))
     prof.device_class_objects()  # the file exists and holds only DeviceClasses, before anything starts
     return prof

@@ -384,7 +384,7 @@ def _up(spec: ClusterSpec, artifacts: Path, build_image: bool = True, chart: str
     nodes = {x["metadata"]["name"]: NodeInfo(x["metadata"]["name"], trees[name_of[x["metadata"]["name"]]],
                                              next(n.topology for n in spec.nodes if n.name == name_of[x["metadata"]["name"]]))
              for x in kube.list("Node")[0] if name_of.get(x["metadata"]["name"])}
-    cluster = Cluster(spec.name, "kind", kubeconfig, artifacts, nodes, spec.k8s_version, root, list(spec.nodes[0].drivers))
+    cluster = Cluster(spec.name, "kind", kubeconfig, artifacts, nodes, bins.resolve(spec.k8s_version), root, list(spec.nodes[0].drivers))
     _save(cluster)
     return cluster
 
