@@ -85,6 +85,7 @@ class TruthDevice:
     connected: tuple[int, ...] = ()
     efa: str | None = None
     serial: str | None = None
+    core_count: int | None = None  # physical NeuronCores (sysfs core_count; partitions divide them)
     # EFA devices
     rdma: str | None = None
     uverbs: int | None = None
@@ -242,6 +243,7 @@ def truth(t: Topology, state: TreeState | None = None) -> Truth:
             major, minor = lay.neuron_devnum(dev)
             devices.append(TruthDevice(kind="neuron", index=dev.index, torus=tuple(dev.torus) if dev.torus else None,
                                        connected=tuple(dev.connected), efa=dev.efa, serial=dev.serial,
+                                       core_count=t.gen.cores if t.gen else None,
                                        devnodes=(DevNode(f"neuron{dev.index}", major, minor),), **common))
         else:
             devices.append(TruthDevice(kind="ena", **common))

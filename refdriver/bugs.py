@@ -21,6 +21,8 @@ BUGS: dict[str, str] = {
                          "port rate, so the scheduler over-commits the NIC",
     "share-cdi-collide": "with --share-efa, two shares of one EFA in one claim get one CDI device "
                          "(the second overwrites the first)",
+    "partition-no-counters": "with --partition-cores, the core partitions are published without "
+                             "consumesCounters, so the scheduler hands one chip's cores out twice",
 }
 
 

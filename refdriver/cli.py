@@ -25,6 +25,7 @@ examples:
   refdriver efa --node-name node1 --kubeconfig kubeconfig --registry-dir R --plugins-dir P --cdi-root C
   refdriver neuron ... --inject-bug efa-shift        (see `refdriver bugs`)
   refdriver efa ... --share-efa --efa-share-default 25   (EFAs shared by bandwidth)
+  refdriver neuron ... --partition-cores               (NeuronCores as partitions of their device)
   refdriver neuron --sysfs-root DIR --host-nodes nodes.json   (host mode: many nodes, one process)
   refdriver deviceclasses | kubectl apply -f -
 """
@@ -59,6 +60,14 @@ def _parser() -> argparse.ArgumentParser:
                        help="seconds between reads of the error counters that become device taints "
                        "(sysfs attributes change without inotify events)")
         if kind == "neuron":
+            s.add_argument("--partition-cores", action="store_true",
+                           help="publish each device's NeuronCores as partitions (KEP-4815, 1.34+ with the "
+                           "gate, on from 1.36): a counter set of its cores and memory, the full device and "
+                           "its logical-core-sized groups (neuron-device-N-cores-A-B) consuming them; "
+                           "`refdriver deviceclasses --partition-cores` prints the classes that tell them apart")
+            s.add_argument("--partition-lnc", type=int, choices=(1, 2), metavar="{1,2}",
+                           help="with --partition-cores: cores per partition, as a node's logical NeuronCore "
+                           "setting (default: 2 on Trn2, 1 elsewhere)")
             s.add_argument("--repairable-ecc-threshold", type=int, default=8, metavar="N",
                            help="repairable HBM ECC errors that taint a device NoSchedule (fewer: an "
                            "informational taint, effect None, on 1.35+)")
@@ -80,7 +89,10 @@ def _parser() -> argparse.ArgumentParser:
                        "--sysfs-root; SIGHUP re-reads FILE. Replaces --node-name/--kubeconfig/the dirs")
         s.add_argument("--log-level", default="info")
     sub.add_parser("bugs", help="list the injectable bugs")
-    sub.add_parser("deviceclasses", help="print the DeviceClass manifests (as AWS ships them)")
+    s = sub.add_parser("deviceclasses", help="print the DeviceClass manifests (as AWS ships them)")
+    s.add_argument("--partition-cores", action="store_true",
+                   help="the classes for --partition-cores: neuron.aws.com takes whole devices only, "
+                   "neuroncores.aws.com core partitions")
     return p
 
 
@@ -91,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:22} {what}")
         return 0
     if args.cmd == "deviceclasses":
-        sys.stdout.write(resources.files("refdriver").joinpath("manifests").joinpath("deviceclasses.yaml").read_text())
+        name = "deviceclasses-partitioned.yaml" if args.partition_cores else "deviceclasses.yaml"
+        sys.stdout.write(resources.files("refdriver").joinpath("manifests").joinpath(name).read_text())
         return 0
     try:
         bugmod.check(args.inject_bug)
@@ -131,7 +144,11 @@ def main(argv: list[str] | None = None) -> int:
                    registry_dir=args.registry_dir, plugins_dir=args.plugins_dir, cdi_root=args.cdi_root,
                    rescan_interval=args.rescan_interval, kubelet_plugin=not args.no_kubelet_plugin,
                    health_port=args.health_port, health_interval=args.health_interval,
-                   repairable_threshold=getattr(args, "repairable_ecc_threshold", 8), share_efa=share)
+                   repairable_threshold=getattr(args, "repairable_ecc_threshold", 8), share_efa=share,
+                   partition_cores=getattr(args, "partition_cores", False),
+                   partition_lnc=getattr(args, "partition_lnc", None))
+    if ("partition-no-counters" in opts.bugs or opts.partition_lnc) and not opts.partition_cores:
+        return _fail("--partition-lnc and --inject-bug partition-no-counters need --partition-cores")
     if opts.health_interval <= 0 or opts.repairable_threshold < 1:
         return _fail("--health-interval must be above 0 and --repairable-ecc-threshold at least 1")
     if args.host_nodes and not args.dry_run:
@@ -143,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         d = Driver(opts)
         try:  # as the newest API version takes them
             devices = taints.stamp(taints.fit(d.scan(), taints.Caps()), [])
-            json.dump(build(opts.node_name, opts.driver, devices, 1), sys.stdout, indent=2)
+            json.dump(build(opts.node_name, opts.driver, devices, 1, counter_sets=d.counter_sets), sys.stdout, indent=2)
             print()
         except BrokenPipeError:
             pass

@@ -14,7 +14,8 @@ from pathlib import Path
 import pyudev
 
 
-from . import atomicfile, attributes, cdi, sharing
+from . import atomicfile, attributes, cdi, partitions, sharing
+from .partitions import DEFAULT_LNC
 from .discovery import Node, discover
 from .plugin import Checkpoint, ClaimError, DraService, KubeletPlugin, PluginPaths
 from .vendorfiles import format_cpulist
@@ -26,7 +27,6 @@ _DISCOVERY_LOCK = threading.Lock()
 KINDS = {"neuron": attributes.NEURON_DRIVER, "efa": attributes.EFA_DRIVER}
 CDI_KINDS = {"neuron": "k8s.neuron.aws.com/neuron", "efa": "k8s.dra.net/efa"}
 # Default logical NeuronCore size per generation (Trn2 defaults to LNC=2, NE §3.1).
-DEFAULT_LNC = {8: 2}
 
 
 @dataclass
@@ -45,21 +45,29 @@ class Options:
     health_interval: float = 1.0  # seconds between reads of the error counters (sysfs has no inotify)
     repairable_threshold: int = 8  # repairable ECC errors that make a Neuron device NoSchedule
     share_efa: sharing.SharePolicy | None = None  # EFAs shared by consumable capacity (sharing.py)
+    partition_cores: bool = False  # NeuronCores as partitions of their device (partitions.py)
+    partition_lnc: int | None = None  # their size in cores (None: the generation's logical core size)
 
     @property
     def driver(self) -> str:
         return KINDS[self.kind]
 
 
-def devices_of(node: Node, opts: Options) -> list[dict]:
+def devices_of(node: Node, opts: Options) -> tuple[list[dict], list[dict]]:
+    """(devices, counter sets) to publish for the node's hardware."""
     if opts.kind == "neuron":
-        return attributes.neuron_devices(node, opts.extended, opts.bugs)
+        devices = attributes.neuron_devices(node, opts.extended, opts.bugs)
+        if opts.partition_cores:
+            sets, devices = partitions.partition(devices, {n.index: n.core_count for n in node.neuron}, opts.bugs,
+                                                 opts.partition_lnc)
+            return devices, sets
+        return devices, []
     devices = attributes.efa_devices(node, opts.bugs)
     if opts.share_efa:
         rates = {attributes.efa_device_name(e.pci.bdf): sharing.parse_rate(e.rate) for e in node.efa}
         for d in devices:
             sharing.share(d, rates.get(d["name"]), opts.share_efa, opts.bugs)
-    return devices
+    return devices, []
 
 
 class Driver:
@@ -75,6 +83,7 @@ class Driver:
         self.publisher = None  # host mode (host.py) keeps each node's slices.Publisher here
         self.reported: set[str] = set()
         self.ever_tainted: dict[str, list[dict]] = {}  # the taint-sticky bug's memory
+        self.counter_sets: list[dict] = []  # what the devices of the last scan consume (partitions.py)
 
     # -- discovery and slices ------------------------------------------------------------------------
     def scan(self) -> list[dict]:
@@ -84,7 +93,7 @@ class Driver:
             if p not in self.reported:
                 self.reported.add(p)
                 log.warning("discovery problem", extra={"fields": {"problem": p}})
-        devices = devices_of(self.node, self.opts)
+        devices, self.counter_sets = devices_of(self.node, self.opts)
         self._taint(devices)
         if not devices and "none" not in self.reported:
             self.reported.add("none")
@@ -118,7 +127,7 @@ class Driver:
             if "no-taint-on-ecc" in bugs:
                 by_name = {n: [t for t in ts if t["key"] != taints.NEURON_ECC] for n, ts in by_name.items()}
             if "taint-neighbour" in bugs:
-                names = [d["name"] for d in devices]
+                names = [d["name"] for d in devices if partitions.parse(d["name"]) is None]
                 by_name = {names[(i + 1) % len(names)]: by_name.get(n, []) for i, n in enumerate(names)}
         else:
             by_name = {n: taints.efa_taints(c) for n, c in counters.items()}
@@ -127,9 +136,24 @@ class Driver:
                 kept = self.ever_tainted.setdefault(n, [])
                 kept += [t for t in ts if t not in kept]
                 by_name[n] = list(kept)
-        for d in devices:
-            if by_name.get(d["name"]):
-                d["taints"] = by_name[d["name"]]
+        for d in devices:  # a partition bears the taints of the chip it lies on
+            name = d["name"] if d["name"] in by_name or self.opts.kind != "neuron" else \
+                f"neuron-device-{partitions.device_index(d['name'])}"
+            if by_name.get(name):
+                d["taints"] = list(by_name[name])
+
+    def publish(self, pub, devices: list[dict], counter_sets: list[dict]) -> bool:
+        """One publish through `pub` (a slices.Publisher), recorded for /readyz; False when it
+        failed (logged; the caller retries). Shared by Driver.run and a host's nodes."""
+        try:
+            pub.publish(devices, counter_sets)
+            self.last_publish_error, self.published_at = "", time.time()
+            return True
+        except Exception as e:
+            self.last_publish_error = str(e)[:500]
+            log.error("publishing slices failed", extra={"fields": {"node": self.opts.node_name,
+                                                                    "error": self.last_publish_error}})
+            return False
 
     def _wait_for_change(self, watcher: Watcher) -> None:
         """Until inotify wakes us, an error counter changes (read every health_interval: sysfs
@@ -169,15 +193,10 @@ class Driver:
             while not self.stop_event.is_set():
                 if not (published_once and "stale-after-hotplug" in self.opts.bugs):
                     devices = self.scan()
-                    try:
-                        pub.publish(devices)
-                        self.last_publish_error, self.published_at = "", time.time()
-                        published_once = True
-                    except Exception as e:  # API server unreachable: keep serving, retry soon
-                        self.last_publish_error = str(e)
-                        log.error("publishing slices failed", extra={"fields": {"error": str(e)[:500]}})
-                        self.stop_event.wait(1.0)
+                    if not self.publish(pub, devices, self.counter_sets):
+                        self.stop_event.wait(1.0)  # API server unreachable: keep serving, retry soon
                         continue
+                    published_once = True
                     watcher.rearm(self._watch_paths())
                 self._wait_for_change(watcher)
         finally:
@@ -255,22 +274,24 @@ class Driver:
         common: list[dict] = []
         nodes_by_device: dict[str, list[dict]] = {}
         if self.opts.kind == "neuron":
-            present = {f"neuron-device-{n.index}": n for n in node.neuron}
+            present = {n.index: n for n in node.neuron}
             lnc = None
             for cfg in configs:
                 lnc = self._neuron_config(cfg, ns, name)
             cores: list[int] = []
+            indices: list[int] = []
             for r in results:
-                n = present.get(r["device"])
-                if n is None:
+                n = present.get(partitions.device_index(r["device"]))
+                if n is None or (partitions.parse(r["device"]) and not self.opts.partition_cores):
                     raise ClaimError(f"claim {ns}/{name}: device {r['device']} is not present on node "
                                      f"{self.opts.node_name} (removed since allocation?)")
                 nodes_by_device[r["device"]] = [cdi.device_node(f"/dev/neuron{n.index}", n.dev)]
                 size = lnc or DEFAULT_LNC.get(n.core_count, 1)
-                per = max(1, n.core_count // size)
-                cores += range(n.index * per, n.index * per + per)
+                per = max(1, n.core_count // size)  # logical cores per device: the runtime numbers them node-wide
+                cores += sorted({n.index * per + c // size for c in partitions.cores_of(r["device"], n.core_count)})
+                indices.append(n.index)
             env.append(f"NEURON_RT_VISIBLE_CORES={format_cpulist(cores)}")
-            env.append("NEURON_DRA_DEVICES=" + ",".join(r["device"].rsplit("-", 1)[1] for r in results))
+            env.append("NEURON_DRA_DEVICES=" + ",".join(str(i) for i in dict.fromkeys(indices)))
             if lnc:
                 env.append(f"NEURON_LOGICAL_NC_CONFIG={lnc}")
         else:

@@ -129,14 +129,6 @@ class Host:
             self.drivers[hn.node_name] = d
         log.info("serving nodes", extra={"fields": {"nodes": len(self.drivers), "started": len(new), "stopped": len(gone)}})
 
-    def _publish(self, d: Driver, devices: list[dict]) -> None:
-        try:
-            d.publisher.publish(devices)
-            d.last_publish_error, d.published_at = "", time.time()
-        except Exception as e:  # this node's API access failed: the next round retries
-            d.last_publish_error = str(e)[:500]
-            log.error("publishing slices failed", extra={"fields": {"node": d.opts.node_name, "error": d.last_publish_error}})
-
     def run(self) -> None:
         def on_stop(*_):
             self.stop_event.set()
@@ -162,7 +154,8 @@ class Host:
                 for d in self.drivers.values():
                     d.node = self.scanner.node
                 todo = [d for d in self.drivers.values() if d.publisher.given != devices or d.last_publish_error]
-                list(self.pool.map(lambda d: self._publish(d, devices), todo))
+                sets = self.scanner.counter_sets
+                list(self.pool.map(lambda d: d.publish(d.publisher, devices, sets), todo))
                 self.watcher.rearm(self.scanner._watch_paths())
                 if any(d.last_publish_error for d in self.drivers.values()):
                     self.watcher.wait(1.0)

@@ -13,6 +13,7 @@ from . import taints as taintsmod
 from .rest import Rest
 
 MAX_DEVICES = 128  # ResourceSliceMaxDevices
+COUNTER_SETS_PER_SLICE = 8  # ResourceSliceMaxCounterSets (1.35+)
 log = logging.getLogger("refdriver.slices")
 
 
@@ -22,10 +23,20 @@ def slice_name(node: str, driver: str, i: int) -> str:
 
 
 def build(node: str, driver: str, devices: list[dict], generation: int, owner: dict | None = None,
-          per_slice: int = MAX_DEVICES) -> list[dict]:
-    chunks = [devices[i:i + per_slice] for i in range(0, len(devices), per_slice)] or [[]]
+          per_slice: int = MAX_DEVICES, counter_sets: list[dict] | None = None, split: bool = True) -> list[dict]:
+    """The pool's slices. Counter sets (partitions.py) sit in slices of their own from 1.35
+    (`split`), 8 to a slice, ahead of the devices; in 1.34 in the one slice of the devices that
+    consume them (dra-features.md §1.2)."""
+    if counter_sets and not split:
+        specs = [{"devices": devices, "sharedCounters": counter_sets}]
+    else:
+        sets = counter_sets or []
+        specs = [{"sharedCounters": sets[i:i + COUNTER_SETS_PER_SLICE]} for i in range(0, len(sets), COUNTER_SETS_PER_SLICE)]
+        specs += [{"devices": devices[i:i + per_slice]} for i in range(0, len(devices), per_slice)]
+        if not devices:
+            specs.append({"devices": []})
     out = []
-    for i, chunk in enumerate(chunks):
+    for i, body in enumerate(specs):
         meta: dict = {"name": slice_name(node, driver, i)}
         if owner:
             meta["ownerReferences"] = [{"apiVersion": "v1", "kind": "Node", "name": owner["name"],
@@ -33,8 +44,8 @@ def build(node: str, driver: str, devices: list[dict], generation: int, owner: d
         out.append({
             "apiVersion": "resource.k8s.io/v1", "kind": "ResourceSlice", "metadata": meta,
             "spec": {"driver": driver, "nodeName": node,
-                     "pool": {"name": node, "generation": generation, "resourceSliceCount": len(chunks)},
-                     "devices": chunk},
+                     "pool": {"name": node, "generation": generation, "resourceSliceCount": len(specs)},
+                     **body},
         })
     return out
 
@@ -51,6 +62,7 @@ class Publisher:
         self.caps: taintsmod.Caps | None = None
         self.keep_taint_times = keep_taint_times
         self.given: list[dict] | None = None  # the devices of the last successful publish, as given
+        self.counter_sets: list[dict] = []  # the counter sets published with them
 
     def _existing(self) -> list[dict]:
         return self.rest.list_slices(f"spec.driver={self.driver},spec.nodeName={self.node}")
@@ -66,28 +78,34 @@ class Publisher:
                 log.warning("node %s does not exist; slices get no owner reference", self.node)
         return self._owner
 
-    def publish(self, devices: list[dict]) -> bool:
-        """Create/update/delete slices so the pool holds `devices`; returns True if anything changed.
-        Taints are fitted to the server's version and get their timeAdded (taints.py)."""
+    def publish(self, devices: list[dict], counter_sets: list[dict] | None = None) -> bool:
+        """Create/update/delete slices so the pool holds `devices` (and the `counter_sets` they
+        consume, partitions.py); returns True if anything changed. Taints are fitted to the
+        server's version and get their timeAdded (taints.py), and so is the slice shape."""
         if self.caps is None:
             self.caps = taintsmod.Caps.of_server(self.rest)
         given, devices = devices, taintsmod.fit(devices, self.caps)
-        per_slice = self.caps.max_devices(any(d.get("taints") for d in devices))
+        counter_sets = counter_sets or []
+        per_slice = self.caps.max_devices(any(d.get("taints") or d.get("consumesCounters") for d in devices))
+        split = self.caps.split_counters
         existing = {s["metadata"]["name"]: s for s in self._existing()}
         if self.published is None:  # first publish after (re)start: continue the pool's generation
             self.generation = max((s["spec"]["pool"]["generation"] for s in existing.values()), default=0)
-            current = [d for s in sorted(existing.values(), key=lambda s: s["metadata"]["name"]) for d in s["spec"]["devices"]]
+            ordered = sorted(existing.values(), key=lambda s: s["metadata"]["name"])
+            current = [d for s in ordered for d in s["spec"].get("devices") or []]
+            current_sets = [c for s in ordered for c in s["spec"].get("sharedCounters") or []]
             taintsmod.stamp(devices, current if self.keep_taint_times else [])
-            if current == devices and existing:
-                self.published, self.given = devices, given
+            if current == devices and current_sets == counter_sets and existing:
+                self.published, self.given, self.counter_sets = devices, given, counter_sets
                 return False
         else:
             taintsmod.stamp(devices, self.published)
-            if devices == self.published and len(existing) == max(1, -(-len(devices) // per_slice)):
+            want_slices = len(build(self.node, self.driver, devices, 0, None, per_slice, counter_sets, split))
+            if devices == self.published and counter_sets == self.counter_sets and len(existing) == want_slices:
                 self.given = given
                 return False
         self.generation += 1
-        wanted = build(self.node, self.driver, devices, self.generation, self._owner_ref(), per_slice)
+        wanted = build(self.node, self.driver, devices, self.generation, self._owner_ref(), per_slice, counter_sets, split)
         for s in wanted:
             name = s["metadata"]["name"]
             if name in existing:
@@ -101,7 +119,7 @@ class Publisher:
             except ApiException as e:
                 if e.status != 404:
                     raise
-        self.published, self.given = devices, given
+        self.published, self.given, self.counter_sets = devices, given, counter_sets
         log.info("published", extra={"fields": {"slices": len(wanted), "devices": len(devices),
                                                   "generation": self.generation}})
         return True

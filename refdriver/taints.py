@@ -42,8 +42,14 @@ class Caps:
     def max_taints(self) -> int:
         return 4 if self.minor < 35 else 16
 
-    def max_devices(self, tainted: bool) -> int:
-        return 64 if tainted and self.minor >= 35 else 128
+    @property
+    def split_counters(self) -> bool:
+        """Counter sets in slices of their own (1.35+), not beside their devices (1.34)."""
+        return self.minor >= 35
+
+    def max_devices(self, advanced: bool) -> int:
+        """Devices per slice: 64 from 1.35 when any has taints or consumes counters."""
+        return 64 if advanced and self.minor >= 35 else 128
 
     @classmethod
     def of_server(cls, rest) -> "Caps":

@@ -162,3 +162,25 @@ def test_mknod_script_and_helm_values(trees):
     v = kindbackend.helm_values(["refdriver-neuron", "refdriver-efa"], {"refdriver-neuron": ["--inject-bug=swapped-numa"]})
     assert v["neuron"]["enabled"] and v["efa"]["enabled"]
     assert v["neuron"]["args"] == ["--extended-attributes", "--inject-bug=swapped-numa"]
+
+
+def test_chart_with_partition_cores_renders_the_classes_that_tell_partitions_apart(tools):
+    """As refdriver/manifests/deviceclasses-partitioned.yaml: neuron.aws.com takes whole devices,
+    neuroncores.aws.com the core partitions; without the flag, AWS's class alone."""
+    from harness.backends.kind.backend import helm_values
+
+    import yaml as _yaml
+
+    vals = helm_values(["refdriver-neuron-partitioned", "refdriver-efa"], {})
+    assert "--partition-cores" in vals["neuron"]["args"]  # the profile's own argument reaches the chart
+    objs = _helm_template(tools, "--set", "neuron.args={--extended-attributes,--partition-cores}")
+    classes = {o["metadata"]["name"]: o["spec"]["selectors"][0]["cel"]["expression"]
+               for o in objs if o["kind"] == "DeviceClass"}
+    want = {d["metadata"]["name"]: d["spec"]["selectors"][0]["cel"]["expression"] for d in _yaml.safe_load_all(
+        (ROOT / "refdriver/manifests/deviceclasses-partitioned.yaml").read_text()) if d}
+    assert classes == want
+    for o in objs:
+        if o["kind"] == "DeviceClass":
+            assert validate(o, K8S["1.34"]) == []
+    plain = {o["metadata"]["name"] for o in _helm_template(tools) if o["kind"] == "DeviceClass"}
+    assert plain == {"neuron.aws.com", "efa.networking.k8s.aws"}

@@ -128,3 +128,15 @@ def test_a_cluster_that_cannot_start_fails_its_tests_once_not_once_each(tmp_path
     assert "failed to start for an earlier test: BinsError: unsupported Kubernetes version '1.20'" in out, out
     after = set(default_state_root().iterdir()) if default_state_root().exists() else set()
     assert after <= before, f"a failed start left {sorted(str(p) for p in after - before)}"
+
+
+def test_which_versions_an_upstream_bug_is_open_in():
+    """fixed_in as a release, as the first fixed patch per minor it was cherry-picked to, or None."""
+    from harness.testing.plugin import bug_open_in
+
+    picks = ["1.35.5", "1.36.1", "1.37.0"]
+    assert [bug_open_in(v, picks) for v in ("v1.34.9", "v1.35.4", "v1.35.5", "v1.36.0", "v1.36.3", "v1.37.2", "v1.38.0")] \
+        == [True, True, False, True, False, False, False]
+    assert bug_open_in("v1.34.4", "1.35") and not bug_open_in("v1.35.0", "1.35") and not bug_open_in("1.36", "1.35")
+    assert bug_open_in("v1.37.2", None) and bug_open_in("v1.99.0", None)
+    assert not bug_open_in("v1.34.4", picks, since="1.35") and bug_open_in("v1.35.0", picks, since="1.35")

@@ -39,7 +39,7 @@ def test_taints_fit_each_api_version(minor, effects, per_slice):
     assert len(fitted["taints"]) == (4 if minor == 34 else 16)
     assert sorted({t["effect"] for t in fitted["taints"]}) == sorted(set(effects))
     assert fitted["taints"][0]["effect"] == "NoExecute"  # the most severe survive the cut
-    assert caps.max_devices(tainted=True) == per_slice and caps.max_devices(tainted=False) == 128
+    assert caps.max_devices(advanced=True) == per_slice and caps.max_devices(advanced=False) == 128
     assert rt.fit([{"name": "d", "taints": [{"key": "k", "effect": "None"}]}], caps) == (
         [{"name": "d"}] if minor == 34 else [{"name": "d", "taints": [{"key": "k", "effect": "None"}]}])
 

@@ -14,6 +14,9 @@ the runtime config. Effect None needs 1.35 (the refdriver drops it before, taint
 
 DRAConsumableCapacity (EFA sharing, refdriver/sharing.py) is alpha and off in 1.34 and 1.35,
 beta and on from 1.36 (dra-features.md §1.0); the kubelet needs it too for `share_id`.
+DRAPartitionableDevices (NeuronCores as partitions, refdriver/partitions.py) likewise: alpha and
+off in 1.34 (counters beside their devices) and 1.35 (counters in a slice of their own), beta and
+on from 1.36; the API server and the scheduler need it.
 
 The beta DRA API versions (`resource.k8s.io/v1beta1`, `v1beta2`) are still served by 1.34-1.37,
 but off by default (dra-api.md §1.1). Users' manifests still use them (AWS's published claim
@@ -28,8 +31,9 @@ from __future__ import annotations
 from . import bins
 
 GATES: dict[str, dict[str, bool]] = {
-    "1.34": {"DRADeviceTaints": True, "DRAConsumableCapacity": True},
-    "1.35": {"DRADeviceTaints": True, "DRADeviceTaintRules": True, "DRAConsumableCapacity": True},
+    "1.34": {"DRADeviceTaints": True, "DRAConsumableCapacity": True, "DRAPartitionableDevices": True},
+    "1.35": {"DRADeviceTaints": True, "DRADeviceTaintRules": True, "DRAConsumableCapacity": True,
+             "DRAPartitionableDevices": True},
     "1.36": {"DRADeviceTaintRules": True},
     "1.37": {},
 }

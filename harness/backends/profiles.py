@@ -148,7 +148,8 @@ class DriverProfile:
         return argv
 
 
-def refdriver(kind: str, extra: list[str] = (), name: str | None = None) -> DriverProfile:
+def refdriver(kind: str, extra: list[str] = (), name: str | None = None,
+              classes: str = "refdriver/manifests/deviceclasses.yaml") -> DriverProfile:
     driver = {"neuron": "neuron.aws.com", "efa": "dra.net"}[kind]
     return DriverProfile(
         name=name or f"refdriver-{kind}", driver=driver,
@@ -157,7 +158,7 @@ def refdriver(kind: str, extra: list[str] = (), name: str | None = None) -> Driv
                  "--cdi-root", "{cdi_root}", "--health-port", "{health_port}", *extra],
         kind_chart="deploy/chart/dra-harness-refdriver",
         kind_values={kind: {"enabled": True, **({"args": list(extra)} if extra else {})}},
-        device_classes="refdriver/manifests/deviceclasses.yaml",
+        device_classes=classes,
         host_command=["{python}", "-m", "refdriver.cli", kind, "--sysfs-root", "{tree}", "--host-nodes", "{nodes_file}",
                       "--health-port", "{health_port}", *extra],
     )
@@ -181,6 +182,9 @@ def e2e_test_driver() -> DriverProfile:
 BUILTIN = {"refdriver-neuron": lambda: refdriver("neuron"), "refdriver-efa": lambda: refdriver("efa"),
            # the profile setting for EFA sharing (refdriver/sharing.py): shares by bandwidth
            "refdriver-efa-shared": lambda: refdriver("efa", ["--share-efa"], "refdriver-efa-shared"),
+           # NeuronCores as partitions (refdriver/partitions.py), with the classes that tell them apart
+           "refdriver-neuron-partitioned": lambda: refdriver("neuron", ["--partition-cores"], "refdriver-neuron-partitioned",
+                                                             "refdriver/manifests/deviceclasses-partitioned.yaml"),
            "e2e-test-driver": e2e_test_driver}
 DEFAULT = ["refdriver-neuron", "refdriver-efa"]
 

@@ -84,7 +84,8 @@ def slice_value(v):
 
 # The identities AWS's drivers use (and the reference drivers, which publish as they do).
 IDENTITIES = {
-    "neuron.aws.com": Identity("neuron.aws.com", name_pattern=r"neuron-?device-?(?P<index>\d+)"),
+    # a core partition (refdriver/partitions.py) is judged on its chip: partitions.py counts its cores
+    "neuron.aws.com": Identity("neuron.aws.com", name_pattern=r"neuron-?device-?(?P<index>\d+)(?:-cores-\d+-\d+)?"),
     "dra.net": Identity("dra.net", name_pattern=r"pci-(?P<domain>[0-9a-f]{4})-(?P<bus>[0-9a-f]{2})-(?P<slot>[0-9a-f]{2})-(?P<fn>[0-7])"),
 }
 

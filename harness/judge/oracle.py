@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from fakedev import Truth, TruthDevice
 
-from . import sharing
+from . import partitions, sharing
 from .identity import INTENT, KIND_OF_DRIVER, WHAT, Identity, Published, allocations, published, truth_id
 from .taints import EVICTION_MARGIN, Key, allocated_at, eviction_deadline, parse_time, show, untolerated
 
@@ -95,20 +95,23 @@ def judge(claim: dict, truths: dict[str, Truth], extra_claims: list[dict] = (),
                              "(the driver did not withdraw it)")
         elif not dev.usable:
             v.reasons.append(f"{r['device']} ({tid}) is not usable ({', '.join(dev.faults)}), yet it was allocated")
-        if tid in seen and not r.get("adminAccess") and sharing.exclusive_clash(r, seen[tid]):
+        if tid in seen and not r.get("adminAccess") and _clash(r, seen[tid]):
             v.reasons.append(f"{r['device']} is allocated twice (requests {seen[tid]['request']} and {r['request']})")
         seen[tid] = r
         entry.update(root=dev.root, switch=dev.switch, numa_node=dev.numa_node, kind=dev.kind)
         mapped.append((r, dev))
     others: dict[str, list[sharing.Holder]] = {}
+    held: dict[str, list[partitions.Holding]] = {}
     if not _admin(results):
         for name, other, r, tid in allocations(extra_claims, identities, devices):
             if other["metadata"].get("uid") != meta.get("uid") and r["pool"] == v.node and not r.get("adminAccess") \
                     and tid in seen:
                 others.setdefault(tid, []).append(sharing.Holder(name, r["request"], r.get("shareID"), sharing.gbps(r)))
-                if sharing.exclusive_clash(seen[tid], r):
+                held.setdefault(tid, []).append(partitions.Holding(name, r["request"], r["device"]))
+                if _clash(seen[tid], r):
                     v.reasons.append(f"{r['device']} is also allocated to claim {name}")
     sharing.check(v.claim, mapped, others, v.reasons, v.checks)
+    partitions.check(mapped, v.claim, held, v.reasons, v.checks)
     sharing.check_distinct(spec, mapped, _request_of, v.reasons, v.checks)
     _check_counts(spec, results, truth, v)
     _check_constraints(spec, mapped, v)
@@ -151,6 +154,12 @@ def _check_taints(claim: dict, results: list[dict], mapped: list[tuple[dict, Tru
                         "and no pod kept past its eviction deadline")
 
 
+def _clash(mine: dict, other: dict) -> bool:
+    """Two allocations of one physical device clash, unless both are shares (sharing.check
+    judges those) or one is a core partition (partitions.check counts the cores)."""
+    return sharing.exclusive_clash(mine, other) and not (partitions.is_partition(mine) or partitions.is_partition(other))
+
+
 def _admin(results: list[dict]) -> bool:
     return any(r.get("adminAccess") for r in results)
 
@@ -160,7 +169,12 @@ def _check_counts(spec: dict, results: list[dict], truth: Truth, v: Verdict) -> 
         got = [r for r in results if _request_of(r)[0] == req["name"]]
         if "exactly" in req:
             ex = req["exactly"]
-            if ex.get("allocationMode") == "All":
+            if ex.get("allocationMode") == "All" and (ex.get("selectors") or any(partitions.is_partition(r) for r in got)):
+                # CEL selectors, or partitions the truth does not enumerate: how many devices "all"
+                # means is the driver's and the scheduler's word here, so it is not counted
+                v.unjudged.append(f"request {req['name']} (All): {len(got)} devices, not counted against the truth "
+                                  "(its selectors or partitions select what the truth cannot enumerate)")
+            elif ex.get("allocationMode") == "All":
                 kinds = {KIND_OF_DRIVER.get(r["driver"]) for r in got}
                 usable = [d for d in truth.devices if d.kind in kinds and d.usable]
                 if len(got) != len(usable):

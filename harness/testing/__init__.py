@@ -42,3 +42,13 @@ def gbit(quantity: str) -> float:
 
 
 __all__ = ["presets", "neuron_devices", "golden_path_objects", "gbit"]
+
+
+def __getattr__(name: str):
+    """`WaitTimeout`: what a wait of the `dra` API raises when its condition never came (or a
+    `stays_*` when it broke), for a scenario that explains a failure in its own words."""
+    if name == "WaitTimeout":
+        from ..kube import WaitTimeout
+
+        return WaitTimeout
+    raise AttributeError(name)

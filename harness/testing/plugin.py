@@ -56,8 +56,9 @@ def pytest_configure(config: pytest.Config) -> None:
                             "this test needs (presets or spec files, each repeated `nodes` times; exclusive: a private "
                             "cluster for the module's tests that fill or mutate nodes; a NAME: one private cluster for every module giving it)")
     config.addinivalue_line("markers", "k8s(min=None, max=None): Kubernetes versions this test applies to")
-    config.addinivalue_line("markers", "upstream_bug(issue, fixed_in, why): on a cluster older than fixed_in the test "
-                            "must fail (strict xfail naming the issue); from fixed_in on it must pass")
+    config.addinivalue_line("markers", "upstream_bug(issue, fixed_in, why, since=None): on a cluster where the bug is "
+                            "open (from since, older than fixed_in: a release, a list of first fixed patches per minor, "
+                            "or None: open everywhere) the test must fail (strict xfail naming the issue); where fixed it must pass")
     if not hasattr(config, "workerinput"):
         config.stash[RUN_UID] = uuid.uuid4().hex[:8]
 
@@ -275,16 +276,41 @@ def dra_cluster(request, dra_session):
     for bug in request.node.iter_markers("upstream_bug"):
         # an upstream bug the scenario reproduces: where it is open the test must fail, and a
         # pass there (the bug fixed in a patch release) fails the run, so the suite notices
-        if cluster.k8s_version and _minor(cluster.k8s_version) < _minor(bug.kwargs["fixed_in"]):
+        fixed_in = bug.kwargs.get("fixed_in")
+        if cluster.k8s_version and bug_open_in(cluster.k8s_version, fixed_in, bug.kwargs.get("since")):
+            where = f"fixed in {', '.join(_fixes(fixed_in))}" if fixed_in else "open upstream"
             request.applymarker(pytest.mark.xfail(strict=True, reason=f"{bug.args[0]} is open in "
-                                                  f"{cluster.k8s_version} (fixed in {bug.kwargs['fixed_in']}): "
-                                                  f"{bug.kwargs.get('why', '')}"))
+                                                  f"{cluster.k8s_version} ({where}): {bug.kwargs.get('why', '')}"))
     return cluster
 
 
 def _minor(v: str) -> tuple[int, int]:
-    m = re.match(r"v?(\d+)\.(\d+)", v)
-    return (int(m[1]), int(m[2])) if m else (0, 0)
+    return _version(v)[:2]
+
+
+def _version(v: str) -> tuple[int, int, int]:
+    m = re.match(r"v?(\d+)\.(\d+)(?:\.(\d+))?", v)
+    return (int(m[1]), int(m[2]), int(m[3] or 0)) if m else (0, 0, 0)
+
+
+def _fixes(fixed_in: str | list[str]) -> list[str]:
+    return [fixed_in] if isinstance(fixed_in, str) else list(fixed_in)
+
+
+def bug_open_in(version: str, fixed_in: str | list[str] | None, since: str | None = None) -> bool:
+    """Whether an upstream bug is open in `version`. `fixed_in`: None (open everywhere), a
+    release ("1.35": every 1.35 and later has the fix), or the first fixed patch of each
+    minor it was cherry-picked to (["1.35.5", "1.36.1", "1.37.0"]): a minor listed is fixed
+    from its patch on, a later minor than any listed is fixed, an earlier one is open.
+    `since`: the first release with the bug (older ones never had it, so the test must pass)."""
+    have = _version(version)
+    if since and have < _version(since):
+        return False
+    if fixed_in is None:
+        return True
+    fixes = [_version(f) for f in _fixes(fixed_in)]
+    same = [f for f in fixes if f[:2] == have[:2]]
+    return have < same[0] if same else have[:2] < min(f[:2] for f in fixes)
 
 
 @pytest.fixture

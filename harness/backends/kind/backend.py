@@ -272,8 +272,9 @@ def helm_values(prof_names: list[str], driver_args: dict[str, list[str]]) -> dic
     for name in prof_names:
         prof = profiles.resolve(name)
         for kind, v in prof.kind_values.items():
-            values[kind] = {**values.get(kind, {}), **v}
-            values[kind]["args"] = ["--extended-attributes"] * (kind == "neuron") + driver_args.get(name, [])
+            values[kind] = {**values.get(kind, {}), **v}  # the profile's own args (--share-efa) stay
+            values[kind]["args"] = ["--extended-attributes"] * (kind == "neuron") + list(v.get("args", [])) + \
+                driver_args.get(name, [])
     return values
 
 
