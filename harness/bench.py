@@ -296,6 +296,13 @@ def bench_cold_build() -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def bench_features(artifacts: Path) -> dict:
+    """Allocation with partitions and with shared EFAs beside the plain devices (scalebench.py)."""
+    from .scalebench import feature_runs
+
+    return feature_runs(artifacts)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="dra-harness bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -318,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         "e2e-kind": lambda: _beside(bench_e2e(artifacts, "kind"), results.get("e2e")),
         "replay": lambda: bench_replay(artifacts), "cold-build": bench_cold_build,
         "taints": lambda: taintbench.run(artifacts),
+        "features": lambda: bench_features(artifacts),
         "soak": lambda: soak.run(artifacts, a.soak_seconds),
     }
     wanted = a.only or [s for s in sections if not (a.quick and s in ("scale", "e2e", "e2e-kind", "replay"))

@@ -106,15 +106,17 @@ def _wait(kube, name: str, predicate, what: str, timeout: float, **kw) -> None:
                 raise
 
 
-def harness_run(artifacts: Path, nodes: int, pods: int, workers: int = 8, hold: bool = True) -> dict:
+def harness_run(artifacts: Path, nodes: int, pods: int, workers: int = 8, hold: bool = True,
+                profiles: tuple[str, ...] = ("refdriver-neuron",), claim: dict | None = None) -> dict:
     """`hold`: the kubelet stand-in starts no pod until all are scheduled, so pods/s is the
-    scheduler's, as scheduler_perf's is; the starts (prepare + Running) are timed after."""
+    scheduler's, as scheduler_perf's is; the starts (prepare + Running) are timed after.
+    `profiles` and `claim` (default: 4 aligned Neuron devices) set what is allocated."""
     from .backends.spec import ClusterSpec, parse_nodes
     from .judge.oracle import judge
     from .kube import Kube
 
     name = f"scale-{nodes}-{uuid.uuid4().hex[:4]}"
-    spec = ClusterSpec(name=name, nodes=parse_nodes(",".join([PRESET] * nodes), ["refdriver-neuron"]), netns=False,
+    spec = ClusterSpec(name=name, nodes=parse_nodes(",".join([PRESET] * nodes), list(profiles)), netns=False,
                        driver_hosts=True)
     t0 = time.perf_counter()
     c = LocalBackend().up(spec, artifacts / name, attached=True, timeout=900)
@@ -125,7 +127,8 @@ def harness_run(artifacts: Path, nodes: int, pods: int, workers: int = 8, hold: 
         kube = Kube(str(c.kubeconfig))
         kube.create_namespace("scale")
         kube.apply({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate",
-                    "metadata": {"name": "four", "namespace": "scale"}, "spec": {"spec": {"devices": schedperf.CLAIM}}})
+                    "metadata": {"name": "four", "namespace": "scale"},
+                    "spec": {"spec": {"devices": claim or schedperf.CLAIM}}})
         if hold:  # scheduling alone, as scheduler_perf measures it (no kubelet); the starts after
             control(c, "hold-pods")
         requests0, cpu0 = _api_requests(kube), {k: _cpu_s(p) for k, p in pids.items()}
@@ -182,6 +185,33 @@ def harness_run(artifacts: Path, nodes: int, pods: int, workers: int = 8, hold: 
             "harness_rss_mib_full": round(_harness_mib(rss_full), 1),
             "cpu_s_while_scheduling": dict(sorted(cpu.items(), key=lambda kv: -kv[1])),
             "api_requests_while_scheduling": dict(requests.most_common(10))}
+
+
+# What partitions and shared EFAs cost the allocator, against the plain devices they divide
+# (issue 23's measure: >= 0.8x plain, same run, 50 nodes): each variant on its own cluster.
+def _one(device_class: str, **extra) -> dict:
+    return {"requests": [{"name": "d", "exactly": {"deviceClassName": device_class, "count": 1, **extra}}]}
+
+
+FEATURE_VARIANTS = {
+    "neuron_plain": (("refdriver-neuron",), _one("neuron.aws.com")),
+    "neuron_partition": (("refdriver-neuron-partitioned",), _one("neuroncores.aws.com")),
+    "efa_plain": (("refdriver-efa",), _one("efa.networking.k8s.aws")),
+    "efa_shared": (("refdriver-efa-shared",), _one("efa.networking.k8s.aws", capacity={"requests": {"bandwidth": "50G"}})),
+}
+
+
+def feature_runs(artifacts: Path, nodes: int = 50, pods_per_node: int = 8, say=print) -> dict:
+    """pods/s of one-device claims through each variant; ratios of each feature to its plain twin."""
+    out: dict = {}
+    for name, (profs, claim) in FEATURE_VARIANTS.items():
+        say(f"features: {name}, {nodes} nodes, {nodes * pods_per_node} pods")
+        r = harness_run(artifacts, nodes, nodes * pods_per_node, profiles=profs, claim=claim)
+        out[name] = {k: r[k] for k in ("pods_per_s", "all_scheduled_s", "misaligned", "claims_judged", "up_s")}
+    out["ratio_partition_to_plain"] = round(out["neuron_partition"]["pods_per_s"] / out["neuron_plain"]["pods_per_s"], 2)
+    out["ratio_shared_efa_to_plain"] = round(out["efa_shared"]["pods_per_s"] / out["efa_plain"]["pods_per_s"], 2)
+    out["target"] = "each feature >= 0.8x its plain twin; 0 misaligned"
+    return out
 
 
 def reference_devices() -> list[dict]:

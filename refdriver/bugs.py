@@ -23,6 +23,8 @@ BUGS: dict[str, str] = {
                          "(the second overwrites the first)",
     "partition-no-counters": "with --partition-cores, the core partitions are published without "
                              "consumesCounters, so the scheduler hands one chip's cores out twice",
+    "status-neighbour-serial": "the claim's status.devices reports the serial number of the next Neuron "
+                               "device by index, not of the prepared one",
 }
 
 

@@ -15,6 +15,7 @@ import pyudev
 
 
 from . import atomicfile, attributes, cdi, partitions, sharing
+from . import status as statusmod
 from .partitions import DEFAULT_LNC
 from .discovery import Node, discover
 from .plugin import Checkpoint, ClaimError, DraService, KubeletPlugin, PluginPaths
@@ -280,6 +281,7 @@ class Driver:
                 lnc = self._neuron_config(cfg, ns, name)
             cores: list[int] = []
             indices: list[int] = []
+            entries: list[dict] = []
             for r in results:
                 n = present.get(partitions.device_index(r["device"]))
                 if n is None or (partitions.parse(r["device"]) and not self.opts.partition_cores):
@@ -288,8 +290,13 @@ class Driver:
                 nodes_by_device[r["device"]] = [cdi.device_node(f"/dev/neuron{n.index}", n.dev)]
                 size = lnc or DEFAULT_LNC.get(n.core_count, 1)
                 per = max(1, n.core_count // size)  # logical cores per device: the runtime numbers them node-wide
-                cores += sorted({n.index * per + c // size for c in partitions.cores_of(r["device"], n.core_count)})
+                mine = sorted({n.index * per + c // size for c in partitions.cores_of(r["device"], n.core_count)})
+                cores += mine
                 indices.append(n.index)
+                serial = present[(n.index + 1) % len(present)].serial if "status-neighbour-serial" in self.opts.bugs \
+                    and (n.index + 1) % len(present) in present else n.serial
+                entries.append(statusmod.entry(r, "NeuronDeviceReady", {"serial": serial, "logicalCores": mine,
+                                                                        "logicalCoreSize": size}))
             env.append(f"NEURON_RT_VISIBLE_CORES={format_cpulist(cores)}")
             env.append("NEURON_DRA_DEVICES=" + ",".join(str(i) for i in dict.fromkeys(indices)))
             if lnc:
@@ -297,6 +304,7 @@ class Driver:
         else:
             present = {attributes.efa_device_name(e.pci.bdf): e for e in node.efa}
             rdma = []
+            entries = []
             for r in results:
                 e = present.get(r["device"])
                 if e is None or e.uverbs is None:
@@ -304,13 +312,33 @@ class Driver:
                                      f"device) on node {self.opts.node_name}")
                 nodes_by_device[self._cdi_name(r)] = [cdi.device_node(f"/dev/infiniband/uverbs{e.uverbs}", e.uverbs_dev)]
                 rdma.append(e.rdma or "")
+                entries.append(statusmod.entry(r, "RDMAOnlyDeviceReady", {"rdmaDevice": e.rdma or "",
+                                                                         "uverbs": f"uverbs{e.uverbs}"}))
             common = [cdi.device_node("/dev/infiniband/rdma_cm")]
             env += ["FI_PROVIDER=efa", "EFA_DRA_RDMA_DEVICES=" + ",".join(rdma)]
         path, ids = cdi.write_spec(self.opts.cdi_root, CDI_KINDS[self.opts.kind], uid, nodes_by_device, env, common)
         devices = [{"request_names": [r["request"].split("/", 1)[0]], "pool_name": r["pool"],
                     "device_name": r["device"], "cdi_device_ids": [ids[self._cdi_name(r)]],
                     **({"share_id": r["shareID"]} if r.get("shareID") else {})} for r in results]
+        self._report(claim, entries)
         return devices, str(path)
+
+    def _report(self, claim: dict, entries: list[dict]) -> None:
+        """The claim's status.devices for what was prepared (status.py). A refused write is logged,
+        not fatal: the workload can run without it, as with DRANET's asynchronous write."""
+        if self.api_client is None:
+            return
+        from kubernetes.client.rest import ApiException
+
+        from .rest import Rest
+
+        meta = claim["metadata"]
+        try:
+            Rest(self.api_client).apply_claim_status(meta["namespace"], meta["name"], statusmod.body(claim, entries),
+                                                     self.opts.driver)
+        except ApiException as e:
+            log.error("writing the claim's device status failed", extra={"fields": {
+                "claim": f"{meta['namespace']}/{meta['name']}", "status": e.status, "error": str(e.body or e.reason)[:400]}})
 
     def _cdi_name(self, result: dict) -> str:
         """One CDI device per allocated share (sharing.cdi_name); a Neuron device is never shared."""
@@ -319,6 +347,19 @@ class Driver:
     def unprepare(self, entry: dict) -> None:
         if entry.get("cdi_spec"):
             atomicfile.remove(Path(entry["cdi_spec"]))
+        if entry.get("namespace") and entry.get("name") and self.api_client is not None:
+            from kubernetes.client.rest import ApiException
+
+            from .rest import Rest
+
+            claim = {"metadata": {"namespace": entry["namespace"], "name": entry["name"]}}
+            try:  # withdraw this driver's entries; a claim already gone or deallocated has none left
+                Rest(self.api_client).apply_claim_status(entry["namespace"], entry["name"], statusmod.body(claim, []),
+                                                         self.opts.driver)
+            except ApiException as e:
+                if e.status not in (404, 409, 422):
+                    log.warning("withdrawing the claim's device status failed",
+                                extra={"fields": {"claim": f"{entry['namespace']}/{entry['name']}", "status": e.status}})
 
     def _configs(self, claim: dict) -> list[dict]:
         alloc = claim["status"]["allocation"]

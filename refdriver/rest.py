@@ -20,12 +20,13 @@ class Rest:
     def __init__(self, api_client) -> None:
         self.api = api_client
 
-    def request(self, method: str, path: str, body: dict | None = None, query: dict[str, str] | None = None) -> dict | None:
+    def request(self, method: str, path: str, body: dict | None = None, query: dict[str, str] | None = None,
+                content_type: str = "application/json") -> dict | None:
         """One call; the decoded JSON answer. An answer that is not 2xx raises ApiException with its
         status and reason, as the generated classes do, so callers keep their `e.status` checks."""
         _, url, headers, data, _ = self.api.param_serialize(
             method=method, resource_path=path, query_params=list((query or {}).items()),
-            header_params={"Accept": "application/json", **({"Content-Type": "application/json"} if body is not None else {})},
+            header_params={"Accept": "application/json", **({"Content-Type": content_type} if body is not None else {})},
             body=body, auth_settings=["BearerToken"])
         resp = self.api.call_api(method, url, header_params=headers, body=data)
         resp.read()
@@ -52,6 +53,12 @@ class Rest:
     def read_claim(self, namespace: str, name: str) -> dict:
         return self.request("GET", f"/apis/resource.k8s.io/v1/namespaces/{quote(namespace, safe='')}/resourceclaims/"
                             f"{quote(name, safe='')}")
+
+    def apply_claim_status(self, namespace: str, name: str, body: dict, manager: str) -> dict:
+        """Server-side apply of a claim's status as `manager` (its entries only; status.py)."""
+        return self.request("PATCH", f"/apis/resource.k8s.io/v1/namespaces/{quote(namespace, safe='')}/resourceclaims/"
+                            f"{quote(name, safe='')}/status", body, {"fieldManager": manager, "force": "true"},
+                            content_type="application/apply-patch+yaml")  # JSON is YAML
 
     def server_minor(self) -> str:
         return self.request("GET", "/version")["minor"]

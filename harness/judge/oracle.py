@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from fakedev import Truth, TruthDevice
 
-from . import partitions, sharing
+from . import partitions, sharing, status
 from .identity import INTENT, KIND_OF_DRIVER, WHAT, Identity, Published, allocations, published, truth_id
 from .taints import EVICTION_MARGIN, Key, allocated_at, eviction_deadline, parse_time, show, untolerated
 
@@ -113,6 +113,8 @@ def judge(claim: dict, truths: dict[str, Truth], extra_claims: list[dict] = (),
     sharing.check(v.claim, mapped, others, v.reasons, v.checks)
     partitions.check(mapped, v.claim, held, v.reasons, v.checks)
     sharing.check_distinct(spec, mapped, _request_of, v.reasons, v.checks)
+    status.check(claim, results, truth, lambda e: truth_id(e.get("driver", ""), e.get("device", ""), (devices or {}).get(
+        (e.get("driver"), e.get("pool"), e.get("device"))), identities), v.reasons, v.checks)
     _check_counts(spec, results, truth, v)
     _check_constraints(spec, mapped, v)
     if taints is not None:

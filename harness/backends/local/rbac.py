@@ -1,6 +1,7 @@
 """The identity a local cluster gives each driver, and what that identity may do: a
-least-privilege ClusterRole for the group every driver certificate carries, and an admission
-policy tying slice writes to the certificate's own node and driver (research/dra-api.md §3.6)."""
+least-privilege ClusterRole for the group every driver certificate carries, and admission
+policies tying slice writes and claim status entries to the certificate's own node and driver
+(research/dra-api.md §3.6)."""
 
 from __future__ import annotations
 
@@ -20,8 +21,12 @@ DRIVER_RBAC = [
           "verbs": ["get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"]},
          {"apiGroups": ["resource.k8s.io"], "resources": ["resourceclaims"], "verbs": ["get", "list", "watch"]},
          {"apiGroups": ["resource.k8s.io"], "resources": ["resourceclaims/status"], "verbs": ["get", "patch", "update"]},
+         # A certificate user has no node association (only a service-account token bound to a
+         # pod carries one), so on 1.36+ its status.devices writes are checked against the
+         # arbitrary-node verbs (external-drivers.md L5); the policy below holds each driver to
+         # its own node's entries instead, as associated-node does on a real node.
          {"apiGroups": ["resource.k8s.io"], "resources": ["resourceclaims/driver"],
-          "verbs": ["associated-node:update", "associated-node:patch"]},
+          "verbs": ["associated-node:update", "associated-node:patch", "arbitrary-node:update", "arbitrary-node:patch"]},
          {"apiGroups": ["resource.k8s.io"], "resources": ["deviceclasses"], "verbs": ["get", "list", "watch"]},
          {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch", "update"]},
          {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]},
@@ -50,4 +55,27 @@ DRIVER_RBAC = [
     {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
      "metadata": {"name": "dra-harness-driver-slices"},
      "spec": {"policyName": "dra-harness-driver-slices", "validationActions": ["Deny"]}},
+    # ... and only the status.devices entries of its own driver on its own node (pool = node):
+    # every entry it adds or changes, and every entry it removes (dra-features.md §4.5 item 3).
+    {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+     "metadata": {"name": "dra-harness-driver-claim-status"},
+     "spec": {"failurePolicy": "Fail",
+              "matchConstraints": {"resourceRules": [{"apiGroups": ["resource.k8s.io"], "apiVersions": ["*"],
+                                                      "operations": ["UPDATE"], "resources": ["resourceclaims/status"]}]},
+              "matchConditions": [{"name": "is-a-driver", "expression": "'dra-harness:drivers' in request.userInfo.groups"}],
+              "variables": [
+                  {"name": "new", "expression": "has(object.status) && has(object.status.devices) ? object.status.devices : []"},
+                  {"name": "old", "expression": "has(oldObject.status) && has(oldObject.status.devices) ? "
+                                                "oldObject.status.devices : []"},
+                  {"name": "mine", "expression": "request.userInfo.username"}],
+              "validations": [{"expression": "variables.new.all(d, variables.old.exists(o, o == d) || "
+                                             "variables.mine == 'dra-driver:' + d.pool + ':' + d.driver) && "
+                                             "variables.old.all(o, variables.new.exists(d, d == o) || "
+                                             "variables.mine == 'dra-driver:' + o.pool + ':' + o.driver)",
+                               "messageExpression": "'driver identity ' + request.userInfo.username + ' may write only "
+                                                    "the status.devices entries of its own node and driver'",
+                               "reason": "Forbidden"}]}},
+    {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+     "metadata": {"name": "dra-harness-driver-claim-status"},
+     "spec": {"policyName": "dra-harness-driver-claim-status", "validationActions": ["Deny"]}},
 ]
