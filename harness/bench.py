@@ -9,6 +9,8 @@ artifacts/bench.json. Each section can be skipped; `--quick` skips the slow ones
   scale      50/200/500 trn2.48xlarge nodes in host mode, filled with aligned claims, beside
              upstream scheduler_perf of the same shape (built once, ~7 min)  target: >= 0.7x, up <= 120 s
   taints     fault -> taint, taint -> eviction (1 and 50 pods), a drained node (taintbench.py)
+  features   partitions and shared EFAs beside plain devices, 50 nodes (scalebench.py feature_runs)
+  legacy     the alignment pods asking by count lose, per preset (legacybench.py)
              targets: taint <= 2 s, 50 pods evicted <= 5 s
   e2e        the full e2e suite with cached binaries                           target: <= 180 s
   e2e-kind   the same suites on kind (offline images, cached), beside e2e     target: <= 10 min
@@ -32,7 +34,7 @@ import uuid
 from pathlib import Path
 
 from .backends import bins
-from . import soak, taintbench
+from . import legacybench, soak, taintbench
 from .backends.local.backend import LocalBackend
 
 ROOT = bins.ROOT
@@ -326,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         "replay": lambda: bench_replay(artifacts), "cold-build": bench_cold_build,
         "taints": lambda: taintbench.run(artifacts),
         "features": lambda: bench_features(artifacts),
+        "legacy": lambda: legacybench.run(artifacts),
         "soak": lambda: soak.run(artifacts, a.soak_seconds),
     }
     wanted = a.only or [s for s in sections if not (a.quick and s in ("scale", "e2e", "e2e-kind", "replay"))

@@ -4,6 +4,8 @@ server, team access denied with a message naming the class and quota enforced.""
 
 from __future__ import annotations
 
+import re
+
 import uuid
 
 import pytest
@@ -287,3 +289,39 @@ def test_namespaces_outside_the_kit_keep_the_driver_classes(kit_applied):
     """Documented: a namespace no team of the kit owns is not the platform's (the harness's own
     test namespaces use the driver classes); only golden-path classes are gated there."""
     kit_applied.apply(_claim("rogue", "raw", "neuron.aws.com", 1))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version", ["v1.34.4", "v1.35.4", "v1.36.3", "v1.37.2"])
+def test_a_legacy_name_becomes_the_extended_resource_of_its_class_and_a_quota_key(version):
+    """legacy_name: the class's DeviceClass of that kind takes pods asking by count; the team's
+    quota counts them under both extended names (dra-features.md §1.4)."""
+    objs = kitmod.render(kitmod.load(ROOT / "platform/legacy.yaml"))
+    classes = {o["metadata"]["name"]: o["spec"] for o in objs if o["kind"] == "DeviceClass"}
+    assert classes["gp-training-4-neuron"]["extendedResourceName"] == "aws.amazon.com/neuron"
+    assert classes["gp-efa-2-efa"]["extendedResourceName"] == "vpc.amazonaws.com/efa"
+    quota = next(o["spec"]["hard"] for o in objs if o["kind"] == "ResourceQuota" and o["metadata"]["name"] == "gp-training-4")
+    assert quota == {"gp-training-4-neuron.deviceclass.resource.k8s.io/devices": "16",
+                     "requests.aws.amazon.com/neuron": "16",
+                     "requests.deviceclass.resource.kubernetes.io/gp-training-4-neuron": "16"}
+    for o in objs:
+        assert validate(o, version) == [], o["metadata"]["name"]
+
+
+@pytest.mark.parametrize("change, said", [
+    ("legacy_name: aws.amazon.com/neuron\n", "does not request"),      # on the EFA class
+    ("legacy_name: nvidia.com/gpu\n", "one of aws.amazon.com/neuron, vpc.amazonaws.com/efa"),
+    ("legacy_name: vpc.amazonaws.com/efa\n", "already class 'efa-2'"),  # a second class for one name
+])
+def test_a_legacy_name_the_kit_cannot_honour_is_refused(tmp_path, change, said):
+    text = (ROOT / "platform/legacy.yaml").read_text()
+    if said.startswith("already"):
+        text = text.replace("    legacy_name: vpc.amazonaws.com/efa\n", "    legacy_name: vpc.amazonaws.com/efa\n", 1)
+        text += ("  efa-2b:\n    requests:\n      - {name: efas, device: efa, count: 2}\n    teams: [ml]\n"
+                 "    cost_per_device_hour: 0.5\n    priority: 100\n    " + change)
+    else:
+        text = text.replace("    legacy_name: vpc.amazonaws.com/efa\n", "    " + change)
+    f = tmp_path / "k.yaml"
+    f.write_text(text)
+    with pytest.raises(kitmod.KitError, match=re.escape(said)):
+        kitmod.load(f)

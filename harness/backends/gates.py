@@ -16,7 +16,10 @@ DRAConsumableCapacity (EFA sharing, refdriver/sharing.py) is alpha and off in 1.
 beta and on from 1.36 (dra-features.md §1.0); the kubelet needs it too for `share_id`.
 DRAPartitionableDevices (NeuronCores as partitions, refdriver/partitions.py) likewise: alpha and
 off in 1.34 (counters beside their devices) and 1.35 (counters in a slice of their own), beta and
-on from 1.36; the API server and the scheduler need it.
+on from 1.36; the API server and the scheduler need it. DRAExtendedResource (a pod asking for
+`aws.amazon.com/neuron: 4` the device-plugin way is given devices through a claim the scheduler
+makes; harness/platform/kit.py legacy_name) likewise: alpha and off in 1.34/1.35, on in 1.36,
+GA in 1.37; every component needs it, the kubelet (our stand-in) included.
 
 The beta DRA API versions (`resource.k8s.io/v1beta1`, `v1beta2`) are still served by 1.34-1.37,
 but off by default (dra-api.md §1.1). Users' manifests still use them (AWS's published claim
@@ -31,9 +34,10 @@ from __future__ import annotations
 from . import bins
 
 GATES: dict[str, dict[str, bool]] = {
-    "1.34": {"DRADeviceTaints": True, "DRAConsumableCapacity": True, "DRAPartitionableDevices": True},
+    "1.34": {"DRADeviceTaints": True, "DRAConsumableCapacity": True, "DRAPartitionableDevices": True,
+             "DRAExtendedResource": True},
     "1.35": {"DRADeviceTaints": True, "DRADeviceTaintRules": True, "DRAConsumableCapacity": True,
-             "DRAPartitionableDevices": True},
+             "DRAPartitionableDevices": True, "DRAExtendedResource": True},
     "1.36": {"DRADeviceTaintRules": True},
     "1.37": {},
 }

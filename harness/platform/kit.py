@@ -8,6 +8,13 @@ and templates of the class outside its teams (with a message naming the class an
 it), and a PriorityClass. Every object carries the class's terms (golden path, team, cost per
 device-hour, priority) as labels, so `kubectl get -L` and cost tools see them on the claims too.
 
+Legacy requests (`legacy_name: aws.amazon.com/neuron` or `vpc.amazonaws.com/efa`): the class's
+DeviceClass of that kind gets the name as `extendedResourceName`, so a pod that asks for it by
+count, the device-plugin way, is given that class's devices through a claim the scheduler makes
+(no constraints: what alignment such pods lose is measured, harness/platform/metrics.py
+legacy_alignment); the team's quota counts them under `requests.<name>` and
+`requests.deviceclass.resource.kubernetes.io/<class>` too.
+
 EFA sharing (`share_efa_with`, with `efa_share_gbps`): the classes of the one sharing group get
 EFA DeviceClasses that select shareable EFAs and requests for a share of the bandwidth; every
 other class asks for no share, which a sharing driver serves with the whole NIC (its default
@@ -30,6 +37,10 @@ CLASS_LABEL = "dra-harness.io/golden-path"
 COST_LABEL = "dra-harness.io/cost-per-device-hour"
 PRIORITY_LABEL = "dra-harness.io/priority"
 BANDWIDTH = "bandwidth"  # the shared EFA's capacity in the refdriver (refdriver/sharing.py), Gbit/s
+# The device plugins' resource names a class may take legacy requests under (DeviceClass
+# extendedResourceName, KEP-5004; dra-features.md §1.4): AWS's Neuron and EFA device plugins.
+LEGACY_NAMES = {"aws.amazon.com/neuron": "neuron", "vpc.amazonaws.com/efa": "efa"}
+EXTENDED_CLAIM_KEY = "requests.deviceclass.resource.kubernetes.io/"  # + class: the implicit name's quota key
 DRIVERS = {"neuron": ("neuron.aws.com", None), "efa": ("dra.net", 'device.attributes["dra.net"].rdma == true')}
 NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,40}[a-z0-9])?")
 ATTR_RE = re.compile(r"[a-z0-9.-]+/[A-Za-z0-9_]+")
@@ -61,6 +72,7 @@ class GoldenPath:
     priority: int
     share_efa_with: list[str] = field(default_factory=list)
     efa_share_gbps: int | None = None
+    legacy_name: str | None = None  # pods asking this device-plugin resource by count get this class's devices
 
     def labels(self, team: str | None = None) -> dict[str, str]:
         """The class's terms as labels (values are label-safe: names, integers, decimals)."""
@@ -145,7 +157,8 @@ def load(path: str | Path) -> Kit:
         p = f"classes.{str(cname)[:40]}"
         _name(cname, p, src)
         c = _map(c, p, src, {"requests", "constraints", "teams", "quota", "cost_per_device_hour", "priority",
-                             "share_efa_with", "efa_share_gbps"}, {"requests", "teams", "cost_per_device_hour", "priority"})
+                             "share_efa_with", "efa_share_gbps", "legacy_name"},
+                 {"requests", "teams", "cost_per_device_hour", "priority"})
         reqs = []
         if not isinstance(c["requests"], list) or not c["requests"]:
             raise KitError(src, f"{p}.requests", "a non-empty list is required")
@@ -196,8 +209,18 @@ def load(path: str | Path) -> Kit:
             raise KitError(src, f"{p}.efa_share_gbps", "only meaningful with share_efa_with")
         if share and not any(r.device == "efa" for r in reqs):
             raise KitError(src, f"{p}.share_efa_with", "the class requests no EFA to share")
+        legacy = c.get("legacy_name")
+        if legacy is not None:
+            if legacy not in LEGACY_NAMES:
+                raise KitError(src, f"{p}.legacy_name", f"one of {', '.join(LEGACY_NAMES)} (the device plugins' names)")
+            if LEGACY_NAMES[legacy] not in {r.device for r in reqs}:
+                raise KitError(src, f"{p}.legacy_name", f"{legacy} asks for {LEGACY_NAMES[legacy]} devices, which the "
+                               "class does not request")
+            other = next((o for o in classes.values() if o.legacy_name == legacy), None)
+            if other is not None:  # the scheduler would pick the newest class: the kit says which instead
+                raise KitError(src, f"{p}.legacy_name", f"{legacy} is already class {other.name!r}'s: one class per name")
         classes[cname] = GoldenPath(cname, reqs, cons, cteams, quota, float(cost),
-                                    _int(c["priority"], f"{p}.priority", src, 0, 1_000_000_000), share, gbps)
+                                    _int(c["priority"], f"{p}.priority", src, 0, 1_000_000_000), share, gbps, legacy)
     objects = sum(len(teams[t]) for g in classes.values() for t in g.teams)  # a template (and quota) per class x namespace
     if objects > MAX_CLASS_NAMESPACES:  # bounded before rendering: 50 x 1000 took 51 s, more ran out of memory (row 31)
         raise KitError(src, "classes", f"{objects} class x namespace pairs; a kit may have at most {MAX_CLASS_NAMESPACES}")
@@ -232,6 +255,8 @@ def device_classes(g: GoldenPath) -> list[dict]:
             expr += " && device.allowMultipleAllocations == true"
         lnc = next((r.logical_neuron_core for r in g.requests if r.device == kind and r.logical_neuron_core), None)
         spec: dict = {"selectors": [{"cel": {"expression": expr}}]}
+        if g.legacy_name and LEGACY_NAMES[g.legacy_name] == kind:  # legacy pods' special claims come here
+            spec["extendedResourceName"] = g.legacy_name
         if lnc:
             spec["config"] = [{"opaque": {"driver": driver, "parameters": {
                 "apiVersion": "neuron.aws.com/v1", "kind": "NeuronConfig", "logicalNeuronCore": lnc}}}]
@@ -335,6 +360,10 @@ def render(kit: Kit) -> list[dict]:
                 if team in g.quota:
                     hard = {f"{g.device_class(k)}.deviceclass.resource.k8s.io/devices": str(g.quota[team])
                             for k in sorted({r.device for r in g.requests})}
+                    if g.legacy_name:  # the same devices asked the device-plugin way, by either name
+                        legacy_class = g.device_class(LEGACY_NAMES[g.legacy_name])
+                        hard[f"requests.{g.legacy_name}"] = str(g.quota[team])
+                        hard[EXTENDED_CLAIM_KEY + legacy_class] = str(g.quota[team])
                     out.append({"apiVersion": "v1", "kind": "ResourceQuota",
                                 "metadata": {"name": f"gp-{g.name}", "namespace": ns, "labels": {CLASS_LABEL: g.name}},
                                 "spec": {"hard": hard}})

@@ -167,3 +167,31 @@ def compute(ledger: Ledger, kit: Kit) -> dict[str, dict[str, Row]]:
             fs = fractions.get(id(row))
             row.topology_mean = round(statistics.fmean(fs), 3) if fs else None
     return out
+
+
+def legacy_alignment(truths: dict[str, Truth], legacy: list[dict], aligned: list[dict]) -> dict:
+    """"Alignment lost to legacy requests": the topology fraction (topology.py) that claims made
+    for pods asking by count (the scheduler's special claims of extended resources, which carry
+    no constraints) get, against the fraction the aligned classes' claims get on the same nodes."""
+    from ..judge.identity import truth_id
+    from .topology import fraction
+
+    def fractions(claims: list[dict]) -> list[float]:
+        out = []
+        for c in claims:
+            results = (((c.get("status") or {}).get("allocation") or {}).get("devices") or {}).get("results") or []
+            truth = truths.get(results[0]["pool"]) if results else None
+            if truth is None:
+                continue
+            ids = [truth_id(r["driver"], r["device"]) for r in results]
+            kinds = {d.id: d.kind for d in truth.devices}
+            out.append(fraction(truth, [i for i in ids if kinds.get(i) == "neuron"], [i for i in ids if kinds.get(i) == "efa"]))
+        return out
+
+    mine, theirs = fractions(legacy), fractions(aligned)
+    lo = statistics.mean(mine) if mine else None
+    hi = statistics.mean(theirs) if theirs else None
+    return {"legacy_claims": len(mine), "legacy_fraction": None if lo is None else round(lo, 3),
+            "aligned_claims": len(theirs), "aligned_fraction": None if hi is None else round(hi, 3),
+            "alignment_lost": None if lo is None or hi is None else round(hi - lo, 3),
+            "legacy_below_0_9": sum(1 for f in mine if f < SLOW)}

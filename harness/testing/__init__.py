@@ -44,6 +44,13 @@ def gbit(quantity: str) -> float:
 __all__ = ["presets", "neuron_devices", "golden_path_objects", "gbit"]
 
 
+def legacy_alignment(truths: dict, legacy: list[dict], aligned: list[dict]) -> dict:
+    """"Alignment lost to legacy requests" (harness.platform.metrics.legacy_alignment)."""
+    from ..platform.metrics import legacy_alignment as measure
+
+    return measure(truths, legacy, aligned)
+
+
 def __getattr__(name: str):
     """`WaitTimeout`: what a wait of the `dra` API raises when its condition never came (or a
     `stays_*` when it broke), for a scenario that explains a failure in its own words."""

@@ -238,6 +238,11 @@ class KubeletStandIn:
             name = rc.get("resourceClaimName") or statuses.get(rc["name"])
             if name:
                 out.append({"namespace": pod["metadata"]["namespace"], "name": name, "pod_claim": rc["name"]})
+        # a pod asking for an extended resource backed by DRA (KEP-5004): the claim the scheduler
+        # made for it, named in the pod's status as the kubelet reads it
+        ext = ((pod.get("status") or {}).get("extendedResourceClaimStatus") or {}).get("resourceClaimName")
+        if ext:
+            out.append({"namespace": pod["metadata"]["namespace"], "name": ext, "pod_claim": "extended-resources"})
         return out
 
     def _start(self, pod: dict, node: str) -> None:
