@@ -82,7 +82,7 @@ def efa_health(root: Path, rdma: str | None) -> tuple[str, str]:
     return ("UNHEALTHY", f"{rdma}: {n} admin command(s) timed out (no_completion_cmds)") if n else ("HEALTHY", "")
 
 
-def _servicer(pb, grpc_mod, pool: str, current: Callable[[], Report], stopping: threading.Event):
+def _servicer(pb, grpc_mod, pool: str, current: Callable[[], Report], stopping: threading.Event, poll: float):
     class Servicer(grpc_mod.DRAResourceHealthServicer):
         def NodeWatchResources(self, request, context):
             last: Report | None = None
@@ -99,11 +99,14 @@ def _servicer(pb, grpc_mod, pool: str, current: Callable[[], Report], stopping: 
                         changed = {k: v for k, v in now.items() if last.get(k) != v}
                         log.info("device health changed", extra={"fields": {"devices": changed}})
                     last, sent = now, time.monotonic()
-                stopping.wait(POLL)
+                stopping.wait(poll)
 
     return Servicer()
 
 
-def add_services(server, pool: str, current: Callable[[], Report], stopping: threading.Event) -> None:
-    h1_grpc.add_DRAResourceHealthServicer_to_server(_servicer(h1, h1_grpc, pool, current, stopping), server)
-    h1a_grpc.add_DRAResourceHealthServicer_to_server(_servicer(h1a, h1a_grpc, pool, current, stopping), server)
+def add_services(server, pool: str, current: Callable[[], Report], stopping: threading.Event,
+                 poll: float = POLL) -> None:
+    """`poll`: seconds between looks at `current` (a host's shared tree, which never changes,
+    needs only the KEEPALIVE)."""
+    h1_grpc.add_DRAResourceHealthServicer_to_server(_servicer(h1, h1_grpc, pool, current, stopping, poll), server)
+    h1a_grpc.add_DRAResourceHealthServicer_to_server(_servicer(h1a, h1a_grpc, pool, current, stopping, poll), server)

@@ -85,6 +85,7 @@ class Driver:
         self.reported: set[str] = set()
         self.ever_tainted: dict[str, list[dict]] = {}  # the taint-sticky bug's memory
         self.counter_sets: list[dict] = []  # what the devices of the last scan consume (partitions.py)
+        self.health_poll: float | None = None  # the health streams' poll interval (None: devhealth.POLL)
 
     # -- discovery and slices ------------------------------------------------------------------------
     def scan(self) -> list[dict]:
@@ -244,7 +245,7 @@ class Driver:
 
         svc = DraService(self.opts.driver, self.opts.node_name, get_claim, self.prepare, self.unprepare,
                          Checkpoint(paths.checkpoint))
-        return KubeletPlugin(paths, svc, self.device_health)
+        return KubeletPlugin(paths, svc, self.device_health, self.health_poll)
 
     def device_health(self) -> dict[str, tuple[str, str]]:
         """Each published device's health, read now (devhealth.py says what counts)."""

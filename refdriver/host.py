@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from .devhealth import KEEPALIVE
 from .driver import Driver, Options
 from .watch import Watcher
 
@@ -65,12 +66,6 @@ class Host:
 
     def __init__(self, base: Options, nodes_file: Path, workers: int = 8) -> None:
         raise_fd_limit()
-        from . import devhealth
-
-        # a shared tree never changes (a node whose tree changes leaves the host), so its health
-        # cannot either: each node's stream only needs its keepalive, not a look twice a second
-        # (500 streams polling kept a core busy)
-        devhealth.POLL = devhealth.KEEPALIVE
         self.base, self.nodes_file = base, nodes_file
         self.scanner = Driver(replace(base, kubelet_plugin=False))
         self.drivers: dict[str, Driver] = {}
@@ -97,6 +92,10 @@ class Host:
         # one health reading of the shared tree for every node's DRAResourceHealth stream: 500
         # streams each reading 32 counter files twice a second would take both cores
         d.device_health = self.shared_health
+        # a shared tree never changes (a node whose tree changes leaves the host), so its health
+        # cannot either: each node's stream only needs its keepalive, not a look twice a second
+        # (500 streams polling kept a core busy)
+        d.health_poll = KEEPALIVE
         d.publisher = Publisher(d.api_client, hn.node_name, opts.driver,
                                 keep_taint_times="taint-time-reset" not in opts.bugs)
         if opts.kubelet_plugin:
@@ -105,12 +104,11 @@ class Host:
         return d
 
     def shared_health(self) -> dict[str, tuple[str, str]]:
-        """The devices' health in the shared tree, read at most once per health poll interval."""
-        from .devhealth import POLL
-
+        """The devices' health in the shared tree, read at most once per keepalive (the streams'
+        poll interval here)."""
         with self.health_lock:
             now = time.monotonic()
-            if now - self.health_at >= POLL:
+            if now - self.health_at >= KEEPALIVE:
                 self.health_cache, self.health_at = self.scanner.device_health(), now
             return self.health_cache
 

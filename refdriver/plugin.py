@@ -178,11 +178,13 @@ class KubeletPlugin:
     """Both gRPC servers, started and stopped together; sockets removed on stop. With `health`
     (device name -> health, message), the DRA socket also serves DRAResourceHealth."""
 
-    def __init__(self, paths: PluginPaths, svc: DraService, health: Callable[[], dict] | None = None) -> None:
+    def __init__(self, paths: PluginPaths, svc: DraService, health: Callable[[], dict] | None = None,
+                 health_poll: float | None = None) -> None:
         from . import devhealth
 
         self.paths = paths
         self.health = health
+        self.health_poll = devhealth.POLL if health_poll is None else health_poll
         self.registration = Registration(paths.driver, str(paths.service_socket),
                                          devhealth.SERVICES if health else [])
         self.servers: list[grpc.Server] = []
@@ -198,7 +200,7 @@ class KubeletPlugin:
         if self.health:
             from . import devhealth
 
-            devhealth.add_services(dra, self.svc.node, self.health, self.stopping)
+            devhealth.add_services(dra, self.svc.node, self.health, self.stopping, self.health_poll)
         v1beta1_grpc.add_DRAPluginServicer_to_server(_servicer(v1beta1, v1beta1_grpc.DRAPluginServicer, self.svc), dra)
         dra.add_insecure_port(f"unix:{self.paths.service_socket}")
         registration = grpc.server(futures.ThreadPoolExecutor(max_workers=2))

@@ -70,7 +70,8 @@ def local_cluster(tmp_path_factory, prefix: str, nodes: str, **spec):
 
     bins_or_skip()
     name = f"{prefix}-{uuid.uuid4().hex[:6]}"
-    c = LocalBackend().up(ClusterSpec(name=name, nodes=parse_nodes(nodes, spec.pop("drivers", None)), **spec),
+    node_specs = parse_nodes(nodes, spec.pop("drivers", None), spec.pop("driver_args", None))
+    c = LocalBackend().up(ClusterSpec(name=name, nodes=node_specs, **spec),
                           tmp_path_factory.mktemp(prefix), attached=True, timeout=120)
     try:
         yield c

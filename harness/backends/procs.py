@@ -31,22 +31,32 @@ class Proc:
         return asdict(self)
 
 
-def start_time(pid: int) -> int | None:
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def stat(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (which may hold spaces and parens):
+    [0] state, [11] utime, [12] stime, [19] start time; None when the process is gone."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
         return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def start_time(pid: int) -> int | None:
+    f = stat(pid)
+    return int(f[19]) if f else None
 
 
 def alive(p: Proc) -> bool:
-    st = start_time(p.pid)
-    if st is None or st != p.start_time:
-        return False
-    try:  # a zombie is dead for our purposes
-        return Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    f = stat(p.pid)  # one read: the start time says it is ours, the state that it is no zombie
+    return f is not None and int(f[19]) == p.start_time and f[0] != "Z"
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds the process has used (0 when it is gone)."""
+    f = stat(pid)
+    return (int(f[11]) + int(f[12])) / CLK_TCK if f else 0.0
 
 
 def _die_with_parent() -> None:

@@ -398,7 +398,9 @@ def pytest_runtest_makereport(item, call):
     if api.verdicts:
         rep.sections.append(("dra-harness verdicts", "\n".join(str(v) for v in api.verdicts)))
     if rep.failed:
-        from ..judge.report import bundle
+        import shutil
+
+        from ..repro.capture import capture
 
         sess = _session(item.config)
         sess.failed = True  # backends export their logs on the way down
@@ -413,9 +415,13 @@ def pytest_runtest_makereport(item, call):
                     ledgers[name] = get()
                 except Exception as e:  # a ledger that cannot be read is named, the bundle goes on
                     ledgers[name] = json.dumps({"error": str(e)[:300]})
-            out = bundle(sess.artifacts / "failures" / safe, api.kube, api.truths(), api.namespaces,
-                         api.cluster.artifacts / "logs" if api.cluster.artifacts else None, "\n\n".join(notes), ledgers)
-            rep.sections.append(("dra-harness", f"failure bundle: {out}\n" + "\n\n".join(notes)))
+            out = sess.artifacts / "failures" / safe
+            shutil.rmtree(out, ignore_errors=True)  # a bundle of an earlier run of the same test
+            capture(api.kube, out, api.cluster, api.namespaces,
+                    log_dir=api.cluster.artifacts / "logs" if api.cluster.artifacts else None,
+                    notes="\n\n".join(notes), ledgers=ledgers)
+            rep.sections.append(("dra-harness", f"failure bundle: {out} (reproduce it: dra-harness repro {out})\n"
+                                 + "\n\n".join(notes)))
         except Exception as e:  # the bundle is best effort; the failure itself must stay visible
             rep.sections.append(("dra-harness", f"could not write the failure bundle: {e}"))
 

@@ -439,14 +439,7 @@ class Supervisor:
     def _check_children(self) -> None:
         for h in list(self.hosts.hosts.values()) if self.hosts else []:
             if not procs.alive(h.proc) and h.proc.name not in self.crashed:
-                self.crashed.append(h.proc.name)
-                log.error("driver host %s (pid %d) exited; see %s", h.proc.name, h.proc.pid, h.proc.log)
-                self._write_state()
-                if self.standin:
-                    self.standin.watcher.probe_soon()
-                for node in self.hosts.nodes_of(h):
-                    self._node_event(node, "DriverExited", f"driver host {h.proc.name} (pid {h.proc.pid}) serving "
-                                     f"this node exited; last log line: {procs.tail(h.proc.log, 1)[:300]}")
+                self._driver_exited(h.proc, self.hosts.nodes_of(h), "driver host", "serving this node ")
         for p in list(self.cp.procs):
             if not procs.alive(p) and p.name not in self.crashed:
                 self._control_plane_exited(p)
@@ -454,22 +447,28 @@ class Supervisor:
         for key, d in list(self.drivers.items()):
             p = d.proc
             if not procs.alive(p) and p.name not in self.crashed:
-                self.crashed.append(p.name)
                 tries = self.driver_backoff.get(key, (0.0, 0))[1]
                 delay = min(DRIVER_BACKOFF_MAX, DRIVER_BACKOFF_FIRST * 2 ** tries)
                 self.driver_backoff[key] = (now + delay, tries + 1)
-                log.error("%s (pid %d) exited; see %s; started again in %.0f s (a DaemonSet's back-off)",
-                          p.name, p.pid, p.log, delay)
-                self._write_state()
-                if self.standin:
-                    self.standin.watcher.probe_soon()  # its socket is likely left behind, unanswered
-                self._node_event(key[0], "DriverExited", f"driver {p.name} (pid {p.pid}) exited; "
-                                 f"last log line: {procs.tail(p.log, 1)[:300]}")
+                self._driver_exited(p, [key[0]], "driver", "", f"; started again in {delay:.0f} s (a DaemonSet's back-off)")
             elif p.name in self.crashed and self.driver_backoff.get(key, (float("inf"),))[0] <= now:
                 self.driver_backoff[key] = (float("inf"), self.driver_backoff[key][1])
                 self.crashed.remove(p.name)
                 new = self._respawn(key)
                 log.warning("%s started again as pid %d", p.name, new.pid)
+
+    def _driver_exited(self, p: procs.Proc, nodes: list[str], what: str, serving: str, then: str = "") -> None:
+        """A driver process (or a driver host, for all its nodes) died: say so once, in the log,
+        the state and an event on each node it served, and have its socket probed (likely left
+        behind, unanswered)."""
+        self.crashed.append(p.name)
+        log.error("%s %s (pid %d) exited; see %s%s", what, p.name, p.pid, p.log, then)
+        self._write_state()
+        if self.standin:
+            self.standin.watcher.probe_soon()
+        for node in nodes:
+            self._node_event(node, "DriverExited", f"{what} {p.name} (pid {p.pid}) {serving}exited; "
+                             f"last log line: {procs.tail(p.log, 1)[:300]}")
 
     def _control_plane_exited(self, p: procs.Proc) -> None:
         """A control-plane component died: start it again at once, as the kubelet restarts a

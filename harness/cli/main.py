@@ -12,8 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from .backends import DEFAULT as DEFAULT_BACKEND, NAMES as BACKENDS
-from .backends.spec import DEFAULT_NODES
+from ..backends import DEFAULT as DEFAULT_BACKEND, NAMES as BACKENDS
+from ..backends.spec import DEFAULT_NODES
 
 EPILOG = """\
 examples:
@@ -94,6 +94,38 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--all", action="store_true", help="every allocated claim of the cluster")
     cluster_args(s, nodes=False)
     s.add_argument("--kubeconfig", default=None, help="(default: the named cluster's)")
+    s = sub.add_parser("capture", help="a cluster's DRA state as a bundle `repro` replays (slices, classes, claims, "
+                       "pods, events, versions, gates, topologies)",
+                       description="Writes into OUT (a new directory) what a reproduction needs: ResourceSlices, "
+                       "DeviceClasses, the claims, templates and pods of every namespace that uses devices (or "
+                       "--namespace), quotas, admission policies, events, the scheduler's verdicts, the server's "
+                       "version and DRA feature gates, node labels, and for each fake node its topology; for a "
+                       "cluster dra-harness made, its driver profiles and arguments. Any kubeconfig works; only a "
+                       "harness cluster's nodes come with topologies.",
+                       epilog="examples:\n  dra-harness capture bug-42/                    the running harness cluster\n"
+                              "  dra-harness capture --anonymise share/        names, namespaces and UIDs replaced\n"
+                              "  dra-harness capture --kubeconfig ~/.kube/config out/   any cluster (slices only)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("out", help="a new directory for the bundle")
+    s.add_argument("--namespace", action="append", default=None, metavar="NS",
+                   help="capture these namespaces (repeatable; default: every namespace using devices)")
+    s.add_argument("--anonymise", action="store_true",
+                   help="replace namespaces, object and node names and UIDs consistently; drop events and logs")
+    cluster_args(s, nodes=False)
+    s.add_argument("--kubeconfig", default=None, help="(default: the named cluster's)")
+    s = sub.add_parser("repro", help="replay a captured bundle on a local cluster and say whether it reproduces",
+                       description="Boots a local cluster of the bundle's Kubernetes version and replays the bundle: "
+                       "`hardware` renders each node's captured topology and runs the same driver profiles and "
+                       "arguments; `slices` publishes the captured ResourceSlices verbatim with no driver. Then it "
+                       "recreates classes, templates, claims and pods in the captured order, judges with the oracle "
+                       "and ends with one line: reproduced (the same allocations and verdicts), or the differences. "
+                       "Exit 0 when reproduced, 1 when not.",
+                       epilog="example: dra-harness repro bug-42/ --mode slices",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("bundle", help="a directory `dra-harness capture` (or a failing test) wrote")
+    s.add_argument("--mode", choices=["hardware", "slices"], default="hardware")
+    s.add_argument("--keep-cluster", action="store_true", help="leave the reproduction running (dra-harness down)")
+    s.add_argument("--artifacts", default="artifacts", help="where the reproduction's logs go (default: ./artifacts)")
     s = sub.add_parser("drain", help="taint a node's devices through a DeviceTaintRule (maintenance), or undo it",
                        description="Maintenance as 1.37 does it: a DeviceTaintRule selects the node's pool (or one "
                        "device) and taints it. NoExecute evicts the pods using the devices once their tolerations "
@@ -170,15 +202,15 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "node_image", None):  # for the kind backend, here and in `e2e`'s pytest
         os.environ["DRA_HARNESS_NODE_IMAGE"] = args.node_image
     signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops what was started, as Ctrl-C does
-    from .backends import BackendError, StateError
-    from .backends.bins import BinsError
-    from .backends.kind.engine import EngineError
-    from .platform.kit import KitError
+    from ..backends import BackendError, StateError
+    from ..backends.bins import BinsError
+    from ..backends.kind.engine import EngineError
+    from ..platform.kit import KitError
 
     try:
         return {"up": _up, "status": _status, "down": _down, "explain": _explain, "judge": _judge, "drain": _drain, "e2e": _e2e, "kit": _kit,
                 "replay": _replay, "report": _report, "engine": _engine, "kind-image": _kind_image,
-                "driver-image": _driver_image}[args.cmd](args)
+                "driver-image": _driver_image, "capture": _capture, "repro": _repro}[args.cmd](args)
     except (BackendError, BinsError, StateError, KitError, ValueError, EngineError) as e:
         print(f"dra-harness: {e}", file=sys.stderr)
         return 2
@@ -190,9 +222,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _spec(args):
-    from .backends.paths import check_name
-    from .backends.profiles import check_set, parse_driver_args
-    from .backends.spec import ClusterSpec, parse_nodes
+    from ..backends.paths import check_name
+    from ..backends.profiles import check_set, parse_driver_args
+    from ..backends.spec import ClusterSpec, parse_nodes
 
     extra = parse_driver_args(args.driver_arg)
     spec = ClusterSpec(name=check_name(args.name, "cluster name"), nodes=parse_nodes(args.nodes, args.driver, extra),
@@ -206,7 +238,7 @@ def _spec(args):
 
 
 def _up(args) -> int:
-    from .backends import get
+    from ..backends import get
 
     spec = _spec(args)
     t0 = time.monotonic()
@@ -218,7 +250,7 @@ def _up(args) -> int:
 
 
 def summary(cluster) -> str:
-    from .kube import Kube
+    from ..kube import Kube
 
     kube = Kube(str(cluster.kubeconfig))
     slices, _ = kube.list("ResourceSlice")
@@ -237,8 +269,8 @@ def summary(cluster) -> str:
 
 
 def _status(args) -> int:
-    from .backends import get
-    from .backends.paths import check_name
+    from ..backends import get
+    from ..backends.paths import check_name
 
     st = get(args.backend).status(check_name(args.name, "cluster name"))
     print(json.dumps(st, indent=2))
@@ -246,8 +278,8 @@ def _status(args) -> int:
 
 
 def _down(args) -> int:
-    from .backends import get
-    from .backends.paths import check_name
+    from ..backends import get
+    from ..backends.paths import check_name
 
     killed = get(args.backend).down(check_name(args.name, "cluster name"))
     print(f"cluster {args.name} is down" + (f" (killed leftovers: {', '.join(killed)})" if killed else ""))
@@ -259,8 +291,8 @@ SUBDOMAIN_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[
 
 def _target(args):
     """(kubeconfig, the named cluster or None) for explain and judge."""
-    from .backends import get
-    from .backends.paths import check_name
+    from ..backends import get
+    from ..backends.paths import check_name
 
     kubeconfig = args.kubeconfig
     cluster = get(args.backend).find(check_name(args.name, "cluster name"))
@@ -274,7 +306,7 @@ def _target(args):
 
 
 def _claim_ref(text: str) -> tuple[str, str]:
-    from .backends.paths import LABEL_RE
+    from ..backends.paths import LABEL_RE
 
     ns, _, name = text.partition("/")
     if not name:
@@ -289,13 +321,13 @@ def _claim_ref(text: str) -> tuple[str, str]:
 
 
 def _identities(cluster) -> dict:
-    from .judge.identity import Identity
+    from ..judge.identity import Identity
 
     return {d: Identity.from_profile(d, i) for d, i in cluster.identities().items()} if cluster else {}
 
 
 def _explain(args) -> int:
-    from .judge.explain import explain_claim
+    from ..judge.explain import explain_claim
 
     kubeconfig, cluster = _target(args)
     ns, name = _claim_ref(args.claim)
@@ -304,8 +336,8 @@ def _explain(args) -> int:
 
 
 def _judge(args) -> int:
-    from .judge.oracle import judge_live
-    from .kube import Kube
+    from ..judge.oracle import judge_live
+    from ..kube import Kube
 
     if bool(args.claim) == bool(args.all):
         raise ValueError("name one claim (NAMESPACE/NAME) or give --all")
@@ -336,10 +368,10 @@ def _judge(args) -> int:
 
 
 def _drain(args) -> int:
-    from .backends import get
-    from .backends.paths import LABEL_RE, check_name
-    from .kube import Kube
-    from .platform import drain
+    from ..backends import get
+    from ..backends.paths import LABEL_RE, check_name
+    from ..kube import Kube
+    from ..platform import drain
 
     if len(args.node) > 253 or not SUBDOMAIN_RE.match(args.node):
         raise ValueError(f"node name {args.node[:70]!r} is not a DNS-1123 subdomain")
@@ -368,13 +400,13 @@ def _drain(args) -> int:
 def _kit(args) -> int:
     from fakedev import safeyaml
 
-    from .platform import kit
+    from ..platform import kit
 
     k = kit.load(args.kit)
     if args.action == "render":
         sys.stdout.write(safeyaml.dumps_all(kit.render(k)))
         return 0
-    from .platform.check import check
+    from ..platform.check import check
 
     rows = check(k, args.presets.split(",") if args.presets else None)
     w = max(len(r.golden_path) for r in rows)
@@ -387,13 +419,43 @@ def _kit(args) -> int:
 def _kind_image(args) -> int:
     import subprocess
 
-    from .backends.bins import ROOT, resolve
+    from ..backends.bins import ROOT, resolve
 
     return subprocess.call([str(ROOT / "clusters/kind/node-image.sh"), resolve(args.k8s_version)])
 
 
+def _capture(args) -> int:
+    from ..kube import Kube
+    from ..repro.capture import capture
+
+    kubeconfig, cluster = _target(args)
+    try:
+        kube = Kube(kubeconfig)
+    except Exception as e:  # a file that is no kubeconfig
+        raise ValueError(f"--kubeconfig {kubeconfig}: not a usable kubeconfig ({type(e).__name__})") from None
+    out = capture(kube, Path(args.out), cluster, args.namespace, args.anonymise,
+                  log_dir=(cluster.artifacts / "logs") if cluster else None)
+    manifest = json.loads((out / "capture.json").read_text())
+    topo = sum(1 for n in manifest["nodes"].values() if n.get("topology"))
+    print(f"captured {out}: {len(manifest['order'])} claims/templates/pods in {len(manifest['namespaces'])} namespace(s), "
+          f"{len(manifest['nodes'])} node(s) ({topo} with topology), Kubernetes {manifest['server'].get('gitVersion')}"
+          f"{', anonymised' if args.anonymise else ''} in {manifest['capture_s']}s")
+    return 0
+
+
+def _repro(args) -> int:
+    from ..repro.repro import ReproError, repro
+
+    try:
+        out = repro(Path(args.bundle), args.mode, Path(args.artifacts).resolve(), keep=args.keep_cluster)
+    except ReproError as e:
+        raise ValueError(str(e)) from None
+    print(f"{out.line()} [{out.seconds.get('total')}s]")
+    return 0 if out.reproduced else 1
+
+
 def _driver_image(args) -> int:
-    from .backends import binimage
+    from ..backends import binimage
 
     binary, out = Path(args.binary), Path(args.out)
     if not binary.is_file() or not os.access(binary, os.X_OK):
@@ -414,7 +476,7 @@ def _driver_image(args) -> int:
 
 
 def _engine(args) -> int:
-    from .backends.kind import engine
+    from ..backends.kind import engine
 
     if args.action == "up":
         engine.up()
@@ -427,7 +489,7 @@ def _engine(args) -> int:
 
 
 def _replay(args) -> int:
-    from .replay_runner import generate, replay
+    from .replay import generate, replay
 
     if args.generate:
         return generate(args)
@@ -437,7 +499,7 @@ def _replay(args) -> int:
 
 
 def _report(args) -> int:
-    from .platform.htmlreport import write
+    from ..platform.htmlreport import write
 
     t0 = time.monotonic()
     out = write(Path(args.run_dir), Path(args.out) if args.out else None)
@@ -446,10 +508,6 @@ def _report(args) -> int:
 
 
 def _e2e(args) -> int:
-    from .e2e_runner import run
+    from .e2e import run
 
     return run(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -13,11 +13,11 @@ import time
 import uuid
 from pathlib import Path
 
-from .backends.local import backend as localbackend
-from .backends.local.backend import LocalBackend
-from .backends.spec import ClusterSpec, parse_nodes
-from .judge.oracle import judge
-from .kube import Kube, retrying
+from ..backends.local import backend as localbackend
+from ..backends.local.backend import LocalBackend
+from ..backends.spec import ClusterSpec, parse_nodes
+from ..judge.oracle import judge
+from ..kube import Kube, retrying
 
 NODES = "trn1.32xlarge,trn1.32xlarge"
 MAX_LIVE, STEP, LOST_AFTER = 12, 0.25, 60.0

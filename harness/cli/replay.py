@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from .judge.files import check_target, write_file
+from ..judge.files import check_target, write_file
 
 MAX_SPEED = 10_000.0
 RUN_FILES = {"ledger.json", "run.json", "metrics.txt", "report.html", "cluster"}
@@ -33,8 +33,8 @@ def run_dir(out: Path) -> Path:
 
 
 def generate(args) -> int:
-    from .platform import kit as kitmod
-    from .platform.trace import generate as gen
+    from ..platform import kit as kitmod
+    from ..platform.trace import generate as gen
 
     import os
 
@@ -54,13 +54,13 @@ def generate(args) -> int:
 
 
 def replay(args) -> int:
-    from .backends import get
-    from .backends.spec import ClusterSpec, parse_nodes
-    from .kube import Kube
-    from .platform import kit as kitmod
-    from .platform import trace as tracemod
-    from .platform.metrics import compute
-    from .platform.replay import Replay, write_run
+    from ..backends import get
+    from ..backends.spec import ClusterSpec, parse_nodes
+    from ..kube import Kube
+    from ..platform import kit as kitmod
+    from ..platform import trace as tracemod
+    from ..platform.metrics import compute
+    from ..platform.replay import Replay, write_run
 
     if not (math.isfinite(args.speed) and 0 < args.speed <= MAX_SPEED):  # 0, negative or NaN never ends (row 41)
         raise ValueError(f"--speed {args.speed}: want trace seconds per real second, > 0 and <= {MAX_SPEED}")

@@ -8,9 +8,10 @@ artifacts/bench.json. Each section can be skipped; `--quick` skips the slow ones
   overhead   claim created -> allocation observed, minus the scheduler's time   report
   scale      50/200/500 trn2.48xlarge nodes in host mode, filled with aligned claims, beside
              upstream scheduler_perf of the same shape (built once, ~7 min)  target: >= 0.7x, up <= 120 s
-  taints     fault -> taint, taint -> eviction (1 and 50 pods), a drained node (taintbench.py)
-  features   partitions and shared EFAs beside plain devices, 50 nodes (scalebench.py feature_runs)
-  legacy     the alignment pods asking by count lose, per preset (legacybench.py)
+  taints     fault -> taint, taint -> eviction (1 and 50 pods), a drained node (taints.py)
+  features   partitions and shared EFAs beside plain devices, 50 nodes (scale.py feature_runs)
+  legacy     the alignment pods asking by count lose, per preset (legacy.py)
+  repro      capture of an oracle-bug scenario and its repro in both modes (repro.py)
              targets: taint <= 2 s, 50 pods evicted <= 5 s
   e2e        the full e2e suite with cached binaries                           target: <= 180 s
   e2e-kind   the same suites on kind (offline images, cached), beside e2e     target: <= 10 min
@@ -33,15 +34,15 @@ import ssl
 import uuid
 from pathlib import Path
 
-from .backends import bins
-from . import legacybench, soak, taintbench
-from .backends.local.backend import LocalBackend
+from ..backends import bins
+from . import legacy, repro, soak, taints
+from ..backends.local.backend import LocalBackend
 
 ROOT = bins.ROOT
 
 
 def _state_tmp() -> Path:
-    from .backends.paths import ensure_root
+    from ..backends.paths import ensure_root
 
     d = ensure_root() / f"bench-{uuid.uuid4().hex[:6]}"
     d.mkdir(parents=True)
@@ -106,7 +107,7 @@ def bench_discovery() -> dict:
 
 def _up(nodes: str, name: str, artifacts: Path, drivers: list[str] | None = None, timeout: float = 600,
         netns: bool | None = None):
-    from .backends.spec import ClusterSpec, parse_nodes
+    from ..backends.spec import ClusterSpec, parse_nodes
 
     return LocalBackend().up(ClusterSpec(name=name, nodes=parse_nodes(nodes, drivers), netns=netns), artifacts,
                              attached=True, timeout=timeout)
@@ -115,7 +116,7 @@ def _up(nodes: str, name: str, artifacts: Path, drivers: list[str] | None = None
 def bench_up(artifacts: Path) -> dict:
     """`up` of 2 nodes until every slice is published, with a network namespace and IMDS per node
     (the default as root) and without, interleaved so both see the same machine."""
-    from .backends.local import netns as netnsmod
+    from ..backends.local import netns as netnsmod
 
     modes = {"netns": True, "host-network": False} if netnsmod.available() is None else {"host-network": False}
     times: dict[str, list[float]] = {m: [] for m in modes}
@@ -140,8 +141,8 @@ def bench_up(artifacts: Path) -> dict:
 
 
 def bench_prepare_and_overhead(artifacts: Path) -> dict:
-    from .backends.local.kubelet_standin import call, register
-    from .kube import Kube
+    from ..backends.local.kubelet_standin import call, register
+    from ..kube import Kube
 
     name = f"bench-prep-{uuid.uuid4().hex[:4]}"
     c = _up("trn1.32xlarge,trn2.48xlarge", name, artifacts / name)
@@ -180,7 +181,7 @@ def bench_prepare_and_overhead(artifacts: Path) -> dict:
 
 def _scheduler_metric(c, name: str) -> tuple[float, float]:
     """(sum, count) of a scheduler histogram, read with the admin client certificate."""
-    from .backends.local.backend import load_state
+    from ..backends.local.backend import load_state
 
     st = load_state(c.name)
     port = next((p["argv"] for p in st.procs if p["name"] == "kube-scheduler"), [])
@@ -226,9 +227,9 @@ def _overhead(kube, c, n: int = 40) -> dict:
 
 
 def bench_scale(artifacts: Path, sizes: list[int], upstream: bool) -> dict:
-    """Host-mode scale runs beside scheduler_perf (scalebench.py); the headline numbers here, the
+    """Host-mode scale runs beside scheduler_perf (scale.py); the headline numbers here, the
     rest in artifacts/bench/scale/."""
-    from .scalebench import main_run
+    from .scale import main_run
 
     r = main_run(artifacts, sizes, upstream=upstream)
     head = {}
@@ -299,8 +300,8 @@ def bench_cold_build() -> dict:
 
 
 def bench_features(artifacts: Path) -> dict:
-    """Allocation with partitions and with shared EFAs beside the plain devices (scalebench.py)."""
-    from .scalebench import feature_runs
+    """Allocation with partitions and with shared EFAs beside the plain devices (scale.py)."""
+    from .scale import feature_runs
 
     return feature_runs(artifacts)
 
@@ -326,9 +327,10 @@ def main(argv: list[str] | None = None) -> int:
         "scale": lambda: bench_scale(artifacts, [int(x) for x in a.scale_sizes.split(",")], not a.no_upstream), "e2e": lambda: bench_e2e(artifacts),
         "e2e-kind": lambda: _beside(bench_e2e(artifacts, "kind"), results.get("e2e")),
         "replay": lambda: bench_replay(artifacts), "cold-build": bench_cold_build,
-        "taints": lambda: taintbench.run(artifacts),
+        "taints": lambda: taints.run(artifacts),
         "features": lambda: bench_features(artifacts),
-        "legacy": lambda: legacybench.run(artifacts),
+        "legacy": lambda: legacy.run(artifacts),
+        "repro": lambda: repro.run(artifacts),
         "soak": lambda: soak.run(artifacts, a.soak_seconds),
     }
     wanted = a.only or [s for s in sections if not (a.quick and s in ("scale", "e2e", "e2e-kind", "replay"))
@@ -346,7 +348,3 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(results, indent=2))
     print(f"bench: results in {out}")
     return 1 if any("error" in r for r in results.values()) else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from .backends.bins import ROOT
+from ..backends.bins import ROOT
 
 
 def run(args) -> int:

@@ -15,10 +15,11 @@ import statistics
 import uuid
 from pathlib import Path
 
-from .kube import WaitTimeout
+from ..backends import bins
+from ..kube import WaitTimeout
 
 PRESETS = ("trn1.32xlarge", "trn2.48xlarge")
-KIT = Path(__file__).resolve().parent.parent / "platform" / "legacy.yaml"
+KIT = bins.ROOT / "platform" / "legacy.yaml"
 
 
 def _pod(ns: str, name: str, node: str, *, claim: str | None = None, template: str | None = None,
@@ -59,11 +60,11 @@ def _claim_of(kube, ns: str, pod: str, legacy: bool, timeout: float = 15) -> dic
 
 
 def run(artifacts: Path, trials: int = 6, seed: int = 1) -> dict:
-    from .backends.local.backend import LocalBackend
-    from .backends.spec import ClusterSpec, parse_nodes
-    from .kube import Kube
-    from .platform import kit as kitmod
-    from .platform.metrics import legacy_alignment
+    from ..backends.local.backend import LocalBackend
+    from ..backends.spec import ClusterSpec, parse_nodes
+    from ..kube import Kube
+    from ..platform import kit as kitmod
+    from ..platform.metrics import legacy_alignment
 
     name = f"bench-legacy-{uuid.uuid4().hex[:4]}"
     c = LocalBackend().up(ClusterSpec(name=name, nodes=parse_nodes(",".join(PRESETS))), artifacts / name,

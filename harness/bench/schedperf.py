@@ -21,14 +21,14 @@ import subprocess
 import time
 from pathlib import Path
 
-from .backends import bins
+from ..backends import bins
 
 BUILD = bins.ROOT / "clusters/local/build-schedperf.sh"
 CLAIM = {"requests": [{"name": "n", "exactly": {"deviceClassName": "neuron.aws.com", "count": 4}}],
          "constraints": [{"requests": ["n"], "matchAttribute": "resource.aws.com/devicegroup4_id"}]}
 
 HARNESS_CASE = """
-# Added by dra-harness (harness/schedperf.py): the harness's scale run, in scheduler_perf.
+# Added by dra-harness (harness/bench/schedperf.py): the harness's scale run, in scheduler_perf.
 - name: HarnessShape
   featureGates:
     DynamicResourceAllocation: true

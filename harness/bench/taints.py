@@ -74,10 +74,10 @@ def _taint_seen(kube, node: str, device: str, present: bool, timeout: float = 30
 
 
 def run(artifacts: Path) -> dict:
-    from .backends.local.backend import LocalBackend
-    from .backends.spec import ClusterSpec, parse_nodes
-    from .kube import Kube
-    from .platform import drain
+    from ..backends.local.backend import LocalBackend
+    from ..backends.spec import ClusterSpec, parse_nodes
+    from ..kube import Kube
+    from ..platform import drain
 
     name = f"bench-taint-{uuid.uuid4().hex[:4]}"
     c = LocalBackend().up(ClusterSpec(name=name, nodes=parse_nodes(NODES)), artifacts / name, attached=True, timeout=600)

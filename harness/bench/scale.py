@@ -20,20 +20,12 @@ from datetime import datetime
 from pathlib import Path
 
 from . import schedperf
-from .backends import bins
-from .backends.local.backend import LocalBackend, control, load_state
+from ..backends import bins
+from ..backends.local.backend import LocalBackend, control, load_state
+from ..backends.procs import cpu_seconds
 
 PRESET = "trn2.48xlarge"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-scheduler", "kube-controller-manager")
-
-
-def _cpu_s(pid: int) -> float:
-    try:
-        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(f[11]) + int(f[12])) / CLK_TCK
-    except (OSError, IndexError, ValueError):
-        return 0.0
 
 
 def _rss_mib(pid: int) -> float:
@@ -90,7 +82,7 @@ def _api_requests(kube) -> Counter:
 def _wait(kube, name: str, predicate, what: str, timeout: float, **kw) -> None:
     """kube.wait in short slices, failing at once when a component of the cluster died (the
     supervisor records it) instead of at the timeout."""
-    from .kube import WaitTimeout
+    from ..kube import WaitTimeout
 
     end = time.monotonic() + timeout
     while True:
@@ -111,9 +103,9 @@ def harness_run(artifacts: Path, nodes: int, pods: int, workers: int = 8, hold: 
     """`hold`: the kubelet stand-in starts no pod until all are scheduled, so pods/s is the
     scheduler's, as scheduler_perf's is; the starts (prepare + Running) are timed after.
     `profiles` and `claim` (default: 4 aligned Neuron devices) set what is allocated."""
-    from .backends.spec import ClusterSpec, parse_nodes
-    from .judge.oracle import judge
-    from .kube import Kube
+    from ..backends.spec import ClusterSpec, parse_nodes
+    from ..judge.oracle import judge
+    from ..kube import Kube
 
     name = f"scale-{nodes}-{uuid.uuid4().hex[:4]}"
     spec = ClusterSpec(name=name, nodes=parse_nodes(",".join([PRESET] * nodes), list(profiles)), netns=False,
@@ -131,8 +123,8 @@ def harness_run(artifacts: Path, nodes: int, pods: int, workers: int = 8, hold: 
                     "spec": {"spec": {"devices": claim or schedperf.CLAIM}}})
         if hold:  # scheduling alone, as scheduler_perf measures it (no kubelet); the starts after
             control(c, "hold-pods")
-        requests0, cpu0 = _api_requests(kube), {k: _cpu_s(p) for k, p in pids.items()}
-        bench_cpu0 = _cpu_s(os.getpid())
+        requests0, cpu0 = _api_requests(kube), {k: cpu_seconds(p) for k, p in pids.items()}
+        bench_cpu0 = cpu_seconds(os.getpid())
 
         def create(i: int) -> None:
             kube.core.create_namespaced_pod("scale", {"metadata": {"name": f"p{i}"}, "spec": {
@@ -150,8 +142,8 @@ def harness_run(artifacts: Path, nodes: int, pods: int, workers: int = 8, hold: 
         _wait(kube, name, lambda lst: scheduled(lst) >= pods, f"{pods} pods scheduled", 900,
               describe=lambda lst: f"{scheduled(lst)} scheduled")
         sched_s = time.perf_counter() - t0
-        cpu = {k: round(_cpu_s(p) - cpu0[k], 1) for k, p in pids.items()}
-        cpu["bench client (pod creation)"] = round(_cpu_s(os.getpid()) - bench_cpu0, 1)
+        cpu = {k: round(cpu_seconds(p) - cpu0[k], 1) for k, p in pids.items()}
+        cpu["bench client (pod creation)"] = round(cpu_seconds(os.getpid()) - bench_cpu0, 1)
         requests = _api_requests(kube) - requests0
         rss_full = {k: round(_rss_mib(p), 1) for k, p in pids.items()}
         pod_list, _ = kube.list("Pod", namespace="scale")

@@ -1,0 +1,7 @@
+"""`python -m harness.bench` (what `make bench` runs)."""
+
+import sys
+
+from .main import main
+
+sys.exit(main())
