@@ -80,7 +80,8 @@ def test_plugin_under_xdist(tmp_path):
     assert int(junit.find("testsuite").get("tests")) == 10
     bundle = next(b for b in (art / "failures").iterdir() if "test_fails_with_a_bundle" in b.name)
     names = {p.name for p in bundle.iterdir()}
-    assert {"resourceclaims.yaml", "resourceslices.yaml", "pods.yaml", "events.yaml", "notes.txt"} <= names
+    assert {"resourceclaims.yaml", "resourceslices.yaml", "pods.yaml", "events.yaml", "notes.txt", "capture.json",
+            "topologies"} <= names  # a capture: `dra-harness repro` replays it
     assert any(n.startswith("topology-") and n.endswith(".svg") for n in names)
     assert "cannot be satisfied with this topology" in (bundle / "notes.txt").read_text()
     assert not (bundle / "errors.txt").exists(), (bundle / "errors.txt").read_text()
