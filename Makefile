@@ -11,7 +11,7 @@ BACKEND ?= local
 # Debian packages the tests use as independent consumers of fake trees, openssl for PKI, and
 # chromium to render the platform report headless, busybox-static and debootstrap for images
 # made without a registry.
-APT_PACKAGES := pciutils hwloc umockdev libumockdev0 openssl chromium busybox-static debootstrap
+APT_PACKAGES := pciutils hwloc umockdev libumockdev0 openssl chromium busybox-static debootstrap graphviz
 DEB_STAMP := $(VENV)/.debs
 
 .PHONY: help install debs bins test test-fast bench e2e clean protos kind-configs test-dranet

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 import yaml
 
@@ -77,8 +78,11 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("truth", help="print the ground truth of a tree as JSON")
     s.add_argument("tree")
 
-    s = sub.add_parser("show", help="print a summary table of a tree")
+    s = sub.add_parser("show", help="print a summary table of a tree (--svg: its topology picture)")
     s.add_argument("tree")
+    s.add_argument("--svg", metavar="FILE", default=None,
+                   help="also draw the tree as lstopo nests it (NUMA -> root complex -> switch -> device) with "
+                        "the Neuron<->EFA pairing and torus links (Graphviz)")
 
     s = sub.add_parser("mutate", help="change a tree at runtime (hotplug, faults)", epilog=MUTATIONS,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -166,6 +170,13 @@ def _show(a: argparse.Namespace) -> int:
     from .show import summary
 
     sys.stdout.write(summary(a.tree))
+    if a.svg:
+        from . import truth_of
+        from .picture import svg
+
+        t = truth_of(a.tree)
+        Path(a.svg).write_text(svg(t, f"{Path(a.tree).name} - {t.instance_type}"))
+        print(f"picture: {a.svg}")
     return 0
 
 

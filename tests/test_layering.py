@@ -24,7 +24,7 @@ ALLOWED: dict[str, set[str]] = {
     "harness.judge": {"fakedev", "harness.judge", "harness.kube"},
     "harness.backends": {"fakedev", "kubeletapi", "harness.backends", "harness.kube"},
     "harness.platform": {"fakedev", "harness.judge", "harness.platform", "harness.kube"},
-    "harness.bench": {"fakedev", "harness.backends", "harness.judge", "harness.platform", "harness.kube"},
+    "harness.bench": {"fakedev", "harness.backends", "harness.judge", "harness.platform", "harness.kube", "harness.repro"},
     "harness.kube": set(),
     "harness.repro": {"fakedev", "harness.backends", "harness.judge", "harness.kube", "harness.repro"},
     "e2e": {"harness.testing"},

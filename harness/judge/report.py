@@ -3,67 +3,24 @@ node's topology with each claim's devices highlighted."""
 
 from __future__ import annotations
 
-import html
 import json
 from pathlib import Path
 
 import yaml
-from fakedev import Truth, TruthDevice
+from fakedev import Truth, picture
 from kubernetes import client
 
 from .identity import allocations
-
-PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45",
-           "#fabed4", "#469990", "#dcbeff", "#9a6324", "#800000", "#aaffc3", "#808000", "#000075"]
-
 
 def owners(claims: list[dict], node: str) -> dict[str, str]:
     """truth id -> claim (namespace/name) for the devices allocated on `node`."""
     return {tid: name for name, _, r, tid in allocations(claims) if r["pool"] == node and tid}
 
 
-def svg(node: str, truth: Truth, claims: list[dict]) -> str:
-    """Neuron devices on their torus (or in index order), EFAs below grouped by root complex;
-    a device's fill is its claim's colour, grey when free, hatched-red when not usable."""
-    own = owners(claims, node)
-    colors = {c: PALETTE[i % len(PALETTE)] for i, c in enumerate(sorted(set(own.values())))}
-    neurons = truth.of_kind("neuron")
-    efas = truth.of_kind("efa")
-    W, H, pad = 96, 46, 12
-    cols = 4 if any(d.torus for d in neurons) else min(max(len(neurons), 1), 8)
-    rows_n = (len(neurons) + cols - 1) // cols
-    efa_cols = min(max(len(efas), 1), 8)
-    height = 60 + rows_n * (H + pad) + 40 + ((len(efas) + efa_cols - 1) // efa_cols) * (H + pad) + 24 * (len(colors) + 1)
-    width = max(cols, efa_cols) * (W + pad) + 2 * pad
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="monospace" font-size="11">',
-           '<defs><pattern id="bad" width="6" height="6" patternUnits="userSpaceOnUse"><path d="M0,6 L6,0" stroke="#c00"/></pattern></defs>',
-           f'<text x="{pad}" y="20" font-size="14" font-weight="bold">{html.escape(node)} — {html.escape(truth.instance_type)}</text>']
-
-    def box(x: int, y: int, d: TruthDevice, label: str, sub: str) -> None:
-        fill = colors.get(own.get(d.id), "#eeeeee") if d.usable else "url(#bad)"
-        title = html.escape(f"{d.id} {d.bdf} root {d.root} numa {d.numa_node}"
-                            + (f" claim {own[d.id]}" if d.id in own else ""))
-        out.append(f'<g><title>{title}</title><rect x="{x}" y="{y}" width="{W}" height="{H}" rx="6" fill="{fill}" '
-                   f'stroke="#333"/><text x="{x + 6}" y="{y + 17}">{html.escape(label)}</text>'
-                   f'<text x="{x + 6}" y="{y + 33}" font-size="9">{html.escape(sub)}</text></g>')
-
-    y0 = 40
-    out.append(f'<text x="{pad}" y="{y0 - 6}">Neuron devices{" (4x4 torus: row = devicegroup4)" if cols == 4 else ""}</text>')
-    for i, d in enumerate(sorted(neurons, key=lambda d: d.torus or (d.index // cols, d.index % cols))):
-        r, c = d.torus if d.torus else (i // cols, i % cols)
-        box(pad + c * (W + pad), y0 + r * (H + pad), d, d.id, f"{d.root[3:]} n{d.numa_node}")
-    y1 = y0 + rows_n * (H + pad) + 30
-    if efas:
-        out.append(f'<text x="{pad}" y="{y1 - 6}">EFA (serves Neuron)</text>')
-        for i, d in enumerate(sorted(efas, key=lambda d: d.bdf)):
-            box(pad + (i % efa_cols) * (W + pad), y1 + (i // efa_cols) * (H + pad), d, d.rdma or d.id,
-                f"-> {','.join(map(str, d.serves)) or '-'} n{d.numa_node}")
-    yl = y1 + ((len(efas) + efa_cols - 1) // efa_cols) * (H + pad) + 16
-    for i, (c, col) in enumerate(colors.items()):
-        out.append(f'<rect x="{pad}" y="{yl + i * 20}" width="14" height="14" fill="{col}"/>'
-                   f'<text x="{pad + 20}" y="{yl + i * 20 + 11}">{html.escape(c)}</text>')
-    out.append("</svg>")
-    return "\n".join(out)
+def svg(node: str, truth: Truth, claims: list[dict], tainted: set[str] = frozenset()) -> str:
+    """The node's topology picture (fakedev/picture.py: NUMA -> root complex -> switch ->
+    device, laid out by Graphviz) with each claim's devices coloured and named in a legend."""
+    return picture.svg(truth, f"{node} - {truth.instance_type}", owners(claims, node), tainted)
 
 
 def bundle(out: Path, kube, truths: dict[str, Truth], namespaces: list[str] | str | None, log_dir: Path | None,

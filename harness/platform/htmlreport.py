@@ -13,9 +13,10 @@ import json
 from pathlib import Path
 
 from fakedev import Truth
+from fakedev.picture import PALETTE
 
 from ..judge.files import write_file
-from ..judge.report import PALETTE, svg
+from ..judge.report import svg
 from . import kit as kitmod
 from .ledger import Ledger
 from .metrics import Row, compute, wait_of, waiting_cost
