@@ -14,34 +14,19 @@ import sys
 import pytest
 
 from harness.kube import Kube
+from harness.repro import demo
 
 from .conftest import ROOT, local_cluster
 
 pytestmark = pytest.mark.slow
-SEL = "device.attributes['neuron.aws.com'].deviceId == 1"
 
 
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory):
-    gen = local_cluster(tmp_path_factory, "rp", "trn1.32xlarge",
-                        driver_args={"refdriver-neuron": ["--inject-bug=efa-shift"]})
+    gen = local_cluster(tmp_path_factory, "rp", "trn1.32xlarge", driver_args=demo.BUG)
     cluster = next(gen)
     try:
-        kube = Kube(str(cluster.kubeconfig))
-        kube.create_namespace("team-a")
-        kube.apply({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
-                    "metadata": {"name": "paired", "namespace": "team-a"},
-                    "spec": {"devices": {"requests": [
-                        {"name": "neuron", "exactly": {"deviceClassName": "neuron.aws.com",
-                                                       "selectors": [{"cel": {"expression": SEL}}]}},
-                        {"name": "efa", "exactly": {"deviceClassName": "efa.networking.k8s.aws"}}],
-                        "constraints": [{"requests": ["neuron", "efa"],
-                                         "matchAttribute": "resource.aws.com/devicegroup1_id"}]}}})
-        kube.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "team-a"},
-                    "spec": {"containers": [{"name": "c", "image": "x", "resources": {"claims": [{"name": "d"}]}}],
-                             "resourceClaims": [{"name": "d", "resourceClaimName": "paired"}]}})
-        kube.wait("ResourceClaim", lambda o: bool(((o or {}).get("status") or {}).get("allocation")),
-                  namespace="team-a", name="paired", timeout=30, what="claim allocated")
+        demo.run_on(Kube(str(cluster.kubeconfig)))
         out = tmp_path_factory.mktemp("bundles")
         made = {}
         for name, extra in (("plain", []), ("anonymised", ["--anonymise"])):

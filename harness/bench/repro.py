@@ -9,37 +9,22 @@ import time
 import uuid
 from pathlib import Path
 
-SEL = "device.attributes['neuron.aws.com'].deviceId == 1"
-
-
 def run(artifacts: Path) -> dict:
     from ..backends.local.backend import LocalBackend
     from ..backends.spec import ClusterSpec, parse_nodes
     from ..kube import Kube
+    from ..repro import demo
     from ..repro.capture import capture
     from ..repro.repro import repro
 
     name = f"bench-repro-{uuid.uuid4().hex[:4]}"
-    spec = ClusterSpec(name=name, nodes=parse_nodes("trn1.32xlarge", None, {"refdriver-neuron": ["--inject-bug=efa-shift"]}))
+    spec = ClusterSpec(name=name, nodes=parse_nodes("trn1.32xlarge", None, demo.BUG))
     c = LocalBackend().up(spec, artifacts / name, attached=True, timeout=300)
     out: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         try:
             kube = Kube(str(c.kubeconfig))
-            kube.create_namespace("team-a")
-            kube.apply({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
-                        "metadata": {"name": "paired", "namespace": "team-a"},
-                        "spec": {"devices": {"requests": [
-                            {"name": "neuron", "exactly": {"deviceClassName": "neuron.aws.com",
-                                                           "selectors": [{"cel": {"expression": SEL}}]}},
-                            {"name": "efa", "exactly": {"deviceClassName": "efa.networking.k8s.aws"}}],
-                            "constraints": [{"requests": ["neuron", "efa"],
-                                             "matchAttribute": "resource.aws.com/devicegroup1_id"}]}}})
-            kube.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "team-a"},
-                        "spec": {"containers": [{"name": "c", "image": "x", "resources": {"claims": [{"name": "d"}]}}],
-                                 "resourceClaims": [{"name": "d", "resourceClaimName": "paired"}]}})
-            kube.wait("ResourceClaim", lambda o: bool(((o or {}).get("status") or {}).get("allocation")),
-                      namespace="team-a", name="paired", timeout=30, what="claim allocated")
+            demo.run_on(kube)
             t0 = time.monotonic()
             bundle = capture(kube, Path(tmp) / "b", c, log_dir=c.artifacts / "logs")
             out["capture_s"] = round(time.monotonic() - t0, 2)
