@@ -27,7 +27,6 @@ _DISCOVERY_LOCK = threading.Lock()
 
 KINDS = {"neuron": attributes.NEURON_DRIVER, "efa": attributes.EFA_DRIVER}
 CDI_KINDS = {"neuron": "k8s.neuron.aws.com/neuron", "efa": "k8s.dra.net/efa"}
-# Default logical NeuronCore size per generation (Trn2 defaults to LNC=2, NE §3.1).
 
 
 @dataclass
@@ -321,25 +320,26 @@ class Driver:
         devices = [{"request_names": [r["request"].split("/", 1)[0]], "pool_name": r["pool"],
                     "device_name": r["device"], "cdi_device_ids": [ids[self._cdi_name(r)]],
                     **({"share_id": r["shareID"]} if r.get("shareID") else {})} for r in results]
-        self._report(claim, entries)
+        self._report(ns, name, entries, quiet=())
         return devices, str(path)
 
-    def _report(self, claim: dict, entries: list[dict]) -> None:
-        """The claim's status.devices for what was prepared (status.py). A refused write is logged,
-        not fatal: the workload can run without it, as with DRANET's asynchronous write."""
+    def _report(self, namespace: str, name: str, entries: list[dict], quiet: tuple[int, ...]) -> None:
+        """Apply this driver's status.devices entries of a claim (status.py; none: withdraw them).
+        A refused write is logged, not fatal: the workload runs without it, as with DRANET's
+        asynchronous write. `quiet`: statuses not worth a line (a claim already gone)."""
         if self.api_client is None:
             return
         from kubernetes.client.rest import ApiException
 
         from .rest import Rest
 
-        meta = claim["metadata"]
         try:
-            Rest(self.api_client).apply_claim_status(meta["namespace"], meta["name"], statusmod.body(claim, entries),
+            Rest(self.api_client).apply_claim_status(namespace, name, statusmod.body(namespace, name, entries),
                                                      self.opts.driver)
         except ApiException as e:
-            log.error("writing the claim's device status failed", extra={"fields": {
-                "claim": f"{meta['namespace']}/{meta['name']}", "status": e.status, "error": str(e.body or e.reason)[:400]}})
+            if e.status not in quiet:
+                log.error("writing the claim's device status failed", extra={"fields": {
+                    "claim": f"{namespace}/{name}", "status": e.status, "error": str(e.body or e.reason)[:400]}})
 
     def _cdi_name(self, result: dict) -> str:
         """One CDI device per allocated share (sharing.cdi_name); a Neuron device is never shared."""
@@ -348,19 +348,8 @@ class Driver:
     def unprepare(self, entry: dict) -> None:
         if entry.get("cdi_spec"):
             atomicfile.remove(Path(entry["cdi_spec"]))
-        if entry.get("namespace") and entry.get("name") and self.api_client is not None:
-            from kubernetes.client.rest import ApiException
-
-            from .rest import Rest
-
-            claim = {"metadata": {"namespace": entry["namespace"], "name": entry["name"]}}
-            try:  # withdraw this driver's entries; a claim already gone or deallocated has none left
-                Rest(self.api_client).apply_claim_status(entry["namespace"], entry["name"], statusmod.body(claim, []),
-                                                         self.opts.driver)
-            except ApiException as e:
-                if e.status not in (404, 409, 422):
-                    log.warning("withdrawing the claim's device status failed",
-                                extra={"fields": {"claim": f"{entry['namespace']}/{entry['name']}", "status": e.status}})
+        if entry.get("namespace") and entry.get("name"):  # a claim already gone or deallocated has none left
+            self._report(entry["namespace"], entry["name"], [], quiet=(404, 409, 422))
 
     def _configs(self, claim: dict) -> list[dict]:
         alloc = claim["status"]["allocation"]

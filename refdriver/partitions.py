@@ -28,7 +28,6 @@ MEMORY = "memory"
 HBM_GIB = {2: 32, 8: 96}  # by physical cores per device: V2 (Trn1/Inf2), V3 (Trn2) (neuron-efa.md §1, §3)
 DEFAULT_LNC = {8: 2}  # physical cores per device -> logical core size (Trn2 LNC=2)
 PARTITION_RE = re.compile(r"neuron-device-(?P<index>\d+)-cores-(?P<first>\d+)-(?P<last>\d+)\Z")
-MAX_COUNTER_SETS_PER_SLICE = 8  # 1.35+ (API validation, dra-features.md §1.2 "Limits")
 
 
 def counter_set(index: int) -> str:
@@ -45,11 +44,16 @@ def parse(name: str) -> tuple[int, int, int] | None:
     return (int(m["index"]), int(m["first"]), int(m["last"])) if m else None
 
 
-def _consume(index: int, cores: int, gib: int | None) -> list[dict]:
+def _counters(cores: int, gib: int | None) -> dict:
+    """Cores (and memory, where the generation's HBM is known) as counter values."""
     counters = {COUNTERS: {"value": str(cores)}}
     if gib is not None:
         counters[MEMORY] = {"value": f"{gib}Gi"}
-    return [{"counterSet": counter_set(index), "counters": counters}]
+    return counters
+
+
+def _consume(index: int, cores: int, gib: int | None) -> list[dict]:
+    return [{"counterSet": counter_set(index), "counters": _counters(cores, gib)}]
 
 
 def partition(devices: list[dict], core_counts: dict[int, int], bugs: list[str] = (),
@@ -67,10 +71,7 @@ def partition(devices: list[dict], core_counts: dict[int, int], bugs: list[str] 
             out.append(dev)
             continue
         gib = HBM_GIB.get(cores)
-        counters = {COUNTERS: {"value": str(cores)}}
-        if gib is not None:
-            counters[MEMORY] = {"value": f"{gib}Gi"}
-        sets.append({"name": counter_set(index), "counters": counters})
+        sets.append({"name": counter_set(index), "counters": _counters(cores, gib)})
         full = copy.deepcopy(dev)
         full["attributes"].update(coreStart={"int": 0}, coreCount={"int": cores})
         full["consumesCounters"] = _consume(index, cores, gib)

@@ -22,19 +22,23 @@ def slice_name(node: str, driver: str, i: int) -> str:
     return f"{base[:240]}-{i}"
 
 
+def bodies(devices: list[dict], per_slice: int = MAX_DEVICES, counter_sets: list[dict] | None = None,
+           split: bool = True) -> list[dict]:
+    """What each of the pool's slices holds. Counter sets (partitions.py) sit in slices of their
+    own from 1.35 (`split`), 8 to a slice, ahead of the devices; in 1.34 in the one slice of the
+    devices that consume them (dra-features.md §1.2)."""
+    if counter_sets and not split:
+        return [{"devices": devices, "sharedCounters": counter_sets}]
+    sets = counter_sets or []
+    specs = [{"sharedCounters": sets[i:i + COUNTER_SETS_PER_SLICE]} for i in range(0, len(sets), COUNTER_SETS_PER_SLICE)]
+    specs += [{"devices": devices[i:i + per_slice]} for i in range(0, len(devices), per_slice)]
+    return specs if devices else specs + [{"devices": []}]
+
+
 def build(node: str, driver: str, devices: list[dict], generation: int, owner: dict | None = None,
           per_slice: int = MAX_DEVICES, counter_sets: list[dict] | None = None, split: bool = True) -> list[dict]:
-    """The pool's slices. Counter sets (partitions.py) sit in slices of their own from 1.35
-    (`split`), 8 to a slice, ahead of the devices; in 1.34 in the one slice of the devices that
-    consume them (dra-features.md §1.2)."""
-    if counter_sets and not split:
-        specs = [{"devices": devices, "sharedCounters": counter_sets}]
-    else:
-        sets = counter_sets or []
-        specs = [{"sharedCounters": sets[i:i + COUNTER_SETS_PER_SLICE]} for i in range(0, len(sets), COUNTER_SETS_PER_SLICE)]
-        specs += [{"devices": devices[i:i + per_slice]} for i in range(0, len(devices), per_slice)]
-        if not devices:
-            specs.append({"devices": []})
+    """The pool's slices (bodies() says what each holds)."""
+    specs = bodies(devices, per_slice, counter_sets, split)
     out = []
     for i, body in enumerate(specs):
         meta: dict = {"name": slice_name(node, driver, i)}
@@ -100,8 +104,8 @@ class Publisher:
                 return False
         else:
             taintsmod.stamp(devices, self.published)
-            want_slices = len(build(self.node, self.driver, devices, 0, None, per_slice, counter_sets, split))
-            if devices == self.published and counter_sets == self.counter_sets and len(existing) == want_slices:
+            if devices == self.published and counter_sets == self.counter_sets and \
+                    len(existing) == len(bodies(devices, per_slice, counter_sets, split)):
                 self.given = given
                 return False
         self.generation += 1

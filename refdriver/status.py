@@ -31,8 +31,7 @@ def entry(result: dict, reason: str, data: dict) -> dict:
     return e
 
 
-def body(claim: dict, entries: list[dict]) -> dict:
+def body(namespace: str, name: str, entries: list[dict]) -> dict:
     """The apply configuration: only this driver's entries (none, to withdraw them)."""
     return {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
-            "metadata": {"name": claim["metadata"]["name"], "namespace": claim["metadata"]["namespace"]},
-            "status": {"devices": entries}}
+            "metadata": {"name": name, "namespace": namespace}, "status": {"devices": entries}}

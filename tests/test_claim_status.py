@@ -46,15 +46,15 @@ def test_a_driver_writes_the_status_of_its_own_node_and_no_other(cluster):
     assert r["pool"] == b
     other = {**r, "device": "neuron-device-9"}  # an entry for a device this claim does not hold
     with pytest.raises(ApiException) as denied:  # node a's driver, for a claim on node b
-        _as_driver(cluster, a).apply_claim_status("cs", "c", statusmod.body(claim, [statusmod.entry(r, "X", {})]),
+        _as_driver(cluster, a).apply_claim_status("cs", "c", statusmod.body("cs", "c", [statusmod.entry(r, "X", {})]),
                                                   "neuron.aws.com")
     assert denied.value.status in (403, 422) and "may write only the status.devices entries of its own node" \
         in str(denied.value.body), denied.value.body
     # node b's driver: its own entry is taken (the driver has written it already when the pod started)
-    got = _as_driver(cluster, b).apply_claim_status("cs", "c", statusmod.body(claim, [
+    got = _as_driver(cluster, b).apply_claim_status("cs", "c", statusmod.body("cs", "c", [
         statusmod.entry(r, "NeuronDeviceReady", {"serial": "x"})]), "neuron.aws.com")
     assert [(e["pool"], e["device"]) for e in got["status"]["devices"]] == [(b, r["device"])]
     with pytest.raises(ApiException) as refused:  # the API server: only allocated devices get entries
-        _as_driver(cluster, b).apply_claim_status("cs", "c", statusmod.body(claim, [
+        _as_driver(cluster, b).apply_claim_status("cs", "c", statusmod.body("cs", "c", [
             statusmod.entry(r, "X", {}), statusmod.entry(other, "X", {})]), "neuron.aws.com")
     assert refused.value.status == 422, refused.value.body

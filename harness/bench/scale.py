@@ -67,9 +67,7 @@ def per_second(times: list[datetime]) -> dict:
 
 
 def _api_requests(kube) -> Counter:
-    r = kube.api.call_api("GET", kube.api.configuration.host + "/metrics")
-    r.read()
-    text = r.data.decode()
+    text = kube.raw("/metrics").decode()
     out: Counter = Counter()
     for line in text.splitlines():
         if line.startswith("apiserver_request_total{"):

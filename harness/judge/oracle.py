@@ -113,8 +113,7 @@ def judge(claim: dict, truths: dict[str, Truth], extra_claims: list[dict] = (),
     sharing.check(v.claim, mapped, others, v.reasons, v.checks)
     partitions.check(mapped, v.claim, held, v.reasons, v.checks)
     sharing.check_distinct(spec, mapped, _request_of, v.reasons, v.checks)
-    status.check(claim, results, truth, lambda e: truth_id(e.get("driver", ""), e.get("device", ""), (devices or {}).get(
-        (e.get("driver"), e.get("pool"), e.get("device"))), identities), v.reasons, v.checks)
+    status.check(claim, results, mapped, v.reasons, v.checks)
     _check_counts(spec, results, truth, v)
     _check_constraints(spec, mapped, v)
     if taints is not None:

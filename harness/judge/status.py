@@ -11,21 +11,22 @@ allocation only."""
 
 from __future__ import annotations
 
-from fakedev import Truth
+from fakedev import TruthDevice
 
 
 def _key(x: dict) -> tuple:
     return x.get("driver"), x.get("pool"), x.get("device"), x.get("shareID") or ""
 
 
-def check(claim: dict, results: list[dict], truth: Truth, truth_id, reasons: list[str], checks: list[str]) -> None:
-    """`truth_id(result-like dict) -> id or None` maps an entry to the hardware."""
+def check(claim: dict, results: list[dict], mapped: list[tuple[dict, TruthDevice]], reasons: list[str],
+          checks: list[str]) -> None:
+    """`mapped`: the allocation results the oracle mapped to the hardware, with their devices."""
     entries = (claim.get("status") or {}).get("devices") or []
     if not entries:
         return
     allocated = {_key(r) for r in results}
+    device_of = {_key(r): d for r, d in mapped}
     seen: set[tuple] = set()
-    by_id = {d.id: d for d in truth.devices}
     good = 0
     for e in entries:
         key, name = _key(e), f"{e.get('driver')}/{e.get('device')}" + (f" share {e['shareID']}" if e.get("shareID") else "")
@@ -36,7 +37,7 @@ def check(claim: dict, results: list[dict], truth: Truth, truth_id, reasons: lis
         if key not in allocated:
             reasons.append(f"status.devices has an entry for {name}, which is not allocated to this claim")
             continue
-        dev = by_id.get(truth_id(e) or "")
+        dev = device_of.get(key)
         data = e.get("data") or {}
         bad = False
         if dev is not None and dev.kind == "neuron" and "serial" in data and data["serial"] != dev.serial:

@@ -80,6 +80,16 @@ class Kube:
             self._dyn = DynamicClient(self.api)
         return self._dyn
 
+    def raw(self, path: str) -> bytes:
+        """A GET of a non-resource path (/metrics, /version) through the client's connection, its
+        TLS and credentials; a status that is not 2xx raises ApiException."""
+        method, url, headers, _, _ = self.api.param_serialize("GET", path, auth_settings=["BearerToken"])
+        resp = self.api.call_api(method, url, header_params=headers)
+        resp.read()
+        if not 200 <= resp.status < 300:
+            raise ApiException(http_resp=resp)
+        return resp.data
+
     # -- objects as dicts ------------------------------------------------------------------------
     def apply(self, obj: dict) -> dict:
         """Create, or replace when it exists (last writer wins: these are the harness's objects)."""
