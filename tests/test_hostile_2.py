@@ -585,3 +585,49 @@ CASES_VERSION = [
 @pytest.mark.parametrize("case", CASES_VERSION, ids=[c.id for c in CASES_VERSION])
 def test_hostile_versions(case: Case, tmp_path: Path, pristine: Path):  # noqa: F811
     run_case(case, tmp_path, pristine)  # the sandbox check proves no cache directory was made
+
+
+# -- the inputs added with partitions, legacy requests, driver images, capture and repro ----------
+MANIFEST = {"format": 1, "server": {"gitVersion": "v1.37.2"}, "namespaces": ["ns-1"],
+            "nodes": {"node-1": {"labels": {}, "topology": None}}, "cluster": {}, "order": []}
+
+
+def manifest(**over) -> str:
+    return json.dumps({**MANIFEST, **over})
+
+
+CASES_NEW_INPUTS = [
+    Case("legacy_name not a string", ["dra-harness", "kit", "render", "{S}/k.yaml"], 2, "legacy_name: one of",
+         files={"k.yaml": kit("  c: {requests: [{name: d, device: neuron, count: 1}], teams: [a], "
+                              "cost_per_device_hour: 1, priority: 1, legacy_name: [1, 2]}\n")}),
+    Case("legacy_name of no device plugin", ["dra-harness", "kit", "render", "{S}/k.yaml"], 2,
+         "one of aws.amazon.com/neuron, vpc.amazonaws.com/efa",
+         files={"k.yaml": kit("  c: {requests: [{name: d, device: neuron, count: 1}], teams: [a], "
+                              "cost_per_device_hour: 1, priority: 1, legacy_name: ../../etc/passwd}\n")}),
+    Case("driver-image of a file that is no program", ["dra-harness", "driver-image", "{S}/victim/data", "--tag",
+                                                       "localhost/x:1", "-o", "{S}/x.tar"], 2, "is not an executable file"),
+    Case("driver-image with a tag that is a path", ["dra-harness", "driver-image", "/bin/true", "--tag", "../../x",
+                                                    "-o", "{S}/x.tar"], 2, "is not an image reference"),
+    Case("capture --namespace that is a path", ["dra-harness", "capture", "{S}/b", "--name", "nosuch", "--namespace",
+                                                "../victim"], 2, "--namespace"),
+    Case("repro of a directory with no manifest", ["dra-harness", "repro", "{S}/victim"], 2,
+         "not a bundle `dra-harness capture` wrote"),
+    Case("repro of a manifest that is a list", ["dra-harness", "repro", "{S}"], 2, "not a bundle's manifest",
+         files={"capture.json": "[1, 2]"}),
+    Case("repro: a namespace that is a path", ["dra-harness", "repro", "{S}"], 2, "namespace",
+         files={"capture.json": manifest(namespaces=["../victim"])}),
+    Case("repro: a node name that is a path", ["dra-harness", "repro", "{S}"], 2, "is not a DNS-1123 subdomain",
+         files={"capture.json": manifest(nodes={"../x": {"topology": None}})}),
+    Case("repro: a topology outside the bundle", ["dra-harness", "repro", "{S}"], 2, "is not a file inside the bundle",
+         files={"capture.json": manifest(nodes={"node-1": {"topology": "../../../../../../etc/passwd"}})}),
+    Case("repro: an order entry of another kind", ["dra-harness", "repro", "{S}"], 2, "is not one of",
+         files={"capture.json": manifest(order=[{"kind": "Secret", "namespace": "ns-1", "name": "s"}])}),
+    Case("refdriver --partition-lnc without --partition-cores", ["refdriver", "neuron", "--sysfs-root", "{T}",
+                                                                "--dry-run", "--partition-lnc", "2"], 2,
+         "need --partition-cores"),
+]
+
+
+@pytest.mark.parametrize("case", CASES_NEW_INPUTS, ids=lambda c: c.id)
+def test_hostile_new_inputs(case: Case, tmp_path: Path, pristine: Path):  # noqa: F811
+    run_case(case, tmp_path, pristine)

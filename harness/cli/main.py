@@ -425,9 +425,12 @@ def _kind_image(args) -> int:
 
 
 def _capture(args) -> int:
+    from ..backends.paths import check_name
     from ..kube import Kube
     from ..repro.capture import capture
 
+    for ns in args.namespace or []:  # before anything is read: each becomes a directory of the bundle
+        check_name(ns, "--namespace")
     kubeconfig, cluster = _target(args)
     try:
         kube = Kube(kubeconfig)

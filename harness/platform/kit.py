@@ -211,7 +211,7 @@ def load(path: str | Path) -> Kit:
             raise KitError(src, f"{p}.share_efa_with", "the class requests no EFA to share")
         legacy = c.get("legacy_name")
         if legacy is not None:
-            if legacy not in LEGACY_NAMES:
+            if not isinstance(legacy, str) or legacy not in LEGACY_NAMES:
                 raise KitError(src, f"{p}.legacy_name", f"one of {', '.join(LEGACY_NAMES)} (the device plugins' names)")
             if LEGACY_NAMES[legacy] not in {r.device for r in reqs}:
                 raise KitError(src, f"{p}.legacy_name", f"{legacy} asks for {LEGACY_NAMES[legacy]} devices, which the "

@@ -21,6 +21,9 @@ import shutil
 import time
 from pathlib import Path
 
+import yaml
+
+from ..backends.paths import check_name
 from ..judge.report import bundle
 
 FORMAT = 1
@@ -41,23 +44,25 @@ def typed(obj: dict, file_stem: str) -> dict:
     if kind and not obj.get("kind"):
         obj = {"apiVersion": api, "kind": kind, **obj}
     return obj
+
+
+def read(root: Path, name: str) -> list[dict]:
+    """The objects of one kind in a bundle (`name`: a file stem of KINDS), the cluster-wide file
+    and every namespace's, typed."""
+    out = []
+    for path in [root / f"{name}.yaml"] + sorted((root / "namespaces").glob(f"*/{name}.yaml")):
+        if path.is_file():
+            out += [typed(d, name) for d in yaml.safe_load_all(path.read_text()) if d]
+    return out
+
+
 DRA_GATE_PREFIXES = ("DRA", "DynamicResourceAllocation")
-
-
-def _get(kube, path: str) -> bytes:
-    """A raw GET through the client's connection (its TLS and credentials)."""
-    method, url, headers, _, _ = kube.api.param_serialize("GET", path, auth_settings=["BearerToken"])
-    resp = kube.api.call_api(method, url, header_params=headers)
-    resp.read()
-    if not 200 <= resp.status < 300:
-        raise RuntimeError(f"GET {path}: {resp.status}")
-    return resp.data
 
 
 def _gates(kube) -> dict[str, bool]:
     """The DRA feature gates the API server runs with, from its own metrics (1.26+)."""
     try:
-        body = _get(kube, "/metrics").decode()
+        body = kube.raw("/metrics").decode()
     except Exception:  # metrics not readable with these credentials: the bundle has no gates
         return {}
     out = {}
@@ -110,6 +115,8 @@ def capture(kube, out: Path, cluster=None, namespaces: list[str] | None = None, 
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"{out} exists and is not empty: a bundle goes into a new directory")
     nss = namespaces if namespaces is not None else namespaces_in_use(kube)
+    for ns in nss:  # each becomes a directory of the bundle (namespaces/<ns>)
+        check_name(ns, "namespace")
     truths = cluster.truths() if cluster else {}
     bundle(out, kube, truths, nss, log_dir, notes, ledgers)
     nodes = {}
@@ -126,12 +133,11 @@ def capture(kube, out: Path, cluster=None, namespaces: list[str] | None = None, 
             topo = f"topologies/{name}.yaml"
         nodes[name] = {"labels": n["metadata"].get("labels") or {}, "topology": topo,
                        "preset": info.topology if info is not None else None}
-    claims = [c for ns in nss for c in kube.list("ResourceClaim", namespace=ns)[0]]
-    templates = [t for ns in nss for t in json.loads(kube.res.list_namespaced_resource_claim_template(
-        ns, _preload_content=False).data)["items"]]
-    pods = [p for ns in nss for p in kube.list("Pod", namespace=ns)[0]]
+    # what the bundle just wrote, not a second round of lists (its claims file holds every namespace's)
+    claims = [c for c in read(out, "resourceclaims") if c["metadata"].get("namespace") in nss]
+    templates, pods = read(out, "resourceclaimtemplates"), read(out, "pods")
     manifest = {"format": FORMAT, "captured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "server": json.loads(_get(kube, "/version")), "feature_gates": _gates(kube), "namespaces": nss,
+                "server": json.loads(kube.raw("/version")), "feature_gates": _gates(kube), "namespaces": nss,
                 "nodes": nodes, "cluster": driver_setup(cluster), "order": _order(claims, pods, templates),
                 "anonymised": False}
     (out / "capture.json").write_text(json.dumps(manifest, indent=2) + "\n")

@@ -16,21 +16,23 @@ same devices, the same verdict of the oracle."""
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from ..backends import bins
+from ..backends.paths import check_name
 from ..backends.local.backend import LocalBackend
 from ..backends.spec import ClusterSpec, NodeSpec
 from ..judge.oracle import judge
 from ..kube import Kube
-from .capture import typed
+from .capture import read
 
 MODES = ("hardware", "slices")
+ORDER_KINDS = ("ResourceClaimTemplate", "ResourceClaim", "Pod")
+SUBDOMAIN_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
 EXTENDED = "resource.kubernetes.io/extended-resource-claim"
 
 
@@ -52,17 +54,6 @@ class Outcome:
         if self.reproduced:
             return f"reproduced: {self.claims} claim(s), the same allocations and verdicts ({what})"
         return f"not reproduced: {len(self.differences)} difference(s): " + "; ".join(self.differences)
-
-
-def _load(path: Path) -> list[dict]:
-    return [typed(d, path.stem) for d in yaml.safe_load_all(path.read_text()) if d] if path.is_file() else []
-
-
-def _objects(root: Path, name: str) -> list[dict]:
-    out = _load(root / f"{name}.yaml")
-    for sub in sorted((root / "namespaces").iterdir()) if (root / "namespaces").is_dir() else []:
-        out += _load(sub / f"{name}.yaml")
-    return out
 
 
 def _fresh(obj: dict, keep_spec: bool = True) -> dict:
@@ -118,6 +109,29 @@ def _verdict(claim: dict, truths, claims: list[dict]) -> str:
     return "ALIGNED" if judge(claim, truths, claims).ok else "WRONG"
 
 
+def check(manifest: dict, root: Path) -> None:
+    """What repro takes from capture.json, held to what capture writes (one line per problem):
+    namespaces and node names are names, topologies lie inside the bundle, order names kinds."""
+    where = f"{root}/capture.json"
+    try:
+        for ns in manifest["namespaces"]:
+            check_name(ns, "namespace")
+        for name, info in manifest["nodes"].items():
+            if not isinstance(name, str) or len(name) > 253 or not SUBDOMAIN_RE.match(name):
+                raise ValueError(f"node name {str(name)[:80]!r} is not a DNS-1123 subdomain")
+            topo = info.get("topology")
+            if topo is not None and (not isinstance(topo, str) or not (root / topo).resolve().is_relative_to(root.resolve())
+                                     or not (root / topo).is_file()):
+                raise ValueError(f"node {name}: topology {str(topo)[:80]!r} is not a file inside the bundle")
+        for item in manifest["order"]:
+            if item.get("kind") not in ORDER_KINDS:
+                raise ValueError(f"order: kind {str(item.get('kind'))[:40]!r} is not one of {', '.join(ORDER_KINDS)}")
+    except (KeyError, TypeError, AttributeError) as e:
+        raise ReproError(f"{where}: not a bundle's manifest ({type(e).__name__}: {str(e)[:80]})") from None
+    except ValueError as e:
+        raise ReproError(f"{where}: {e}") from None
+
+
 def nodes_of(manifest: dict, root: Path, mode: str) -> list[NodeSpec]:
     setup = manifest.get("cluster") or {}
     out = []
@@ -164,6 +178,7 @@ def repro(root: Path, mode: str, artifacts: Path, keep: bool = False, say=print,
         manifest = json.loads((root / "capture.json").read_text())
     except (OSError, ValueError) as e:
         raise ReproError(f"{root}: not a bundle `dra-harness capture` wrote (capture.json: {e})") from None
+    check(manifest, root)
     version = (manifest.get("server") or {}).get("gitVersion", "")
     version = bins.resolve(version.split("+")[0].split("-")[0] or None)  # the bundle's own release
     t0 = time.monotonic()
@@ -175,19 +190,19 @@ def repro(root: Path, mode: str, artifacts: Path, keep: bool = False, say=print,
         out.seconds["up"] = round(time.monotonic() - t0, 1)
         out.differences += _replay_mutations(cluster, root, manifest) if mode == "hardware" else []
         kube = Kube(str(cluster.kubeconfig))
-        for dc in _objects(root, "deviceclasses"):
+        for dc in read(root, "deviceclasses"):
             kube.apply(_fresh(dc))
         if mode == "slices":
             wanted = {n.name for n in spec.nodes}
-            for s in _objects(root, "resourceslices"):
+            for s in read(root, "resourceslices"):
                 if s["spec"].get("nodeName") in wanted or (s["spec"].get("pool") or {}).get("name") in wanted:
                     kube.apply(_fresh(s))
         for ns in manifest["namespaces"]:
             kube.create_namespace(ns)
-        captured_claims = _objects(root, "resourceclaims")
-        captured_pods = _objects(root, "pods")
+        captured_claims = read(root, "resourceclaims")
+        captured_pods = read(root, "pods")
         by_kind = {"ResourceClaimTemplate": {(o["metadata"]["namespace"], o["metadata"]["name"]): o
-                                             for o in _objects(root, "resourceclaimtemplates")},
+                                             for o in read(root, "resourceclaimtemplates")},
                    "ResourceClaim": {(o["metadata"]["namespace"], o["metadata"]["name"]): o for o in captured_claims},
                    "Pod": {(o["metadata"]["namespace"], o["metadata"]["name"]): o for o in captured_pods}}
         for item in manifest["order"]:
