@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import resource
+import signal
 import subprocess
 import sys
 import time
@@ -195,8 +196,16 @@ def run_case(case: Case, tmp_path: Path, pristine: Path) -> None:
     env = {**os.environ, "DRA_HARNESS_STATE": str(s / "state"), "HOME": str(s / "home"),
            **{k: v.replace("{S}", str(s)) for k, v in case.env.items()}}
     t0 = time.monotonic()
-    r = subprocess.run([sys.executable, "-m", EXE[argv[0]], *argv[1:]], capture_output=True, text=True, cwd=ROOT,
-                       env=env, timeout=case.seconds + 30, preexec_fn=_limit(case.memory_mb))
+    with subprocess.Popen([sys.executable, "-m", EXE[argv[0]], *argv[1:]], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env, preexec_fn=_limit(case.memory_mb),
+                          start_new_session=True) as p:
+        try:
+            out, err = p.communicate(timeout=case.seconds + 30)
+        except subprocess.TimeoutExpired:  # a case that hangs leaves nothing running: what it started goes too
+            os.killpg(p.pid, signal.SIGKILL)  # (a repro once left `make bins` compiling in the sandbox)
+            p.communicate()
+            raise
+    r = subprocess.CompletedProcess(p.args, p.returncode, out, err)
     took = time.monotonic() - t0
     lines = [x for x in r.stderr.splitlines() if x.strip()]
     assert r.returncode == case.rc, f"rc {r.returncode}: {r.stderr[-1500:]}"
