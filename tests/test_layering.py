@@ -27,6 +27,7 @@ ALLOWED: dict[str, set[str]] = {
     "harness.bench": {"fakedev", "harness.backends", "harness.judge", "harness.platform", "harness.kube", "harness.repro"},
     "harness.kube": set(),
     "harness.repro": {"fakedev", "harness.backends", "harness.judge", "harness.kube", "harness.repro"},
+    "harness.conform": {"harness.backends", "harness.judge", "harness.kube", "harness.conform"},
     "e2e": {"harness.testing"},
 }
 

@@ -40,6 +40,10 @@ class Backend(Protocol):
     def restart_driver(self, cluster: "Cluster", node: str, profile: str) -> None:
         """Restart one driver of one node and return when it serves again."""
 
+    def registered(self, cluster: "Cluster", node: str) -> list[str]:
+        """The DRA plugins the node's kubelet has registered: driver names or registration
+        socket names (registration.names tells whether one is a given driver's)."""
+
     def reconfigure(self, cluster: "Cluster", driver_args: dict[str, list[str]]) -> list[str]:
         """Run the cluster's drivers with `driver_args` (profile -> extra arguments, every node
         alike) instead of the arguments they run with, and return once each changed driver has

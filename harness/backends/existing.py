@@ -11,6 +11,7 @@ from pathlib import Path
 
 from fakedev import safeyaml
 
+from . import registration
 from .base import BackendError
 from .handle import Cluster, NodeInfo
 from .spec import ClusterSpec
@@ -59,6 +60,15 @@ class ExistingBackend:
 
             return LocalBackend().restart_driver(cluster, node, profile)
         raise BackendError("restarting a driver of an existing cluster is up to its operator")
+
+    def registered(self, cluster: Cluster, node: str) -> list[str]:
+        if cluster.state_dir is not None:  # a harness-started local cluster: its stand-in knows
+            from .local.backend import LocalBackend
+
+            return LocalBackend().registered(cluster, node)
+        from ..kube import Kube
+
+        return registration.from_kubelet(Kube(str(cluster.kubeconfig)), node)
 
     def reconfigure(self, cluster: Cluster, driver_args: dict[str, list[str]]) -> list[str]:
         if cluster.state_dir is not None:  # a harness-started local cluster: its supervisor can

@@ -88,6 +88,11 @@ class Cluster:
         self._check_node(node)
         self._backend().restart_driver(self, node, profile)
 
+    def registered(self, node: str) -> list[str]:
+        """The DRA plugins the node's kubelet has registered (names or registration sockets)."""
+        self._check_node(node)
+        return self._backend().registered(self, node)
+
     def reconfigure(self, driver_args: dict[str, list[str]]) -> list[str]:
         """Run the drivers with other extra arguments (an injected bug, a feature flag) without a new
         cluster, e.g. reconfigure({"refdriver-neuron": ["--inject-bug=efa-shift"]})."""

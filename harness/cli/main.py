@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..backends import DEFAULT as DEFAULT_BACKEND, NAMES as BACKENDS
 from ..backends.spec import DEFAULT_NODES
+from ..conform import CHECKS
 
 EPILOG = """\
 examples:
@@ -25,6 +26,7 @@ examples:
   dra-harness drain NODE --wait 60                          evict the node's device users (DeviceTaintRule)
   dra-harness down                                          stop everything, leave nothing behind
   dra-harness e2e                                           up + the e2e suites + down (what `make e2e` runs)
+  dra-harness conform --driver refdriver-neuron             a driver's report card (KEP-5970 + the oracle)
   dra-harness kit check platform/golden-paths.yaml          where each golden path fits, judged by the oracle
   dra-harness kit render platform/golden-paths.yaml | kubectl apply -f -
 """
@@ -186,6 +188,33 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("binary", help="a statically linked executable")
     s.add_argument("--tag", required=True, help="the image reference the chart's values name, e.g. localhost/dranet:src")
     s.add_argument("-o", "--out", required=True, help="the archive to write (.tar)")
+    s = sub.add_parser("conform", help="a driver's report card: KEP-5970's seven behaviours and the oracle's checks",
+                       description="Boots a cluster whose node runs the one driver profile given, runs the report "
+                       "card's checks against it and prints the card: the DRA driver contract of KEP-5970 "
+                       "(registration, slices, allocation, prepare, pod running, unprepare, reuse) and what only "
+                       "the ground truth can judge (identity, alignment of every published topology attribute, "
+                       "hotplug, faults, sharing, partitions, claim status). A check that does not apply says "
+                       "N/A and why. Exit status 1 when a check fails. JUnit and the card go to the artifacts.",
+                       epilog="examples:\n"
+                              "  dra-harness conform --driver refdriver-neuron\n"
+                              "  dra-harness conform --driver my-driver.yaml --device-class gpu.example.com\n"
+                              "  dra-harness conform --driver refdriver-neuron "
+                              "--driver-arg refdriver-neuron=--inject-bug=efa-shift --check alignment\n"
+                              "  dra-harness conform --driver e2e-test-driver --backend kind",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("--driver", required=True, metavar="PROFILE",
+                   help="the driver profile to judge (built-in name or YAML file)")
+    s.add_argument("--driver-arg", action="append", default=[], metavar="PROFILE=ARG",
+                   help="extra argument for the profile, e.g. refdriver-neuron=--extended-attributes")
+    s.add_argument("--device-class", default=None, help="the DeviceClass the contract checks allocate from "
+                   "(default: the first whose selectors name the driver)")
+    s.add_argument("--check", action="append", default=[], metavar="NAME",
+                   help="run only this check (repeatable): " + ", ".join(c.name for c in CHECKS))
+    s.add_argument("--nodes", default="trn1.32xlarge", help="the node's preset or spec file (default: trn1.32xlarge)")
+    s.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS, help=f"(default: {DEFAULT_BACKEND})")
+    s.add_argument("--k8s-version", default=None, help="1.34, 1.35, 1.36 or 1.37 (default: pinned default)")
+    s.add_argument("--artifacts", default=None, help="JUnit, card and logs (default: ./artifacts/conform-PROFILE)")
+    s.add_argument("--verbose", action="store_true", help="show pytest's output")
     s = sub.add_parser("e2e", help="up, run e2e/ with pytest, down, print the summary")
     cluster_args(s)
     s.add_argument("--keep-cluster", action="store_true")
@@ -210,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return {"up": _up, "status": _status, "down": _down, "explain": _explain, "judge": _judge, "drain": _drain, "e2e": _e2e, "kit": _kit,
                 "replay": _replay, "report": _report, "engine": _engine, "kind-image": _kind_image,
-                "driver-image": _driver_image, "capture": _capture, "repro": _repro}[args.cmd](args)
+                "driver-image": _driver_image, "capture": _capture, "repro": _repro,
+                "conform": _conform}[args.cmd](args)
     except (BackendError, BinsError, StateError, KitError, ValueError, EngineError) as e:
         print(f"dra-harness: {e}", file=sys.stderr)
         return 2
@@ -512,5 +542,11 @@ def _report(args) -> int:
 
 def _e2e(args) -> int:
     from .e2e import run
+
+    return run(args)
+
+
+def _conform(args) -> int:
+    from .conform import run
 
     return run(args)

@@ -49,6 +49,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="serve resource.k8s.io/v1beta1 and v1beta2 beside v1 (auto: on, as EKS does)")
     g.addoption("--driver-arg", action="append", default=[], metavar="PROFILE=ARG",  # noqa: E501
                 help="extra driver argument for every cluster, e.g. refdriver-neuron=--extended-attributes")
+    g.addoption("--driver", action="append", default=[], metavar="PROFILE",
+                help="driver profile every node of every cluster runs (built-in name or YAML file; repeatable; "
+                     "default: refdriver-neuron and refdriver-efa)")
+    g.addoption("--device-class", default=None, metavar="NAME",
+                help="the DeviceClass a conformance run (dra-harness conform) allocates from (default: the first "
+                     "DeviceClass whose selectors name the driver)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -80,6 +86,7 @@ class DraSession:
         self.keep = config.getoption("--keep-cluster")
         self.artifacts = Path(config.getoption("--artifacts") or "artifacts").resolve()
         self.default_nodes = config.getoption("--nodes") or DEFAULT_NODES
+        self.drivers: list[str] | None = config.getoption("--driver") or None  # None: the default profiles
         try:
             self.driver_args = parse_driver_args(config.getoption("--driver-arg"))
         except ProfileError as e:
@@ -163,7 +170,7 @@ class DraSession:
 
         name = f"pt-{self.runuid}-{hashlib.sha256(key.encode()).hexdigest()[:6]}"  # same in every worker
         try:
-            spec = ClusterSpec(name=name, nodes=parse_nodes(want["nodes"], driver_args=want["args"]),
+            spec = ClusterSpec(name=name, nodes=parse_nodes(want["nodes"], drivers=self.drivers, driver_args=want["args"]),
                                k8s_version=self.version, beta_apis=self.beta_apis)
         except ClusterSpecError as e:
             raise pytest.UsageError(str(e)) from None

@@ -28,7 +28,7 @@ from pathlib import Path
 import fakedev
 from fakedev import Truth
 
-from .. import binimage, bins, imds, profiles, shared
+from .. import binimage, bins, imds, profiles, registration, shared
 from ..base import BackendError
 from ..handle import Cluster, NodeInfo
 from ..paths import MARKER, check_name, check_root, ensure_root, inside, remove_marked, state_root, write_private
@@ -550,6 +550,10 @@ class KindBackend:
                                              for c in (p.get("status") or {}).get("conditions") or [])
                                          for p in lst["items"]),
                   namespace="dra-harness", label_selector=sel, timeout=120, what=f"a new {profile} pod ready on {node}")
+
+    def registered(self, cluster: Cluster, node: str) -> list[str]:
+        """From the node's real kubelet (its plugin manager's metrics)."""
+        return registration.from_kubelet(_kube(cluster.kubeconfig), node)
 
     def reconfigure(self, cluster: Cluster, driver_args: dict[str, list[str]]) -> list[str]:
         """`helm upgrade` of the reference drivers' release with the new arguments; returns once each

@@ -140,6 +140,10 @@ class LocalBackend:
     def restart_driver(self, cluster: Cluster, node: str, profile: str) -> None:
         control(cluster, "restart-driver", node=node, profile=profile)
 
+    def registered(self, cluster: Cluster, node: str) -> list[str]:
+        """The kubelet stand-in's plugin watcher registered these drivers (by GetInfo)."""
+        return list(control(cluster, "status")["plugins"].get(node) or [])
+
     def reconfigure(self, cluster: Cluster, driver_args: dict[str, list[str]]) -> list[str]:
         return control(cluster, "reconfigure", args=driver_args)["restarted"]
 
