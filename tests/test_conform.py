@@ -165,3 +165,12 @@ def test_each_injected_bug_fails_the_check_that_names_it(tmp_path, bug, check, p
     assert got[check] == "FAIL" and rc == 1, card
     assert all(s == "NOT RUN" for c, s in got.items() if c != check), card
     assert BY_NAME[check].part == "oracle"
+
+
+@pytest.mark.slow
+def test_the_same_card_on_kind_with_a_real_kubelet(tmp_path, docker_engine):
+    """Registration read from the real kubelet's plugin manager, prepare by containerd, the fake
+    node's faults and hotplug through the kind backend: the card the local backend gives."""
+    rc, got, card = _conform(tmp_path, "refdriver-neuron", "--backend", "kind")
+    assert got == {**PASS_ALL, "sharing": "N/A", "partitions": "N/A"}, card
+    assert rc == 0 and "on kind (trn1.32xlarge)" in card, card

@@ -12,6 +12,8 @@ artifacts/bench.json. Each section can be skipped; `--quick` skips the slow ones
   features   partitions and shared EFAs beside plain devices, 50 nodes (scale.py feature_runs)
   legacy     the alignment pods asking by count lose, per preset (legacy.py)
   repro      capture of an oracle-bug scenario and its repro in both modes (repro.py)
+  conform    the report card of each reference driver profile, cluster included (conform.py)
+             target: <= 3 min each
              targets: taint <= 2 s, 50 pods evicted <= 5 s
   e2e        the full e2e suite with cached binaries                           target: <= 180 s
   e2e-kind   the same suites on kind (offline images, cached), beside e2e     target: <= 10 min
@@ -35,7 +37,7 @@ import uuid
 from pathlib import Path
 
 from ..backends import bins
-from . import legacy, repro, soak, taints
+from . import conform, legacy, repro, soak, taints
 from ..backends.local.backend import LocalBackend
 
 ROOT = bins.ROOT
@@ -331,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         "features": lambda: bench_features(artifacts),
         "legacy": lambda: legacy.run(artifacts),
         "repro": lambda: repro.run(artifacts),
+        "conform": lambda: conform.run(artifacts),
         "soak": lambda: soak.run(artifacts, a.soak_seconds),
     }
     wanted = a.only or [s for s in sections if not (a.quick and s in ("scale", "e2e", "e2e-kind", "replay"))
