@@ -83,3 +83,23 @@ def test_repro_refuses_what_is_no_bundle(tmp_path):
     assert r.returncode == 2 and "not a bundle `dra-harness capture` wrote" in r.stderr
     r = _cli("capture", str(ROOT), "--name", "no-such-cluster", "--kubeconfig", "/nonexistent")
     assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr
+
+
+@pytest.mark.parametrize("bug", [b for b in demo.SCENARIOS if b != "efa-shift"])
+def test_every_oracle_bug_scenarios_bundle_reproduces_in_both_modes(bug, tmp_path_factory, tmp_path):
+    """The other oracle-bug scenarios of e2e/test_oracle_catches_bugs.py (efa-shift is above):
+    the captured bundle replays to the same WRONG verdict from the recorded hardware and driver
+    arguments, and from the captured slices alone (stale-after-hotplug: a hot-removed device)."""
+    scenario = demo.SCENARIOS[bug]
+    gen = local_cluster(tmp_path_factory, "rb", "trn1.32xlarge", driver_args=scenario.driver_args)
+    cluster = next(gen)
+    try:
+        demo.run_on(Kube(str(cluster.kubeconfig)), scenario=scenario, cluster=cluster)
+        r = _cli("capture", str(tmp_path / "b"), "--name", cluster.name)
+        assert r.returncode == 0, r.stderr
+    finally:
+        next(gen, None)
+    for mode in ("hardware", "slices"):
+        r = _cli("repro", str(tmp_path / "b"), "--mode", mode)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "reproduced: 1 claim(s), the same allocations and verdicts (1 WRONG)" in r.stdout, (mode, r.stdout)

@@ -31,6 +31,8 @@ and later record no change to it).
 
 from __future__ import annotations
 
+import re
+
 from . import bins
 
 GATES: dict[str, dict[str, bool]] = {
@@ -69,8 +71,25 @@ def minor_of(version: str | None) -> str:
     return ".".join((version or bins.versions()["K8S_DEFAULT"]).lstrip("v").split(".")[:2])
 
 
-def gate_flags(version: str | None) -> list[str]:
-    gates = GATES.get(minor_of(version), {})
+GATE_NAME_RE = re.compile(r"[A-Z][A-Za-z0-9]{1,80}\Z")
+
+
+def check(extra: dict[str, bool] | None) -> None:
+    """A name that is no gate name or a value that is no bool is refused: it would become part of
+    every component's command line."""
+    for k, v in (extra or {}).items():
+        if not isinstance(k, str) or not GATE_NAME_RE.match(k) or not isinstance(v, bool):
+            raise ValueError(f"feature gate {str(k)[:60]!r}={str(v)[:20]}: a gate name (CamelCase) and true or false")
+
+
+def merged(version: str | None, extra: dict[str, bool] | None = None) -> dict[str, bool]:
+    """The minor's gates and `extra` (a scenario's own) over them."""
+    check(extra)
+    return {**GATES.get(minor_of(version), {}), **(extra or {})}
+
+
+def gate_flags(version: str | None, extra: dict[str, bool] | None = None) -> list[str]:
+    gates = merged(version, extra)
     return [f"--feature-gates={','.join(f'{k}={str(v).lower()}' for k, v in sorted(gates.items()))}"] if gates else []
 
 

@@ -48,6 +48,17 @@ class ClusterSpec:
     nri: bool | None = None  # an NRI runtime stand-in per node (local backend); None: when a driver profile asks
     driver_hosts: bool | None = None  # many nodes per driver process (local backend); None: from HOST_MODE_NODES nodes
     beta_apis: bool | None = None  # serve resource.k8s.io/v1beta1 and v1beta2 (gates.py); None: as EKS, on
+    # more feature gates on every component, beside those of its minor (gates.py): an alpha feature
+    # a scenario needs (DRAListTypeAttributes), so it stays off for every other cluster
+    feature_gates: dict[str, bool] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from . import gates
+
+        try:
+            gates.check(self.feature_gates)
+        except ValueError as e:
+            raise ClusterSpecError(str(e)) from None
 
     def wants_driver_hosts(self) -> bool:
         """Host mode where it is asked for, or by default for big clusters whose drivers all
@@ -69,7 +80,7 @@ class ClusterSpec:
     def from_dict(cls, d: dict) -> "ClusterSpec":
         return cls(name=d["name"], k8s_version=d.get("k8s_version"), nodes=[NodeSpec(**n) for n in d["nodes"]],
                    netns=d.get("netns"), nri=d.get("nri"), driver_hosts=d.get("driver_hosts"),
-                   beta_apis=d.get("beta_apis"))
+                   beta_apis=d.get("beta_apis"), feature_gates=dict(d.get("feature_gates") or {}))
 
 
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,40}[a-z0-9])?\Z")

@@ -6,12 +6,14 @@ bundle's Kubernetes version, ending in one line: reproduced, or not and how it d
             too): the drivers publish, the scheduler allocates, the oracle judges;
   slices    the captured ResourceSlices published verbatim by this slice-replay publisher and
             no driver at all, so the scheduler's decision reproduces for a scheduler or a
-            slice-content bug (pods are allocated and bound; none starts).
+            slice-content bug (pods are allocated and bound; none starts). The trees are
+            rendered and mutated as in `hardware`: no driver reads them, the oracle does.
 
 Then the DeviceClasses, the namespaces, and in the captured order the claim templates, the
 claims made by hand and the pods (claims a template or an extended resource made are the
 scheduler's to make again). Each claim is compared with its captured self: allocated or not, the
-same devices, the same verdict of the oracle."""
+same devices, the same verdict of the oracle (then: against the truth the bundle recorded; now:
+against the replayed hardware's)."""
 
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from fakedev import Truth
 
 from ..backends import bins
 from ..backends.paths import check_name
@@ -109,6 +113,19 @@ def _verdict(claim: dict, truths, claims: list[dict]) -> str:
     return "ALIGNED" if judge(claim, truths, claims).ok else "WRONG"
 
 
+def _captured_truths(root: Path, fallback: dict) -> dict:
+    """Each node's truth as the bundle recorded it (truth-NODE.json), where it did."""
+    out = dict(fallback)
+    for name in fallback:
+        f = root / f"truth-{name}.json"
+        if f.is_file():
+            try:
+                out[name] = Truth.from_dict(json.loads(f.read_text()))
+            except (ValueError, KeyError, TypeError) as e:
+                raise ReproError(f"{f}: not a truth capture wrote ({str(e)[:200]})") from None
+    return out
+
+
 def check(manifest: dict, root: Path) -> None:
     """What repro takes from capture.json, held to what capture writes (one line per problem):
     namespaces and node names are names, topologies lie inside the bundle, order names kinds."""
@@ -188,7 +205,8 @@ def repro(root: Path, mode: str, artifacts: Path, keep: bool = False, say=print,
     out = Outcome(False, 0)
     try:
         out.seconds["up"] = round(time.monotonic() - t0, 1)
-        out.differences += _replay_mutations(cluster, root, manifest) if mode == "hardware" else []
+        # in both modes: with no driver reading it, the replayed tree is still the truth judged against
+        out.differences += _replay_mutations(cluster, root, manifest)
         kube = Kube(str(cluster.kubeconfig))
         for dc in read(root, "deviceclasses"):
             kube.apply(_fresh(dc))
@@ -215,11 +233,12 @@ def repro(root: Path, mode: str, artifacts: Path, keep: bool = False, say=print,
         got = _settle(kube, manifest["namespaces"], want, timeout)
         out.seconds["settle"] = round(time.monotonic() - t1, 1)
         truths = cluster.truths()
+        then = _captured_truths(root, truths)  # the captured verdict is the captured hardware's
         new_claims = list(got.values())
         out.claims = len(want)
         for key, old in sorted(want.items()):
             new = got.get(key)
-            before = _verdict(old, truths, captured_claims)
+            before = _verdict(old, then, captured_claims)
             after = _verdict(new, truths, new_claims) if new else "missing"
             out.verdicts[key] = after
             if after != before:

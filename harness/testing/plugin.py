@@ -58,9 +58,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "topology(*topologies, nodes=1, driver_args=None, exclusive=False|NAME): the cluster "
-                            "this test needs (presets or spec files, each repeated `nodes` times; exclusive: a private "
-                            "cluster for the module's tests that fill or mutate nodes; a NAME: one private cluster for every module giving it)")
+    config.addinivalue_line("markers", "topology(*topologies, nodes=1, driver_args=None, exclusive=False|NAME, gates=None): "
+                            "the cluster this test needs (presets or spec files, each repeated `nodes` times; exclusive: a "
+                            "private cluster for the module's tests that fill or mutate nodes; a NAME: one private cluster "
+                            "for every module giving it; gates: more feature gates, {name: bool}, on every component)")
     config.addinivalue_line("markers", "k8s(min=None, max=None): Kubernetes versions this test applies to")
     config.addinivalue_line("markers", "upstream_bug(issue, fixed_in, why, since=None): on a cluster where the bug is "
                             "open (from since, older than fixed_in: a release, a list of first fixed patches per minor, "
@@ -114,8 +115,9 @@ class DraSession:
 
     def key(self, marker: pytest.Mark | None, test: str = "") -> tuple[str, dict]:
         """Which cluster a test runs on (nodes, private group; and driver arguments under xdist)
-        and what it wants of it: {"nodes", "args"}."""
-        nodes, args = self.default_nodes, dict(self.driver_args)
+        and what it wants of it: {"nodes", "args", "gates"}. Feature gates are fixed at boot: other
+        gates mean another cluster."""
+        nodes, args, gates = self.default_nodes, dict(self.driver_args), {}
         # a private cluster per module, or per group name shared by the modules that give it
         excl = marker.kwargs.get("exclusive") if marker else None
         private = excl if isinstance(excl, str) else test.split("::")[0] if excl else ""
@@ -124,8 +126,10 @@ class DraSession:
             nodes = ",".join(t for t in marker.args for _ in range(n))
             for prof, a in (marker.kwargs.get("driver_args") or {}).items():
                 args[prof] = args.get(prof, []) + list(a)
+            gates = dict(marker.kwargs.get("gates") or {})
         by_args = sorted(args.items()) if self.shared_workers else None
-        return json.dumps([nodes, by_args, private]), {"nodes": nodes, "args": args}
+        key = [nodes, by_args, private] + ([sorted(gates.items())] if gates else [])
+        return json.dumps(key), {"nodes": nodes, "args": args, "gates": gates}
 
     def cluster(self, marker: pytest.Mark | None, test: str = "") -> Cluster:
         """The test's cluster, its drivers running with the arguments the test asks for."""
@@ -171,7 +175,7 @@ class DraSession:
         name = f"pt-{self.runuid}-{hashlib.sha256(key.encode()).hexdigest()[:6]}"  # same in every worker
         try:
             spec = ClusterSpec(name=name, nodes=parse_nodes(want["nodes"], drivers=self.drivers, driver_args=want["args"]),
-                               k8s_version=self.version, beta_apis=self.beta_apis)
+                               k8s_version=self.version, beta_apis=self.beta_apis, feature_gates=want.get("gates") or {})
         except ClusterSpecError as e:
             raise pytest.UsageError(str(e)) from None
         self.names[key] = name

@@ -119,8 +119,8 @@ def render(spec: ClusterSpec, trees: dict[str, Path], version: str | None, host:
     from .. import gates
 
     extra: dict = {}
-    if gates.GATES.get(minor):  # the DRA features of older minors (gates.py), on every component
-        extra["featureGates"] = dict(gates.GATES[minor])
+    if gates.merged(minor, spec.feature_gates):  # the DRA features of older minors (gates.py) and the
+        extra["featureGates"] = gates.merged(minor, spec.feature_gates)  # scenario's own, on every component
     if gates.runtime_config(minor, spec.beta_apis):
         extra["runtimeConfig"] = gates.runtime_config(minor, spec.beta_apis)
     return {

@@ -40,6 +40,7 @@ class ControlPlane:
     verbosity: int = 2
     k8s_version: str | None = None  # for the feature gates of its minor (gates.py)
     beta_apis: bool | None = None  # serve the beta DRA API versions (gates.runtime_config)
+    feature_gates: dict[str, bool] = field(default_factory=dict)  # beside the minor's (gates.merged)
     procs: list[procs.Proc] = field(default_factory=list)
     popens: dict[int, object] = field(default_factory=dict)
     apiserver_port: int = 0
@@ -97,7 +98,7 @@ class ControlPlane:
             f"--requestheader-client-ca-file={pki.ca_path}", "--requestheader-allowed-names=front-proxy-client",
             "--requestheader-username-headers=X-Remote-User", "--requestheader-group-headers=X-Remote-Group",
             "--requestheader-extra-headers-prefix=X-Remote-Extra-", f"--proxy-client-cert-file={proxy_crt}",
-            f"--proxy-client-key-file={proxy_key}", *gates.gate_flags(self.k8s_version),
+            f"--proxy-client-key-file={proxy_key}", *gates.gate_flags(self.k8s_version, self.feature_gates),
             *gates.runtime_config_flags(self.k8s_version, self.beta_apis)])
         admin = pki.kubeconfig(self.admin_kubeconfig, self.server, "admin", "admin", ["system:masters"])
         self._wait_http(api, f"{self.server}/readyz", deadline, client=pki.issue("probe", "probe", ["system:masters"]))
@@ -109,7 +110,7 @@ class ControlPlane:
             f"--root-ca-file={pki.ca_path}", "--use-service-account-credentials", "--controllers=*,-nodelifecycle",
             "--kube-api-qps=300", "--kube-api-burst=600",
             "--leader-elect=false", "--bind-address=127.0.0.1", f"--secure-port={kcm_port}", f"--v={self.verbosity}",
-            *gates.gate_flags(self.k8s_version)])
+            *gates.gate_flags(self.k8s_version, self.feature_gates)])
         sched = pki.kubeconfig(self.state_dir / "scheduler.kubeconfig", self.server, "scheduler", "system:kube-scheduler")
         sched_port = free_port()
         # Client QPS as scheduler_perf raises it: with DRA each pod costs a claim status write and a
@@ -123,7 +124,7 @@ leaderElection: {{leaderElect: false}}
         sched_p = self._spawn("kube-scheduler", [
             str(b / "kube-scheduler"), f"--config={sched_cfg}", f"--authentication-kubeconfig={sched}",
             f"--authorization-kubeconfig={sched}", "--bind-address=127.0.0.1",
-            f"--secure-port={sched_port}", f"--v={self.verbosity}", *gates.gate_flags(self.k8s_version)])
+            f"--secure-port={sched_port}", f"--v={self.verbosity}", *gates.gate_flags(self.k8s_version, self.feature_gates)])
         self.scheduler_port = sched_port
         for p, port in ((kcm_p, kcm_port), (sched_p, sched_port)):
             self._wait_http(p, f"https://127.0.0.1:{port}/healthz", deadline)

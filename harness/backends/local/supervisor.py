@@ -63,7 +63,7 @@ class Supervisor:
     def __init__(self, spec: ClusterSpec, lay: ClusterLayout, bin_dir: Path, timeout: float) -> None:
         self.spec, self.lay, self.bin_dir, self.timeout = spec, lay, bin_dir, timeout
         self.cp = ControlPlane(bin_dir, lay.control_dir, lay.log_dir, k8s_version=spec.k8s_version,
-                               beta_apis=spec.beta_apis)
+                               beta_apis=spec.beta_apis, feature_gates=spec.feature_gates)
         self.drivers: dict[tuple[str, str], RunningDriver] = {}  # (node, profile name) -> what runs
         self.requests: queue.Queue = queue.Queue()
         self.standin: KubeletStandIn | None = None
