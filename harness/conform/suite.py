@@ -263,6 +263,16 @@ def test_faults(dra, dra_cluster, subject):
     assert not found, _listing(f"{tid} healed", found)
 
 
+def _allocated_within(dra, claim: str, seconds: float = 5) -> bool:
+    """Whether the scheduler allocates `claim` within `seconds` (it must not, where this is asked)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if (dra.get_claim(claim).get("status") or {}).get("allocation"):
+            return True
+        time.sleep(0.2)
+    return bool((dra.get_claim(claim).get("status") or {}).get("allocation"))
+
+
 def _listing(when: str, findings: list) -> str:
     """The first finding on the card's line, all of them below."""
     return f"{when}: {findings[0]}" + "".join(f"\n  {f}" for f in findings[1:8])
@@ -294,10 +304,7 @@ def test_sharing(dra, subject, any_device):
     # 40% of what the device publishes is left; 60% more must not fit (the oracle holds the true rate)
     dra.create(dra.claim("more", dra.request("a", any_device, selectors=sel, capacity={cap_name: f"{int(total * 0.6)}"})),
                dra.pod("p-more", "more"))
-    end = time.monotonic() + 5
-    while time.monotonic() < end and not (dra.get_claim("more").get("status") or {}).get("allocation"):
-        time.sleep(0.2)
-    if (dra.get_claim("more").get("status") or {}).get("allocation"):
+    if _allocated_within(dra, "more"):
         v = dra.judge("more")
         assert v.ok, f"the scheduler over-committed what the driver published:\n{v}"
         pytest.fail(f"{device['name']}: 120% of its published {cap_name} was allocated, yet the oracle found no "
@@ -322,10 +329,7 @@ def test_partitions(dra, subject, any_device):
     dra.create(dra.claim("whole", dra.request("d", any_device, selectors=sel_w)), dra.pod("p-whole", "whole"))
     dra.assert_aligned("whole")
     dra.create(dra.claim("part", dra.request("d", any_device, selectors=sel_p)), dra.pod("p-part", "part"))
-    end = time.monotonic() + 5
-    while time.monotonic() < end and not (dra.get_claim("part").get("status") or {}).get("allocation"):
-        time.sleep(0.2)
-    if (dra.get_claim("part").get("status") or {}).get("allocation"):
+    if _allocated_within(dra, "part"):
         v = dra.judge("part")
         assert v.ok, f"{whole['name']} and its partition {parts[0]['name']} were both allocated: {v.reasons[0]}\n{v}"
 
