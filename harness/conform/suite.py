@@ -147,14 +147,19 @@ def test_reuse(dra, subject):
 
 # -- what only the oracle can judge ---------------------------------------------------------------
 
-def _identified(subject: Subject) -> None:
+def _identified(subject: Subject, dra, first: bool = False) -> None:
+    """The oracle's checks need the node's ground truth and a way to map devices onto it; the
+    first of them says why in full, the others point to it."""
+    if dra.truths().get(subject.node) is None:
+        _na(f"node {subject.node} is not a fake node: there is no ground truth to judge against")
     if subject.identity is None:
         _na(f"the profile of {subject.driver} states no identity, so its devices cannot be mapped to the node's "
-            "hardware (an `identity:` of name_pattern, pci_attribute or index_attribute makes them judgeable)")
+            "hardware (an `identity:` of name_pattern, pci_attribute or index_attribute makes them judgeable)"
+            if first else "its devices are not mapped to the hardware (see identity)")
 
 
 def test_identity(dra, subject):
-    _identified(subject)
+    _identified(subject, dra, first=True)
     covs = published.coverage(subject.slices, dra.truths(), subject.driver, {subject.driver: subject.identity})
     (cov,) = covs or [None]
     assert cov and cov.mapped, (f"the identity of {subject.driver} maps none of its "
@@ -165,7 +170,7 @@ def test_identity(dra, subject):
 
 
 def test_alignment(dra, subject):
-    _identified(subject)
+    _identified(subject, dra)
     idents = {subject.driver: subject.identity}
     groups = published.intents(subject.slices, dra.truths(), idents, {subject.driver})
     if not groups:
@@ -221,7 +226,7 @@ def _until(cond, what: str, timeout: float = SETTLE) -> None:
 
 
 def test_hotplug(dra, subject):
-    _identified(subject)
+    _identified(subject, dra)
     truth = dra.truths()[subject.node]
     candidates = _mapped(subject, truth)
     if not candidates:
@@ -238,7 +243,7 @@ def test_hotplug(dra, subject):
 
 
 def test_faults(dra, dra_cluster, subject):
-    _identified(subject)
+    _identified(subject, dra)
     truth = dra.truths()[subject.node]
     candidates = _mapped(subject, truth, set(FAULT_OP))
     if not candidates:
@@ -315,7 +320,7 @@ def test_partitions(dra, subject, any_device):
     if not any(s["spec"].get("sharedCounters") for s in dra.kube.list("ResourceSlice")[0]
                if s["spec"]["driver"] == subject.driver):
         _na(f"{subject.driver} publishes no counter sets (no partitionable devices)")
-    _identified(subject)
+    _identified(subject, dra)
     devices = subject.devices()
     wholes = [d for d in devices if d.get("consumesCounters") and subject.truth_id(d)]
     for whole in wholes:
