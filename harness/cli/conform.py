@@ -10,9 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-from ..backends.bins import ROOT
 from fakedev import SpecError
 
+from ..backends.bins import ROOT
 from ..backends.profiles import ProfileError, check_set, parse_driver_args
 from ..backends.spec import ClusterSpecError, parse_nodes
 from ..conform import BY_NAME, SUITE

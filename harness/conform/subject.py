@@ -35,6 +35,11 @@ class Subject:
                         {self.driver: self.identity} if self.identity else None)
 
 
+def node_slices(kube, driver: str, node: str) -> list[dict]:
+    """`driver`'s ResourceSlices of `node`, as the API server has them now."""
+    return [s for s in kube.list("ResourceSlice")[0] if s["spec"]["driver"] == driver and s["spec"].get("nodeName") == node]
+
+
 def classes_naming(driver: str, classes: list[dict], chosen: str | None = None) -> list[str]:
     """The DeviceClasses whose CEL selectors name `driver` (by name, sorted), `chosen` first."""
     quoted = (f'"{driver}"', f"'{driver}'")

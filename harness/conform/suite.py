@@ -14,7 +14,7 @@ import pytest
 from harness.backends import BackendError
 from harness.backends.profiles import parse_driver_args, resolve
 from harness.backends.registration import names as registers
-from harness.conform.subject import Subject, classes_naming, identity_of, pin
+from harness.conform.subject import Subject, classes_naming, identity_of, node_slices, pin
 from harness.judge import published
 from harness.judge.identity import INTENT
 from harness.judge.sharing import quantity
@@ -40,9 +40,7 @@ def subject(request, dra, dra_cluster) -> Subject:
     classes = classes_naming(prof.driver, dra.kube.list("DeviceClass")[0], chosen)
     if chosen and not dra.kube.get("DeviceClass", chosen):
         raise pytest.UsageError(f"--device-class {chosen}: the cluster has no such DeviceClass")
-    slices = [s for s in dra.kube.list("ResourceSlice")[0]
-              if s["spec"]["driver"] == prof.driver and s["spec"].get("nodeName") == node]
-    return Subject(prof, node, classes, slices, identity_of(prof))
+    return Subject(prof, node, classes, node_slices(dra.kube, prof.driver, node), identity_of(prof))
 
 
 @pytest.fixture
@@ -205,15 +203,14 @@ def _mapped(subject: Subject, truth, kinds: set[str] | None = None) -> list[tupl
     out = []
     for d in subject.devices():
         tid = subject.truth_id(d)
-        dev = next((x for x in truth.devices if x.id == tid), None) if tid else None
+        dev = truth.device(tid) if tid else None
         if dev and dev.present and (kinds is None or dev.kind in kinds) and tid not in {t for _, t in out}:
             out.append((d, tid))
     return sorted(out, key=lambda x: x[0]["name"], reverse=True)
 
 
 def _published_ids(dra, subject: Subject) -> set[str]:
-    slices = [s for s in dra.kube.list("ResourceSlice")[0]
-              if s["spec"]["driver"] == subject.driver and s["spec"].get("nodeName") == subject.node]
+    slices = node_slices(dra.kube, subject.driver, subject.node)
     return {subject.truth_id(d) for s in slices for d in s["spec"].get("devices") or []}
 
 
@@ -249,7 +246,7 @@ def test_faults(dra, dra_cluster, subject):
     if not candidates:
         _na(f"fakedev breaks Neuron devices (ECC) and EFAs (port down); {subject.driver} publishes neither")
     device, tid = candidates[0]
-    kind = next(x.kind for x in truth.devices if x.id == tid)
+    kind = truth.device(tid).kind
     dra.fault(subject.node, FAULT_OP[kind], tid)
     found = dra.audit_taints(settle=SETTLE)
     assert not found, _listing(f"{tid} broken ({FAULT_OP[kind]})", found)

@@ -32,12 +32,12 @@ class Coverage:
 
 
 def _devices(slices: list[dict], driver: str | None = None):
-    """(node, driver, device) of every published node-local device (of `driver`)."""
+    """(node, driver, pool, device) of every published node-local device (of `driver`)."""
     for s in slices:
         spec = s["spec"]
         if spec.get("nodeName") and (driver is None or spec["driver"] == driver):
             for d in spec.get("devices") or []:
-                yield spec["nodeName"], spec["driver"], d
+                yield spec["nodeName"], spec["driver"], spec["pool"]["name"], d
 
 
 def coverage(slices: list[dict], truths: dict[str, Truth], driver: str,
@@ -47,7 +47,7 @@ def coverage(slices: list[dict], truths: dict[str, Truth], driver: str,
     only devices that consume none must name distinct hardware."""
     out: dict[str, Coverage] = {}
     whole: dict[tuple[str, str], str] = {}  # (node, truth id) -> the device consuming no counters that names it
-    for node, drv, d in _devices(slices, driver):
+    for node, drv, _, d in _devices(slices, driver):
         truth = truths.get(node)
         if truth is None:
             continue
@@ -56,7 +56,7 @@ def coverage(slices: list[dict], truths: dict[str, Truth], driver: str,
         if tid is None:
             cov.unmapped.append(d["name"])
             continue
-        dev = next((x for x in truth.devices if x.id == tid), None)
+        dev = truth.device(tid)
         if dev is None:
             cov.problems.append(f"{d['name']} names {tid}, which node {node} does not have")
         elif not dev.present:
@@ -68,10 +68,10 @@ def coverage(slices: list[dict], truths: dict[str, Truth], driver: str,
             whole.setdefault((node, tid), d["name"])
         cov.mapped[d["name"]] = tid
     for cov in out.values():
-        truth = truths[cov.node]
-        kinds = {x.kind for x in truth.devices if x.id in set(cov.mapped.values())}
+        truth, named = truths[cov.node], set(cov.mapped.values())
+        kinds = {x.kind for x in truth.devices if x.id in named}
         for x in truth.devices:
-            if x.kind in kinds and x.present and x.id not in set(cov.mapped.values()):
+            if x.kind in kinds and x.present and x.id not in named:
                 cov.problems.append(f"node {cov.node} has {x.kind} {x.id}, but {cov.driver} does not publish it")
     return list(out.values())
 
@@ -82,8 +82,8 @@ def intents(slices: list[dict], truths: dict[str, Truth], identities: dict[str, 
     of its values (on one node, across the given drivers: a devicegroup id pairs Neuron devices
     with EFAs). Attributes without a known intent are not judged; partitions of one chip count
     as their chip once."""
-    groups: dict[tuple[str, str, str], dict[str, tuple[str, str]]] = {}
-    for node, drv, d in _devices(slices):
+    groups: dict[tuple[str, str, str], dict[str, tuple[str, str, str]]] = {}
+    for node, drv, pool, d in _devices(slices):
         if drivers is not None and drv not in drivers:
             continue
         tid = truth_id(drv, d["name"], d.get("attributes"), identities)
@@ -93,7 +93,7 @@ def intents(slices: list[dict], truths: dict[str, Truth], identities: dict[str, 
             qualified = attr if "/" in attr else f"{drv}/{attr}"
             if qualified in INTENT:
                 members = groups.setdefault((qualified, node, str(slice_value(raw))), {})
-                members.setdefault(tid, (drv, d["name"]))
+                members.setdefault(tid, (drv, pool, d["name"]))
     out: dict[str, list[Verdict]] = {}
     devices = published(slices)
     for (attr, node, value), members in sorted(groups.items()):
@@ -102,26 +102,21 @@ def intents(slices: list[dict], truths: dict[str, Truth], identities: dict[str, 
         claim = {"metadata": {"namespace": "published", "name": f"{attr}={value}", "uid": f"published:{attr}:{value}"},
                  "spec": {"devices": {"requests": [], "constraints": [{"matchAttribute": attr}]}},
                  "status": {"allocation": {"devices": {"results": [
-                     {"request": "group", "driver": drv, "pool": _pool(slices, node, drv, name), "device": name}
-                     for drv, name in members.values()]}}}}
+                     {"request": "group", "driver": drv, "pool": pool, "device": name}
+                     for drv, pool, name in members.values()]}}}}
         out.setdefault(attr, []).append(judge(claim, truths, identities=identities, devices=devices))
     return out
-
-
-def _pool(slices: list[dict], node: str, driver: str, device: str) -> str:
-    return next(s["spec"]["pool"]["name"] for s in slices if s["spec"].get("nodeName") == node
-                and s["spec"]["driver"] == driver and any(d["name"] == device for d in s["spec"].get("devices") or []))
 
 
 def capacity(slices: list[dict], truths: dict[str, Truth], identities: dict[str, Identity] | None = None) -> list[str]:
     """A shareable device's published bandwidth against its port's true rate: more than the port
     runs at lets the scheduler over-commit the NIC, and no claim shows it until it is full."""
     out = []
-    for node, drv, d in _devices(slices):
+    for node, drv, _, d in _devices(slices):
         bw = ((d.get("capacity") or {}).get("bandwidth") or {}).get("value")
         truth = truths.get(node)
         tid = truth_id(drv, d["name"], d.get("attributes"), identities)
-        dev = next((x for x in truth.devices if x.id == tid), None) if truth and tid else None
+        dev = truth.device(tid) if truth and tid else None
         if bw is None or dev is None or not dev.rate_gbps:
             continue
         gbps = quantity(str(bw)) / 1e9
@@ -133,7 +128,7 @@ def capacity(slices: list[dict], truths: dict[str, Truth], identities: dict[str,
 
 def shareable(slices: list[dict], driver: str) -> list[tuple[str, dict]]:
     """(node, device) of `driver`'s devices that allow several allocations."""
-    return [(n, d) for n, _, d in _devices(slices, driver) if d.get("allowMultipleAllocations")]
+    return [(n, d) for n, _, _, d in _devices(slices, driver) if d.get("allowMultipleAllocations")]
 
 
 # Kubernetes' standard attributes (resource.kubernetes.io, KEP-5491): their values mean the same
@@ -147,10 +142,10 @@ def standard_values(slices: list[dict], truths: dict[str, Truth],
     that numbers NUMA nodes its own way groups its own devices right and still mismatches every
     other driver's."""
     out = []
-    for node, drv, d in _devices(slices):
+    for node, drv, _, d in _devices(slices):
         truth = truths.get(node)
         tid = truth_id(drv, d["name"], d.get("attributes"), identities)
-        dev = next((x for x in truth.devices if x.id == tid), None) if truth and tid else None
+        dev = truth.device(tid) if truth and tid else None
         if dev is None:
             continue
         for attr, field_name in STANDARD.items():
